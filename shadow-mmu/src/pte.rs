@@ -1,0 +1,369 @@
+//! Paging-structure entry formats and how entries are read and updated in
+//! guest memory.
+//!
+//! The walker is written once, generic over [`PteFormat`]; the 32-bit and
+//! 64-bit formats differ only in entry width, index width, how large pages
+//! encode their frame, and which bits are reserved.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use vm_memory::{GuestAddress, GuestMemoryBackend, VolatileMemory};
+
+use crate::arch::{Cr4, Efer, PagingMode, PagingState, PteAccess};
+
+/// Present.
+pub const PTE_P: u64 = 1 << 0;
+/// Read/write.
+pub const PTE_W: u64 = 1 << 1;
+/// User/supervisor.
+pub const PTE_U: u64 = 1 << 2;
+/// Page-level write-through.
+pub const PTE_PWT: u64 = 1 << 3;
+/// Page-level cache disable.
+pub const PTE_PCD: u64 = 1 << 4;
+/// Accessed.
+pub const PTE_A: u64 = 1 << 5;
+/// Dirty (leaf entries only).
+pub const PTE_D: u64 = 1 << 6;
+/// Page size: the entry maps a large page (PDE, PDPTE).
+pub const PTE_PS: u64 = 1 << 7;
+/// Global (leaf entries only).
+pub const PTE_G: u64 = 1 << 8;
+/// PAT bit of a large-page entry (bit 7 holds PAT in a 4 KiB PTE).
+pub const PTE_LARGE_PAT: u64 = 1 << 12;
+/// Execute disable (64-bit entries only).
+pub const PTE_XD: u64 = 1 << 63;
+/// Frame-address bits of a 64-bit entry before MAXPHYADDR is applied.
+pub const PTE64_ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
+/// Shift of the protection-key field (bits 62:59) of a 64-bit leaf.
+pub const PTE_PKEY_SHIFT: u32 = 59;
+
+/// `bits hi..=lo` set.
+#[inline]
+pub(crate) const fn bit_range(hi: u32, lo: u32) -> u64 {
+    if hi < lo {
+        return 0;
+    }
+    (u64::MAX >> (63 - hi)) & !((1u64 << lo) - 1)
+}
+
+/// Reads and atomically updates paging-structure entries in guest memory.
+///
+/// Implemented for every vm-memory [`GuestMemoryBackend`]. `None` means no RAM
+/// backs the address; the walker treats that as a not-present entry, as KVM
+/// does.
+pub trait PteMemory {
+    /// Loads a naturally aligned 4-byte entry.
+    fn load_u32(&self, gpa: GuestAddress) -> Option<u32>;
+    /// Loads a naturally aligned 8-byte entry.
+    fn load_u64(&self, gpa: GuestAddress) -> Option<u64>;
+    /// Replaces `old` with `new` if the entry still holds `old`; `Some(false)`
+    /// when another writer got there first.
+    fn cmpxchg_u32(&self, gpa: GuestAddress, old: u32, new: u32) -> Option<bool>;
+    /// 8-byte form of [`PteMemory::cmpxchg_u32`].
+    fn cmpxchg_u64(&self, gpa: GuestAddress, old: u64, new: u64) -> Option<bool>;
+}
+
+impl<M: GuestMemoryBackend + ?Sized> PteMemory for M {
+    fn load_u32(&self, gpa: GuestAddress) -> Option<u32> {
+        let slice = self.get_slice(gpa, 4).ok()?;
+        let entry = slice.get_atomic_ref::<AtomicU32>(0).ok()?;
+        Some(entry.load(Ordering::Acquire))
+    }
+
+    fn load_u64(&self, gpa: GuestAddress) -> Option<u64> {
+        let slice = self.get_slice(gpa, 8).ok()?;
+        let entry = slice.get_atomic_ref::<AtomicU64>(0).ok()?;
+        Some(entry.load(Ordering::Acquire))
+    }
+
+    fn cmpxchg_u32(&self, gpa: GuestAddress, old: u32, new: u32) -> Option<bool> {
+        let slice = self.get_slice(gpa, 4).ok()?;
+        let entry = slice.get_atomic_ref::<AtomicU32>(0).ok()?;
+        Some(
+            entry
+                .compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok(),
+        )
+    }
+
+    fn cmpxchg_u64(&self, gpa: GuestAddress, old: u64, new: u64) -> Option<bool> {
+        let slice = self.get_slice(gpa, 8).ok()?;
+        let entry = slice.get_atomic_ref::<AtomicU64>(0).ok()?;
+        Some(
+            entry
+                .compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok(),
+        )
+    }
+}
+
+/// Reserved-bit masks of one paging mode, indexed by level (1 = PTE).
+///
+/// `table[l]` applies to an entry at level `l` that references a table or a
+/// 4 KiB page, `large[l]` to one that maps a large page.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReservedBits {
+    /// Masks for entries that reference a table (or a 4 KiB page at level 1).
+    pub table: [u64; 6],
+    /// Masks for large-page leaves.
+    pub large: [u64; 6],
+}
+
+/// A paging-entry format: 4-byte entries of 32-bit paging or 8-byte entries
+/// of PAE and IA-32e paging.
+pub trait PteFormat: Copy + Send + Sync + 'static {
+    /// Entry width in bytes.
+    const BYTES: u64;
+    /// Linear-address bits consumed by each level below the root.
+    const INDEX_BITS: u32;
+
+    /// Loads the entry at `gpa`, zero-extended.
+    fn load<M: PteMemory + ?Sized>(mem: &M, gpa: GuestAddress) -> Option<u64>;
+
+    /// Compare-exchanges the entry at `gpa`.
+    fn cmpxchg<M: PteMemory + ?Sized>(
+        mem: &M,
+        gpa: GuestAddress,
+        old: u64,
+        new: u64,
+    ) -> Option<bool>;
+
+    /// Index of `gva`'s entry in a table at `level`.
+    #[inline]
+    fn index(gva: u64, level: u8) -> u64 {
+        let shift = 12 + Self::INDEX_BITS * (u32::from(level) - 1);
+        (gva >> shift) & ((1u64 << Self::INDEX_BITS) - 1)
+    }
+
+    /// Shift of the region one entry at `level` maps.
+    #[inline]
+    fn level_shift(level: u8) -> u32 {
+        12 + Self::INDEX_BITS * (u32::from(level) - 1)
+    }
+
+    /// Guest-physical address of the table or 4 KiB frame an entry references.
+    fn frame(pte: u64) -> u64;
+
+    /// Guest-physical base of the large page a leaf at `level` maps.
+    fn large_frame(pte: u64, level: u8, state: &PagingState) -> u64;
+
+    /// Whether a present entry at `level` with PS set is a leaf (rather than
+    /// PS being ignored). The reserved-bit masks decide whether it is legal.
+    fn ps_is_leaf(level: u8, state: &PagingState) -> bool;
+
+    /// The rights one entry grants.
+    #[inline]
+    fn rights(pte: u64, nx: bool) -> PteAccess {
+        let mut acc = PteAccess::empty();
+        if pte & PTE_W != 0 {
+            acc |= PteAccess::WRITE;
+        }
+        if pte & PTE_U != 0 {
+            acc |= PteAccess::USER;
+        }
+        if !nx || pte & PTE_XD == 0 {
+            acc |= PteAccess::EXEC;
+        }
+        acc
+    }
+
+    /// Reserved bits of every level under `state`.
+    fn reserved_bits(state: &PagingState) -> ReservedBits;
+}
+
+/// 4-byte entries of 32-bit paging.
+#[derive(Clone, Copy, Debug)]
+pub struct Pte32;
+
+impl PteFormat for Pte32 {
+    const BYTES: u64 = 4;
+    const INDEX_BITS: u32 = 10;
+
+    #[inline]
+    fn load<M: PteMemory + ?Sized>(mem: &M, gpa: GuestAddress) -> Option<u64> {
+        mem.load_u32(gpa).map(u64::from)
+    }
+
+    #[inline]
+    fn cmpxchg<M: PteMemory + ?Sized>(
+        mem: &M,
+        gpa: GuestAddress,
+        old: u64,
+        new: u64,
+    ) -> Option<bool> {
+        mem.cmpxchg_u32(gpa, old as u32, new as u32)
+    }
+
+    #[inline]
+    fn frame(pte: u64) -> u64 {
+        pte & 0xffff_f000
+    }
+
+    #[inline]
+    fn large_frame(pte: u64, _level: u8, state: &PagingState) -> u64 {
+        // PSE-36: PDE bits (M-20):13 hold physical bits (M-1):32.
+        let high_bits = pse36_high_bits(state);
+        let high = (pte >> 13) & ((1u64 << high_bits) - 1);
+        (pte & 0xffc0_0000) | (high << 32)
+    }
+
+    #[inline]
+    fn ps_is_leaf(level: u8, state: &PagingState) -> bool {
+        level == 2 && state.cr4.contains(Cr4::PSE)
+    }
+
+    fn reserved_bits(state: &PagingState) -> ReservedBits {
+        let mut rsvd = ReservedBits::default();
+        // 4 MiB PDE: bits 21:(13 + M - 32) are reserved (SDM table 4-6).
+        rsvd.large[2] = bit_range(21, 13 + pse36_high_bits(state));
+        rsvd
+    }
+}
+
+/// Number of physical-address bits above 31 that a 4 MiB PDE can hold.
+#[inline]
+fn pse36_high_bits(state: &PagingState) -> u32 {
+    if state.pse36 {
+        u32::from(state.maxphyaddr.clamp(32, 40)) - 32
+    } else {
+        0
+    }
+}
+
+/// 8-byte entries of PAE, 4-level and 5-level paging.
+#[derive(Clone, Copy, Debug)]
+pub struct Pte64;
+
+impl PteFormat for Pte64 {
+    const BYTES: u64 = 8;
+    const INDEX_BITS: u32 = 9;
+
+    #[inline]
+    fn load<M: PteMemory + ?Sized>(mem: &M, gpa: GuestAddress) -> Option<u64> {
+        mem.load_u64(gpa)
+    }
+
+    #[inline]
+    fn cmpxchg<M: PteMemory + ?Sized>(
+        mem: &M,
+        gpa: GuestAddress,
+        old: u64,
+        new: u64,
+    ) -> Option<bool> {
+        mem.cmpxchg_u64(gpa, old, new)
+    }
+
+    #[inline]
+    fn frame(pte: u64) -> u64 {
+        pte & PTE64_ADDR_MASK
+    }
+
+    #[inline]
+    fn large_frame(pte: u64, level: u8, _state: &PagingState) -> u64 {
+        pte & PTE64_ADDR_MASK & !((1u64 << Self::level_shift(level)) - 1)
+    }
+
+    #[inline]
+    fn ps_is_leaf(level: u8, _state: &PagingState) -> bool {
+        // PS at levels 4 and 5 is reserved; treating it as "leaf" routes it
+        // to the large mask, which flags it.
+        level >= 2
+    }
+
+    fn reserved_bits(state: &PagingState) -> ReservedBits {
+        let maxphy = u32::from(state.maxphyaddr.clamp(32, 52));
+        // IA-32e entries ignore bits 62:52; PAE entries reserve them (SDM
+        // tables 4-9 to 4-11 against 4-15 to 4-20).
+        let top = if state.mode() == PagingMode::Pae {
+            62
+        } else {
+            51
+        };
+        let mut common = bit_range(top, maxphy);
+        if !state.efer.contains(Efer::NXE) {
+            common |= PTE_XD;
+        }
+        let mut rsvd = ReservedBits::default();
+        rsvd.table[1] = common;
+        rsvd.table[2] = common;
+        rsvd.large[2] = common | bit_range(20, 13);
+        rsvd.table[3] = common;
+        rsvd.large[3] = if state.gbpages {
+            common | bit_range(29, 13)
+        } else {
+            common | PTE_PS
+        };
+        rsvd.table[4] = common | PTE_PS;
+        rsvd.large[4] = common | PTE_PS;
+        rsvd.table[5] = common | PTE_PS;
+        rsvd.large[5] = common | PTE_PS;
+        rsvd
+    }
+}
+
+/// Reserved bits of a PAE PDPTE register (SDM table 4-8): bits 2:1, 8:5 and
+/// 63:MAXPHYADDR. Checked when CR3 is loaded.
+pub fn pae_pdpte_reserved(state: &PagingState) -> u64 {
+    let maxphy = u32::from(state.maxphyaddr.clamp(32, 52));
+    bit_range(63, maxphy) | bit_range(8, 5) | bit_range(2, 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arch::{Cr0, Efer};
+
+    #[test]
+    fn ranges() {
+        assert_eq!(bit_range(20, 13), 0x1f_e000);
+        assert_eq!(bit_range(63, 63), 1 << 63);
+        assert_eq!(bit_range(12, 13), 0);
+        assert_eq!(bit_range(51, 48), 0x000f_0000_0000_0000);
+    }
+
+    #[test]
+    fn pse36_frame_and_reserved() {
+        let mut s = PagingState {
+            cr0: Cr0::PG | Cr0::PE,
+            cr4: Cr4::PSE,
+            maxphyaddr: 36,
+            ..Default::default()
+        };
+        // Bits 16:13 hold physical bits 35:32; bits 21:17 are reserved.
+        assert_eq!(Pte32::reserved_bits(&s).large[2], 0x3e_0000);
+        assert_eq!(
+            Pte32::large_frame(0x0040_2083 | (0xf << 13), 2, &s),
+            0xf_0040_0000
+        );
+        s.pse36 = false;
+        assert_eq!(Pte32::reserved_bits(&s).large[2], 0x3f_e000);
+        assert_eq!(Pte32::large_frame(0x0040_0083, 2, &s), 0x40_0000);
+    }
+
+    #[test]
+    fn pte64_reserved() {
+        let s = PagingState {
+            efer: Efer::LMA | Efer::LME,
+            maxphyaddr: 40,
+            gbpages: false,
+            ..Default::default()
+        };
+        let r = Pte64::reserved_bits(&s);
+        assert_eq!(r.table[1], 0x000f_ff00_0000_0000 | PTE_XD);
+        assert_eq!(r.large[3] & PTE_PS, PTE_PS);
+        assert_eq!(Pte64::index(0x0000_7fff_ffff_f000, 4), 0xff);
+    }
+
+    #[test]
+    fn pae_reserves_high_bits() {
+        let s = PagingState {
+            cr0: Cr0::PG | Cr0::PE,
+            cr4: Cr4::PAE,
+            efer: Efer::NXE,
+            maxphyaddr: 36,
+            ..Default::default()
+        };
+        assert_eq!(Pte64::reserved_bits(&s).table[1], bit_range(62, 36));
+    }
+}
