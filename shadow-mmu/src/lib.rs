@@ -26,4 +26,4 @@ pub use arch::{
     Access, AccessKind, Cr0, Cr4, Efer, KeyRights, PagingMode, PagingState, PfErrorCode, PteAccess,
 };
 pub use pte::PteMemory;
-pub use walker::{gva_to_gpa, load_pdptrs, walk, GuestWalk, WalkError};
+pub use walker::{gva_to_gpa, load_pdptrs, peek, translate, walk, GuestWalk, WalkError};

@@ -110,7 +110,7 @@ pub fn walk<M: PteMemory + ?Sized>(
     gva: Gva,
     access: Access,
 ) -> Result<GuestWalk, WalkError> {
-    walk_with::<M, true>(mem, state, gva, access)
+    walk_with::<M, true, true>(mem, state, gva, access)
 }
 
 /// Like [`walk`], but leaves guest memory untouched: no A or D bit is set.
@@ -122,7 +122,20 @@ pub fn peek<M: PteMemory + ?Sized>(
     gva: Gva,
     access: Access,
 ) -> Result<GuestWalk, WalkError> {
-    walk_with::<M, false>(mem, state, gva, access)
+    walk_with::<M, false, true>(mem, state, gva, access)
+}
+
+/// The translation of `gva` whatever the access: reserved bits and
+/// not-present entries still fault, permissions are not checked and guest
+/// memory is untouched. `access` in the result says what the translation
+/// grants. For audits, which compare shadow entries against it.
+pub fn translate<M: PteMemory + ?Sized>(
+    mem: &M,
+    state: &PagingState,
+    gva: Gva,
+) -> Result<GuestWalk, WalkError> {
+    let any = Access::at_cpl(AccessKind::Read, 0);
+    walk_with::<M, false, false>(mem, state, gva, any)
 }
 
 /// Translates `gva` to a guest-physical address (the seed's `gva_to_gpa`).
@@ -157,7 +170,7 @@ pub fn load_pdptrs<M: PteMemory + ?Sized>(
     Ok(pdptrs)
 }
 
-fn walk_with<M: PteMemory + ?Sized, const SET_AD: bool>(
+fn walk_with<M: PteMemory + ?Sized, const SET_AD: bool, const CHECK: bool>(
     mem: &M,
     state: &PagingState,
     gva: Gva,
@@ -171,9 +184,9 @@ fn walk_with<M: PteMemory + ?Sized, const SET_AD: bool>(
             }
             Ok(GuestWalk::identity(gva))
         }
-        PagingMode::Bits32 => walk_format::<Pte32, M, SET_AD>(mem, state, mode, gva, access),
+        PagingMode::Bits32 => walk_format::<Pte32, M, SET_AD, CHECK>(mem, state, mode, gva, access),
         PagingMode::Pae | PagingMode::Level4 | PagingMode::Level5 => {
-            walk_format::<Pte64, M, SET_AD>(mem, state, mode, gva, access)
+            walk_format::<Pte64, M, SET_AD, CHECK>(mem, state, mode, gva, access)
         }
     }
 }
@@ -191,7 +204,7 @@ fn address_is_valid(mode: PagingMode, gva: Gva) -> bool {
     (((gva.0 << shift) as i64) >> shift) as u64 == gva.0
 }
 
-fn walk_format<F: PteFormat, M: PteMemory + ?Sized, const SET_AD: bool>(
+fn walk_format<F: PteFormat, M: PteMemory + ?Sized, const SET_AD: bool, const CHECK: bool>(
     mem: &M,
     state: &PagingState,
     mode: PagingMode,
@@ -288,8 +301,10 @@ fn walk_format<F: PteFormat, M: PteMemory + ?Sized, const SET_AD: bool>(
         };
         w.gpa = GuestAddress(base | (gva.0 & (w.page_size - 1)));
 
-        if let Some(ec) = permission_fault(state, mode, w.access, leaf_pte, access) {
-            return Err(WalkError::PageFault(ec | access_bits));
+        if CHECK {
+            if let Some(ec) = permission_fault(state, mode, w.access, leaf_pte, access) {
+                return Err(WalkError::PageFault(ec | access_bits));
+            }
         }
 
         if !SET_AD || set_accessed_dirty::<F, M>(mem, &mut w, access.kind == AccessKind::Write) {
