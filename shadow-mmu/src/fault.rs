@@ -1,0 +1,500 @@
+//! The page-fault path: walk the guest tables, then build the shadow path
+//! down to a leaf (the seed's `fetch`), and prefetch around it.
+//!
+//! Causes handled (the seed's list): no shadow entry yet; a write to an
+//! entry kept read-only until the guest's dirty bit is set; a write to a
+//! frame shadowed as a page table (unsync it, unprotect it, or ask for
+//! emulation); an address that is not RAM (MMIO); and a real guest fault,
+//! returned with the exact error code to inject.
+
+use std::sync::atomic::Ordering;
+
+use vm_memory::{GuestAddressSpace, GuestMemoryMmap};
+
+use crate::addr::{Gfn, Gva, PAGE_SHIFT};
+use crate::arch::{Access, AccessKind, Cr0, Cr4, PagingMode, PagingState, PfErrorCode, PteAccess};
+use crate::mmu::{Changes, FaultOutcome, GuestException, Mmu, MmuError, TableWrites};
+use crate::pte::{Pte32, Pte64, PteFormat, PteMemory, PTE_A, PTE_D, PTE_P, PTE_PKEY_SHIFT};
+use crate::spt::{PageId, Role, SptePtr, ENTRIES};
+use crate::spte;
+use crate::state::{frames_at, shadow_index, MmuState};
+use crate::stats::Counters;
+use crate::walker::{self, GuestWalk, WalkError};
+
+/// What the fault wants of the leaf.
+#[derive(Clone, Copy, Debug)]
+struct Request {
+    access: Access,
+    /// An explicit access (a fault) rather than a prefetch.
+    faulting: bool,
+}
+
+pub(crate) fn page_fault(
+    mmu: &Mmu,
+    vcpu: usize,
+    gva: Gva,
+    error_code: PfErrorCode,
+) -> Result<(FaultOutcome, Changes), MmuError> {
+    let access = Access {
+        kind: if error_code.contains(PfErrorCode::W) {
+            AccessKind::Write
+        } else if error_code.contains(PfErrorCode::ID) {
+            AccessKind::Fetch
+        } else {
+            AccessKind::Read
+        },
+        user: error_code.contains(PfErrorCode::U),
+        implicit: false,
+    };
+    resolve(
+        mmu,
+        vcpu,
+        gva,
+        Request {
+            access,
+            faulting: true,
+        },
+    )
+}
+
+/// Maps `gva` if the guest does, for a prefault without an access.
+pub(crate) fn prefetch(mmu: &Mmu, vcpu: usize, gva: Gva) -> Result<Changes, MmuError> {
+    let access = Access::at_cpl(AccessKind::Read, 0);
+    let (_, changes) = resolve(
+        mmu,
+        vcpu,
+        gva,
+        Request {
+            access,
+            faulting: false,
+        },
+    )?;
+    Ok(changes)
+}
+
+fn inject_pf(error_code: PfErrorCode, gva: Gva) -> FaultOutcome {
+    FaultOutcome::Inject(GuestException::PageFault {
+        error_code,
+        cr2: gva,
+    })
+}
+
+fn resolve(
+    mmu: &Mmu,
+    vcpu: usize,
+    gva: Gva,
+    req: Request,
+) -> Result<(FaultOutcome, Changes), MmuError> {
+    let (state, root_page, hole) = {
+        let st = mmu.state.lock();
+        let root = st.current_root(vcpu)?;
+        (
+            root.state_with(st.vcpu(vcpu)?.state),
+            root.page,
+            st.cfg.hole,
+        )
+    };
+    let stats = &mmu.stats;
+
+    // The hole belongs to the VMM whatever the guest's tables say.
+    if let Some(hole) = hole {
+        if state.mode().is_long()
+            && shadow_index(gva.0, state.mode().levels()) == usize::from(hole.root_index)
+        {
+            Counters::bump(&stats.fault_guest);
+            let ec = req.access.error_code_bits(state.reports_fetch());
+            return Ok((inject_pf(ec, gva), Changes::default()));
+        }
+    }
+
+    let seq = mmu.seq.load(Ordering::Acquire);
+    let mem = mmu.mem.memory();
+    let walk = if req.faulting {
+        walker::walk(&*mem, &state, gva, req.access)
+    } else {
+        walker::peek(&*mem, &state, gva, req.access)
+    };
+    let walk = match walk {
+        Ok(w) => w,
+        Err(WalkError::PageFault(ec)) => {
+            Counters::bump(&stats.fault_guest);
+            return Ok((inject_pf(ec, gva), Changes::default()));
+        }
+        Err(WalkError::GeneralProtection) => {
+            Counters::bump(&stats.fault_guest);
+            return Ok((
+                FaultOutcome::Inject(GuestException::GeneralProtection),
+                Changes::default(),
+            ));
+        }
+        Err(WalkError::TooManyRetries) => {
+            Counters::bump(&stats.fault_retry);
+            return Ok((FaultOutcome::Retry, Changes::default()));
+        }
+    };
+    if !req.faulting && walk.leaf_pte() & PTE_A == 0 && walk.mode != PagingMode::Off {
+        // Prefetch never maps what the guest has not accessed.
+        return Ok((FaultOutcome::Retry, Changes::default()));
+    }
+
+    let mut st = mmu.state.lock();
+    if mmu.seq.load(Ordering::Acquire) != seq
+        || st.current_root(vcpu).map(|r| r.page).ok() != Some(root_page)
+    {
+        Counters::bump(&stats.fault_retry);
+        return Ok((FaultOutcome::Retry, st.take_changes()));
+    }
+    st.begin_op();
+    let outcome = st.fetch(&mem, &state, root_page, &walk, req, stats);
+    match outcome {
+        FaultOutcome::Retry => Counters::bump(&stats.fault_retry),
+        FaultOutcome::Mmio { .. } => Counters::bump(&stats.fault_mmio),
+        FaultOutcome::Emulate { .. } => Counters::bump(&stats.fault_emulate),
+        _ => {}
+    }
+    Ok((outcome, st.take_changes()))
+}
+
+/// The rights the guest entries from the top down to `level` grant.
+fn rights_down_to(walk: &GuestWalk, state: &PagingState, level: u8) -> PteAccess {
+    let nx = state.nx_enabled();
+    let mut acc = PteAccess::all();
+    if walk.mode == PagingMode::Off {
+        return acc;
+    }
+    let top = if walk.mode == PagingMode::Pae {
+        2
+    } else {
+        walk.root_level
+    };
+    let mut l = top;
+    while l >= level.max(walk.level) {
+        acc &= Pte64::rights(walk.ptes[usize::from(l) - 1], nx);
+        l -= 1;
+    }
+    acc
+}
+
+impl crate::state::Root {
+    /// The root's paging state with the vCPU's latest EFLAGS.AC.
+    pub(crate) fn state_with(&self, vcpu_state: Option<PagingState>) -> PagingState {
+        let mut s = self.state;
+        if let Some(v) = vcpu_state {
+            s.eflags_ac = v.eflags_ac;
+        }
+        s
+    }
+}
+
+impl MmuState {
+    /// The largest level the shadow may map `walk` at.
+    fn mapping_level(&self, mem: &GuestMemoryMmap, walk: &GuestWalk) -> u8 {
+        let guest_level = if walk.mode == PagingMode::Off {
+            3
+        } else {
+            walk.level
+        };
+        let max = guest_level.min(self.cfg.max_mapping_level);
+        let gfn = walk.gfn().0;
+        for level in (2..=max).rev() {
+            let frames = frames_at(level);
+            let base = gfn & !(frames - 1);
+            if self.large_allowed(level, base)
+                && self.cfg.frames.contiguous(mem, Gfn(base), frames)
+                && self
+                    .cfg
+                    .frames
+                    .frame(mem, Gfn(base))
+                    .is_some_and(|f| f % (frames << PAGE_SHIFT) == 0 && !self.in_hidden(f))
+            {
+                return level;
+            }
+        }
+        1
+    }
+
+    /// Builds the shadow path for `walk` from `root` and installs the leaf.
+    fn fetch(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        state: &PagingState,
+        root: PageId,
+        walk: &GuestWalk,
+        req: Request,
+        stats: &Counters,
+    ) -> FaultOutcome {
+        let gva = walk.gva.0;
+        let gfn = walk.gfn();
+        let Some(frame) = self.frame_of(mem, gfn) else {
+            return FaultOutcome::Mmio { gpa: walk.gpa };
+        };
+        let ram = self.is_ram(mem, gfn);
+        let map_level = if ram {
+            self.mapping_level(mem, walk)
+        } else {
+            1
+        };
+        let base_role = Role::base(state);
+        // The guest's top table as the shadow sees it: PAE's PDPTEs are
+        // registers, shadowed by the root's synthetic level.
+        let guest_top = if walk.mode == PagingMode::Pae {
+            2
+        } else {
+            walk.root_level
+        };
+        let dirty = walk.mode == PagingMode::Off || walk.leaf_pte() & PTE_D != 0;
+        // The guest leaf's rights, write-protected until it is dirty
+        // (KVM's protect_clean_gpte).
+        let mut leaf_access = walk.access;
+        if !dirty {
+            leaf_access.remove(PteAccess::WRITE);
+        }
+        let pkey = if walk.mode.is_long() {
+            ((walk.leaf_pte() >> PTE_PKEY_SHIFT) & 0xf) as u8
+        } else {
+            0
+        };
+
+        let Some(mut page) = self.pages.get(root).map(|_| root) else {
+            return FaultOutcome::Retry;
+        };
+        self.pages.touch(page);
+        let mut level = self.pages.get(root).map_or(4, |p| p.role.level());
+        let mut target_level = map_level;
+        loop {
+            if level <= target_level {
+                // A shadowed table may have appeared inside the range while
+                // this path was built: then no large leaf.
+                let base = gfn.0 & !(frames_at(level) - 1);
+                if level == 1 || self.large_allowed(level, base) {
+                    break;
+                }
+                target_level = 1;
+            }
+            let idx = shadow_index(gva, level);
+            let ptr = SptePtr::new(page, idx);
+            let v = self.pages.arena.load(page, idx);
+            if spte::is_present(v) && !spte::is_leaf(v, level) {
+                let Some(child) = self.pages.arena.page_at(spte::target(v)) else {
+                    return FaultOutcome::Retry;
+                };
+                if let Some(c) = self.pages.get_mut(child) {
+                    c.write_flooding = 0;
+                }
+                self.pages.touch(child);
+                page = child;
+                level -= 1;
+                continue;
+            }
+            if spte::is_present(v) {
+                // A large leaf where the walk now needs a table.
+                self.drop_spte(ptr);
+            }
+            let child_level = level - 1;
+            let (cgfn, crole) = if walk.mode == PagingMode::Off || child_level < walk.level {
+                // Under a guest large page (or with paging off): a direct
+                // page of the range.
+                let frames = frames_at(child_level + 1);
+                let base = gfn.0 & !(frames - 1);
+                let role = base_role
+                    .with_level(child_level)
+                    .with_direct(true)
+                    .with_access(leaf_access)
+                    .with_pkey(pkey);
+                (Gfn(base), role)
+            } else if child_level > guest_top {
+                // The synthetic levels of a 32-bit or PAE root are built
+                // with the root; a missing one means the root is being torn
+                // down.
+                return FaultOutcome::Retry;
+            } else {
+                // The shadow of the guest table at `child_level`. Its entry
+                // in the parent table must still be what the walk read.
+                let li = usize::from(child_level) - 1;
+                let parent_level = child_level + 1;
+                if parent_level <= guest_top && !(walk.mode == PagingMode::Pae && parent_level == 3)
+                {
+                    let pli = usize::from(parent_level) - 1;
+                    let now = if walk.mode == PagingMode::Bits32 {
+                        mem.load_u32(walk.pte_gpas[pli]).map(u64::from)
+                    } else {
+                        mem.load_u64(walk.pte_gpas[pli])
+                    };
+                    if now != Some(walk.ptes[pli]) {
+                        return FaultOutcome::Retry;
+                    }
+                }
+                let mut role = base_role
+                    .with_level(child_level)
+                    .with_access(rights_down_to(walk, state, parent_level));
+                if walk.mode == PagingMode::Bits32 {
+                    let q = if child_level == 1 {
+                        (gva >> 21) & 1
+                    } else {
+                        (gva >> 30) & 3
+                    };
+                    role = role.with_quadrant(q as u8);
+                }
+                (walk.table_gfns[li], role)
+            };
+            let Ok(child) = self.get_or_create(mem, cgfn, crole, stats) else {
+                return FaultOutcome::Retry;
+            };
+            // Creating the child may have write-protected or zapped
+            // something on this path; re-read the entry.
+            if spte::is_present(self.pages.arena.load(page, idx)) {
+                continue;
+            }
+            if self.pages.get(page).is_none() {
+                return FaultOutcome::Retry;
+            }
+            self.link(ptr, child);
+            page = child;
+            level -= 1;
+        }
+
+        // The leaf.
+        let idx = shadow_index(gva, level);
+        let ptr = SptePtr::new(page, idx);
+        let old = self.pages.arena.load(page, idx);
+        let frames = frames_at(level);
+        let leaf_gfn = Gfn(gfn.0 & !(frames - 1));
+        let leaf_frame = frame - ((gfn.0 - leaf_gfn.0) << PAGE_SHIFT);
+        let access = req.access;
+        let write = access.kind == AccessKind::Write && req.faulting;
+        let mut rights = leaf_access;
+        if write
+            && !access.is_user()
+            && !walk.access.contains(PteAccess::WRITE)
+            && !state.cr0.contains(Cr0::WP)
+        {
+            // CR0.WP=0: a supervisor write to a read-only page is allowed.
+            // Make the entry a writable supervisor page; user accesses will
+            // fault and get the guest's rights back.
+            rights |= PteAccess::WRITE;
+            rights.remove(PteAccess::USER);
+            if walk.access.contains(PteAccess::USER) && state.cr4.contains(Cr4::SMEP) {
+                rights.remove(PteAccess::EXEC);
+            }
+        }
+        if rights.contains(PteAccess::WRITE) && level == 1 && self.is_write_protected(leaf_gfn) {
+            if !write {
+                rights.remove(PteAccess::WRITE);
+            } else if self.try_unsync(leaf_gfn, stats) {
+                Counters::bump(&stats.fault_write_protected);
+            } else {
+                Counters::bump(&stats.fault_write_protected);
+                let own_table = (walk.level..=walk.root_level)
+                    .any(|l| walk.table_gfns[usize::from(l) - 1] == leaf_gfn);
+                if own_table || self.cfg.table_writes == TableWrites::Emulate {
+                    return FaultOutcome::Emulate { gpa: walk.gpa };
+                }
+                self.unprotect(leaf_gfn, stats);
+                if self.pages.get(page).is_none() {
+                    return FaultOutcome::Retry;
+                }
+            }
+        }
+
+        // Classify for the counters.
+        if req.faulting {
+            let counter = if !spte::is_present(old) {
+                &stats.fault_no_spte
+            } else if write && !spte::rights(old).contains(PteAccess::WRITE) {
+                if self.pages.is_shadowed(leaf_gfn) {
+                    &stats.fault_write_protected
+                } else {
+                    &stats.fault_dirty_tracking
+                }
+            } else {
+                &stats.fault_spurious
+            };
+            Counters::bump(counter);
+        }
+
+        self.install_leaf(ptr, leaf_gfn, leaf_frame, rights, pkey, walk.access);
+        if level == 1 {
+            self.prefetch_around(mem, state, page, idx, stats);
+        }
+        FaultOutcome::Fixed
+    }
+
+    /// Installs leaves for the guest entries around `idx` in `page`: the
+    /// prefetch window of an indirect page, the whole of a direct one.
+    fn prefetch_around(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        state: &PagingState,
+        page: PageId,
+        idx: usize,
+        stats: &Counters,
+    ) {
+        let Some(sp) = self.pages.get(page) else {
+            return;
+        };
+        let role = sp.role;
+        let window = if role.direct() {
+            ENTRIES
+        } else {
+            self.cfg.prefetch_window
+        };
+        if window <= 1 {
+            return;
+        }
+        let start = idx & !(window - 1);
+        let sp_gfn = sp.gfn;
+        let rsvd = if role.has_4_byte_gpte() {
+            Pte32::reserved_bits(state).table[1]
+        } else {
+            Pte64::reserved_bits(state).table[1]
+        };
+        let nx = role.efer_nx();
+        for i in start..start + window {
+            if i == idx || spte::is_present(self.pages.arena.load(page, i)) {
+                continue;
+            }
+            let (gfn, mut rights, pkey, guest) = if role.direct() {
+                let r = role.access();
+                (Gfn(sp_gfn.0 + i as u64), r, role.pkey(), r)
+            } else {
+                let Some(sp) = self.pages.get(page) else {
+                    return;
+                };
+                let Some(gpte) = Self::read_gpte(mem, sp, i) else {
+                    continue;
+                };
+                if gpte & (PTE_P | PTE_A) != (PTE_P | PTE_A) || gpte & rsvd != 0 {
+                    continue;
+                }
+                let gfn = if role.has_4_byte_gpte() {
+                    Gfn(Pte32::frame(gpte) >> PAGE_SHIFT)
+                } else {
+                    Gfn(Pte64::frame(gpte) >> PAGE_SHIFT)
+                };
+                let guest = role.access() & Pte64::rights(gpte, nx);
+                let mut r = guest;
+                if gpte & PTE_D == 0 {
+                    r.remove(PteAccess::WRITE);
+                }
+                let pkey = if role.has_4_byte_gpte() || role.pae_guest() {
+                    0
+                } else {
+                    ((gpte >> PTE_PKEY_SHIFT) & 0xf) as u8
+                };
+                (gfn, r, pkey, guest)
+            };
+            // Only RAM is prefetched: MMIO keeps faulting so the VMM sees it.
+            if !self.is_ram(mem, gfn) {
+                continue;
+            }
+            let Some(frame) = self.frame_of(mem, gfn) else {
+                continue;
+            };
+            if self.is_write_protected(gfn) {
+                rights.remove(PteAccess::WRITE);
+            }
+            self.install_leaf(SptePtr::new(page, i), gfn, frame, rights, pkey, guest);
+            Counters::bump(&stats.prefetched);
+        }
+    }
+}

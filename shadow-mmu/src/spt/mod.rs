@@ -1,0 +1,302 @@
+//! Shadow pages: the arena that holds them, their roles, the bookkeeping that
+//! finds them by guest frame, and the reverse map from guest frames to the
+//! shadow entries that map them.
+
+pub mod arena;
+pub mod rmap;
+pub mod role;
+
+use std::collections::{HashMap, VecDeque};
+
+pub use arena::{Arena, ArenaError, PageId, ENTRIES};
+pub use role::Role;
+
+use crate::addr::Gfn;
+use crate::arch::PteAccess;
+
+/// One shadow entry: a page and an index in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SptePtr {
+    /// The shadow page.
+    pub page: PageId,
+    /// The entry index, 0..512.
+    pub index: u16,
+}
+
+impl SptePtr {
+    /// Entry `index` of `page`.
+    pub const fn new(page: PageId, index: usize) -> SptePtr {
+        SptePtr {
+            page,
+            index: index as u16,
+        }
+    }
+}
+
+/// The guest frame and rights a leaf shadow entry was built from (KVM's
+/// `shadowed_translation`), packed as `gfn << 3 | access`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Translation(u64);
+
+impl Translation {
+    /// Packs `gfn` and `access`.
+    pub const fn new(gfn: Gfn, access: PteAccess) -> Translation {
+        Translation((gfn.0 << 3) | access.bits() as u64)
+    }
+
+    /// The guest frame.
+    pub const fn gfn(self) -> Gfn {
+        Gfn(self.0 >> 3)
+    }
+
+    /// The rights.
+    pub const fn access(self) -> PteAccess {
+        PteAccess::from_bits_truncate((self.0 & 7) as u8)
+    }
+}
+
+/// Bookkeeping of one shadow page.
+#[derive(Debug)]
+pub struct ShadowPage {
+    /// The guest table it shadows, or the first frame a direct page maps.
+    pub gfn: Gfn,
+    /// Its role.
+    pub role: Role,
+    /// Entries of other shadow pages that link to this one.
+    pub parents: Vec<SptePtr>,
+    /// Per-entry translation of leaf entries.
+    pub translations: Box<[Translation]>,
+    /// A 4 KiB guest page table whose writes are not tracked until the next
+    /// sync point (INVLPG, TLB flush, CR3 load).
+    pub unsync: bool,
+    /// How many vCPU roots (current or cached) use this page.
+    pub root_count: u32,
+    /// Emulated writes since the page was last used by a fault.
+    pub write_flooding: u8,
+    /// Last use, for oldest-first reclaim.
+    pub stamp: u64,
+}
+
+/// Why no page could be allocated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutOfPages;
+
+/// Every shadow page, its lookup tables and the free lists.
+#[derive(Debug)]
+pub struct Pages {
+    /// The memory of the pages.
+    pub arena: Arena,
+    slots: Vec<Option<ShadowPage>>,
+    /// Pages used before and freed after a completed flush.
+    free: Vec<PageId>,
+    /// Pages never handed out yet start here.
+    next_fresh: u32,
+    /// Freed pages some CPU may still reach through a stale TLB or
+    /// paging-structure cache; reusable after the next completed flush.
+    pending_free: Vec<PageId>,
+    /// Indirect (guest-table) pages by guest frame.
+    by_gfn: HashMap<Gfn, Vec<PageId>>,
+    /// Direct pages by first frame and role.
+    direct: HashMap<(Gfn, Role), PageId>,
+    lru: VecDeque<(u64, PageId)>,
+    clock: u64,
+    live: u32,
+}
+
+/// How a page left the free list: a never-used page, or one that served
+/// before (which some hypervisors have cached and must be told about).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Never used before: all zero, unknown to anyone.
+    Fresh,
+    /// Used before; cleared by a VMM store.
+    Reused,
+}
+
+impl Pages {
+    /// Bookkeeping for every page of `arena`.
+    pub fn new(arena: Arena) -> Pages {
+        let n = arena.pages() as usize;
+        let mut slots = Vec::with_capacity(n);
+        slots.resize_with(n, || None);
+        Pages {
+            arena,
+            slots,
+            free: Vec::new(),
+            next_fresh: 0,
+            pending_free: Vec::new(),
+            by_gfn: HashMap::new(),
+            direct: HashMap::new(),
+            lru: VecDeque::new(),
+            clock: 0,
+            live: 0,
+        }
+    }
+
+    /// Pages in use (not free, not pending).
+    pub fn live(&self) -> u32 {
+        self.live
+    }
+
+    /// Pages waiting for a flush before reuse.
+    pub fn pending(&self) -> usize {
+        self.pending_free.len()
+    }
+
+    /// Whether a page could be allocated now.
+    pub fn can_allocate(&self) -> bool {
+        !self.free.is_empty() || self.next_fresh < self.arena.pages()
+    }
+
+    /// The page `id`, if it is in use.
+    #[inline]
+    pub fn get(&self, id: PageId) -> Option<&ShadowPage> {
+        self.slots.get(id.0 as usize).and_then(Option::as_ref)
+    }
+
+    /// The page `id`, mutably, if it is in use.
+    #[inline]
+    pub fn get_mut(&mut self, id: PageId) -> Option<&mut ShadowPage> {
+        self.slots.get_mut(id.0 as usize).and_then(Option::as_mut)
+    }
+
+    /// Every page in use.
+    pub fn iter(&self) -> impl Iterator<Item = (PageId, &ShadowPage)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|p| (PageId(i as u32), p)))
+    }
+
+    /// Indirect pages shadowing `gfn`.
+    pub fn shadows_of(&self, gfn: Gfn) -> &[PageId] {
+        self.by_gfn.get(&gfn).map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether any indirect page shadows `gfn`.
+    pub fn is_shadowed(&self, gfn: Gfn) -> bool {
+        self.by_gfn.contains_key(&gfn)
+    }
+
+    /// Finds the page for (`gfn`, `role`).
+    pub fn find(&self, gfn: Gfn, role: Role) -> Option<PageId> {
+        if role.direct() {
+            return self.direct.get(&(gfn, role)).copied();
+        }
+        self.shadows_of(gfn)
+            .iter()
+            .copied()
+            .find(|&id| self.get(id).is_some_and(|p| p.role == role))
+    }
+
+    /// Marks `id` as just used.
+    pub fn touch(&mut self, id: PageId) {
+        self.clock += 1;
+        let stamp = self.clock;
+        if let Some(p) = self.get_mut(id) {
+            p.stamp = stamp;
+            self.lru.push_back((stamp, id));
+        }
+        // Stale queue entries are skipped lazily; keep the queue bounded.
+        if self.lru.len() > 4 * self.live as usize + 64 {
+            let slots = &self.slots;
+            self.lru
+                .retain(|&(s, id)| slots[id.0 as usize].as_ref().is_some_and(|p| p.stamp == s));
+        }
+    }
+
+    /// The last use stamp handed out.
+    pub fn current_clock(&self) -> u64 {
+        self.clock
+    }
+
+    /// The least recently used page that is no root and was last used
+    /// before `before`, if any.
+    pub fn oldest_reclaimable(&mut self, before: u64) -> Option<PageId> {
+        let mut skipped = Vec::new();
+        let mut found = None;
+        while let Some((stamp, id)) = self.lru.pop_front() {
+            let Some(p) = self.get(id) else { continue };
+            if p.stamp != stamp {
+                continue;
+            }
+            if stamp >= before {
+                self.lru.push_front((stamp, id));
+                break;
+            }
+            if p.root_count > 0 || p.role.synthetic() {
+                skipped.push((stamp, id));
+                continue;
+            }
+            found = Some(id);
+            break;
+        }
+        for entry in skipped.into_iter().rev() {
+            self.lru.push_front(entry);
+        }
+        found
+    }
+
+    /// Takes a page off the free list and registers it for (`gfn`, `role`).
+    /// Synthetic pages are not entered in the lookup tables.
+    pub fn allocate(&mut self, gfn: Gfn, role: Role) -> Result<(PageId, Origin), OutOfPages> {
+        let (id, origin) = if let Some(id) = self.free.pop() {
+            self.arena.clear(id);
+            (id, Origin::Reused)
+        } else if self.next_fresh < self.arena.pages() {
+            self.next_fresh += 1;
+            (PageId(self.next_fresh - 1), Origin::Fresh)
+        } else {
+            return Err(OutOfPages);
+        };
+        let translations = if role.synthetic() {
+            Box::default()
+        } else {
+            vec![Translation::default(); ENTRIES].into_boxed_slice()
+        };
+        self.slots[id.0 as usize] = Some(ShadowPage {
+            gfn,
+            role,
+            parents: Vec::new(),
+            translations,
+            unsync: false,
+            root_count: 0,
+            write_flooding: 0,
+            stamp: 0,
+        });
+        if !role.synthetic() {
+            if role.direct() {
+                self.direct.insert((gfn, role), id);
+            } else {
+                self.by_gfn.entry(gfn).or_default().push(id);
+            }
+        }
+        self.live += 1;
+        self.touch(id);
+        Ok((id, origin))
+    }
+
+    /// Forgets page `id` and queues it for reuse after the next flush. The
+    /// caller has already unlinked it from parents and children.
+    pub fn release(&mut self, id: PageId) -> Option<ShadowPage> {
+        let page = self.slots.get_mut(id.0 as usize)?.take()?;
+        if !page.role.synthetic() {
+            if page.role.direct() {
+                self.direct.remove(&(page.gfn, page.role));
+            } else if let Some(list) = self.by_gfn.get_mut(&page.gfn) {
+                list.retain(|&p| p != id);
+                if list.is_empty() {
+                    self.by_gfn.remove(&page.gfn);
+                }
+            }
+        }
+        self.live -= 1;
+        self.pending_free.push(id);
+        Some(page)
+    }
+
+    /// Every CPU has flushed: pages freed before now may be reused.
+    pub fn flush_completed(&mut self) {
+        self.free.append(&mut self.pending_free);
+    }
+}

@@ -1,0 +1,505 @@
+//! The shadow state guarded by the MMU lock, and the primitives every
+//! operation is built from: changing an entry, linking and zapping pages,
+//! write protection, unsync, and installing leaves.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::ops::Range;
+
+use vm_memory::GuestMemoryMmap;
+
+use crate::addr::{Gfn, GuestAddress, Gva};
+use crate::arch::{PagingState, PteAccess};
+use crate::mmu::{Changes, MmuConfig, MmuError, SpteWrite};
+use crate::pte::{PteMemory, PTE_D, PTE_W};
+use crate::spt::rmap::Rmap;
+use crate::spt::{Origin, OutOfPages, PageId, Pages, Role, ShadowPage, SptePtr, Translation};
+use crate::spte;
+use crate::stats::Counters;
+
+/// The key of a root: the guest's top table and everything that changes how
+/// it is shadowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct RootKey {
+    /// Guest-physical address of the top table (PDPT for PAE).
+    pub table: u64,
+    /// PAE PDPTE registers (zero in other modes).
+    pub pdptrs: [u64; 4],
+    /// Role bits of the guest state, at the root's level.
+    pub role: Role,
+    /// Paging mode.
+    pub mode: crate::arch::PagingMode,
+}
+
+/// A shadow root in use by a vCPU, current or cached.
+#[derive(Clone, Debug)]
+pub(crate) struct Root {
+    pub key: RootKey,
+    /// The top shadow page (what CR3 points to).
+    pub page: PageId,
+    /// For 32-bit and PAE guests, the synthetic level-3 page under it.
+    pub synthetic: Option<PageId>,
+    /// The guest state the root was built for.
+    pub state: PagingState,
+}
+
+/// Per-vCPU shadow state.
+#[derive(Debug, Default)]
+pub(crate) struct VcpuMmu {
+    pub state: Option<PagingState>,
+    pub root: Option<Root>,
+    pub prev: VecDeque<Root>,
+}
+
+/// Everything the MMU lock guards.
+#[derive(Debug)]
+pub(crate) struct MmuState {
+    pub pages: Pages,
+    pub rmap: Rmap,
+    pub unsync: BTreeSet<PageId>,
+    /// (level, first gfn) of large ranges holding a shadowed page table.
+    pub lpage_disallow: HashMap<(u8, u64), u32>,
+    pub vcpus: Vec<VcpuMmu>,
+    pub changes: Changes,
+    pub mmio: Vec<Range<u64>>,
+    pub cfg: MmuConfig,
+    /// Pages used at or after this stamp belong to the running operation and
+    /// are not reclaimed by it.
+    pub op_stamp: u64,
+    /// MAXPHYADDR, 1 GiB pages and PSE-36 as the guest's CPUID reports them.
+    pub cpuid: (u8, bool, bool),
+}
+
+/// Frames covered by one entry at `level`.
+#[inline]
+pub(crate) const fn frames_at(level: u8) -> u64 {
+    1u64 << (9 * (level as u32 - 1))
+}
+
+/// Index of `gva` in a 64-bit shadow page at `level`.
+#[inline]
+pub(crate) const fn shadow_index(gva: u64, level: u8) -> usize {
+    ((gva >> (12 + 9 * (level as u32 - 1))) & 511) as usize
+}
+
+impl MmuState {
+    pub fn new(pages: Pages, cfg: MmuConfig) -> MmuState {
+        let mut vcpus = Vec::with_capacity(cfg.vcpus);
+        vcpus.resize_with(cfg.vcpus, VcpuMmu::default);
+        MmuState {
+            pages,
+            rmap: Rmap::default(),
+            unsync: BTreeSet::new(),
+            lpage_disallow: HashMap::new(),
+            vcpus,
+            changes: Changes::default(),
+            mmio: Vec::new(),
+            cfg,
+            op_stamp: 0,
+            cpuid: (48, true, true),
+        }
+    }
+
+    pub fn vcpu(&self, vcpu: usize) -> Result<&VcpuMmu, MmuError> {
+        self.vcpus.get(vcpu).ok_or(MmuError::NoSuchVcpu(vcpu))
+    }
+
+    pub fn vcpu_mut(&mut self, vcpu: usize) -> Result<&mut VcpuMmu, MmuError> {
+        self.vcpus.get_mut(vcpu).ok_or(MmuError::NoSuchVcpu(vcpu))
+    }
+
+    /// Starts an operation: nothing it touches from now on is reclaimed by it.
+    pub fn begin_op(&mut self) {
+        self.op_stamp = self.pages.current_clock() + 1;
+    }
+
+    pub fn take_changes(&mut self) -> Changes {
+        std::mem::take(&mut self.changes)
+    }
+
+    /// A paging state with the guest's CPUID facts and `role`'s semantics.
+    pub fn role_state(&self, role: Role) -> PagingState {
+        let (maxphy, gb, pse36) = self.cpuid;
+        role.paging_state(maxphy, gb, pse36)
+    }
+
+    /// Writes `new` into an entry, recording what the VMM must do if the
+    /// entry was present.
+    pub fn set_spte(&mut self, ptr: SptePtr, new: u64) {
+        let arena = &self.pages.arena;
+        let index = usize::from(ptr.index);
+        let old = arena.load(ptr.page, index);
+        if old == new {
+            return;
+        }
+        arena.store(ptr.page, index, new);
+        if spte::is_present(old) {
+            self.changes.spte_writes.push(SpteWrite {
+                addr: arena.page_address(ptr.page) + 8 * u64::from(ptr.index),
+                value: new,
+            });
+            if spte::needs_flush(old, new) {
+                self.changes.flush_all = true;
+            }
+        }
+    }
+
+    /// Clears an entry and forgets what it referenced.
+    pub fn drop_spte(&mut self, ptr: SptePtr) {
+        let Some(page) = self.pages.get(ptr.page) else {
+            return;
+        };
+        let level = page.role.level();
+        let index = usize::from(ptr.index);
+        let old = self.pages.arena.load(ptr.page, index);
+        if !spte::is_present(old) {
+            return;
+        }
+        if spte::is_leaf(old, level) {
+            let gfn = page.translations.get(index).map_or(Gfn(0), |t| t.gfn());
+            self.rmap.remove(gfn, ptr);
+        } else if let Some(child) = self.pages.arena.page_at(spte::target(old)) {
+            if let Some(c) = self.pages.get_mut(child) {
+                c.parents.retain(|&p| p != ptr);
+            }
+        }
+        self.set_spte(ptr, 0);
+    }
+
+    /// Makes entry `ptr` (not present) link to `child`.
+    pub fn link(&mut self, ptr: SptePtr, child: PageId) {
+        let addr = self.pages.arena.page_address(child);
+        self.set_spte(ptr, spte::link(addr));
+        if let Some(c) = self.pages.get_mut(child) {
+            c.parents.push(ptr);
+        }
+    }
+
+    /// Unlinks page `id` everywhere and frees it (after the next flush).
+    /// Roots are emptied but kept.
+    pub fn zap_page(&mut self, id: PageId, stats: &Counters) {
+        let Some(page) = self.pages.get(id) else {
+            return;
+        };
+        let is_root = page.root_count > 0;
+        for i in 0..crate::spt::ENTRIES {
+            // Keep a root's own structure: the link to its synthetic level
+            // and the hypervisor hole.
+            if is_root && self.is_fixed_root_entry(id, i) {
+                continue;
+            }
+            self.drop_spte(SptePtr::new(id, i));
+        }
+        if is_root {
+            return;
+        }
+        let parents = self
+            .pages
+            .get_mut(id)
+            .map(|p| std::mem::take(&mut p.parents))
+            .unwrap_or_default();
+        for ptr in parents {
+            self.set_spte(ptr, 0);
+        }
+        self.unsync.remove(&id);
+        if let Some(page) = self.pages.release(id) {
+            if !page.role.direct() && !page.role.synthetic() {
+                self.unaccount_shadowed(page.gfn);
+            }
+            self.changes.flush_all = true;
+            Counters::bump(&stats.zapped_pages);
+        }
+    }
+
+    /// Entries of a root that no zap may clear: links to the synthetic
+    /// page, and the hole.
+    fn is_fixed_root_entry(&self, id: PageId, index: usize) -> bool {
+        let Some(page) = self.pages.get(id) else {
+            return false;
+        };
+        if let Some(hole) = self.cfg.hole {
+            if usize::from(hole.root_index) == index && page.role.level() >= 4 {
+                return true;
+            }
+        }
+        let v = self.pages.arena.load(id, index);
+        spte::is_present(v)
+            && !spte::is_leaf(v, page.role.level())
+            && self
+                .pages
+                .arena
+                .page_at(spte::target(v))
+                .and_then(|c| self.pages.get(c))
+                .is_some_and(|c| c.role.synthetic())
+    }
+
+    /// Zaps every page but roots and their fixed entries.
+    pub fn zap_all(&mut self, stats: &Counters) {
+        let ids: Vec<PageId> = self.pages.iter().map(|(id, _)| id).collect();
+        for id in ids {
+            self.zap_page(id, stats);
+        }
+        self.changes.flush_all = true;
+    }
+
+    /// Finds or creates the page for (`gfn`, `role`). A found unsync page is
+    /// synced first, since a new link makes it reachable from a path whose
+    /// TLB entries cannot be stale.
+    pub fn get_or_create(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        gfn: Gfn,
+        role: Role,
+        stats: &Counters,
+    ) -> Result<PageId, OutOfPages> {
+        if let Some(id) = self.pages.find(gfn, role) {
+            if self.pages.get(id).is_some_and(|p| p.unsync) {
+                self.sync_page(mem, id, stats);
+            }
+            self.pages.touch(id);
+            return Ok(id);
+        }
+        let (id, origin) = match self.pages.allocate(gfn, role) {
+            Ok(x) => x,
+            Err(OutOfPages) => {
+                self.reclaim(stats);
+                self.pages.allocate(gfn, role)?
+            }
+        };
+        if origin == Origin::Reused {
+            let addr = self.pages.arena.page_address(id);
+            self.changes.reused_pages.push(addr);
+        }
+        if !role.direct() && !role.synthetic() {
+            self.account_shadowed(gfn);
+        }
+        Ok(id)
+    }
+
+    /// Frees the oldest pages not used by the running operation.
+    fn reclaim(&mut self, stats: &Counters) {
+        let batch = (self.pages.arena.pages() / 32).max(4);
+        for _ in 0..batch {
+            let Some(id) = self.pages.oldest_reclaimable(self.op_stamp) else {
+                break;
+            };
+            self.zap_page(id, stats);
+            Counters::bump(&stats.reclaimed);
+        }
+    }
+
+    /// A new indirect page shadows `gfn`: writes to it must now fault.
+    fn account_shadowed(&mut self, gfn: Gfn) {
+        if self.pages.shadows_of(gfn).len() == 1 {
+            for level in 2..=3u8 {
+                let base = gfn.0 & !(frames_at(level) - 1);
+                *self.lpage_disallow.entry((level, base)).or_default() += 1;
+                // A large leaf covering the table must go.
+                for ptr in self.rmap.get(Gfn(base)).to_vec() {
+                    if self
+                        .pages
+                        .get(ptr.page)
+                        .is_some_and(|p| p.role.level() == level)
+                    {
+                        self.drop_spte(ptr);
+                    }
+                }
+            }
+        }
+        self.write_protect(gfn);
+    }
+
+    fn unaccount_shadowed(&mut self, gfn: Gfn) {
+        if self.pages.is_shadowed(gfn) {
+            return;
+        }
+        for level in 2..=3u8 {
+            let key = (level, gfn.0 & !(frames_at(level) - 1));
+            if let Some(n) = self.lpage_disallow.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    self.lpage_disallow.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// Removes write access from every 4 KiB leaf that maps `gfn`.
+    pub fn write_protect(&mut self, gfn: Gfn) {
+        for ptr in self.rmap.get(gfn).to_vec() {
+            let v = self.pages.arena.load(ptr.page, usize::from(ptr.index));
+            if v & PTE_W != 0 {
+                self.set_spte(ptr, v & !(PTE_W | PTE_D));
+            }
+        }
+    }
+
+    /// Whether a write to `gfn` must fault: some synced page shadows it.
+    pub fn is_write_protected(&self, gfn: Gfn) -> bool {
+        self.pages
+            .shadows_of(gfn)
+            .iter()
+            .any(|&id| self.pages.get(id).is_some_and(|p| !p.unsync))
+    }
+
+    /// Whether a range of `frames_at(level)` frames from `base` may be
+    /// mapped by one large entry.
+    pub fn large_allowed(&self, level: u8, base: u64) -> bool {
+        !self.lpage_disallow.contains_key(&(level, base))
+    }
+
+    /// Lets `gfn`'s shadows go unsync so the guest may write it freely.
+    /// Only 4 KiB leaf tables can.
+    pub fn try_unsync(&mut self, gfn: Gfn, stats: &Counters) -> bool {
+        if !self.cfg.unsync {
+            return false;
+        }
+        let ids = self.pages.shadows_of(gfn).to_vec();
+        if ids
+            .iter()
+            .any(|&id| self.pages.get(id).is_none_or(|p| p.role.level() != 1))
+        {
+            return false;
+        }
+        for id in ids {
+            if let Some(p) = self.pages.get_mut(id) {
+                if !p.unsync {
+                    p.unsync = true;
+                    self.unsync.insert(id);
+                    Counters::bump(&stats.unsyncs);
+                }
+            }
+        }
+        true
+    }
+
+    /// Stops shadowing `gfn` as a page table.
+    pub fn unprotect(&mut self, gfn: Gfn, stats: &Counters) {
+        for id in self.pages.shadows_of(gfn).to_vec() {
+            self.zap_page(id, stats);
+        }
+    }
+
+    /// Where the guest entry behind shadow entry `index` of `page` lives.
+    pub fn gpte_location(page: &ShadowPage, index: usize) -> (GuestAddress, bool) {
+        let role = page.role;
+        let base = page.gfn.gpa().0;
+        if role.has_4_byte_gpte() {
+            let q = usize::from(role.quadrant());
+            let gi = if role.level() == 1 {
+                q * 512 + index
+            } else {
+                q * 256 + index / 2
+            };
+            (GuestAddress(base + 4 * gi as u64), true)
+        } else {
+            (GuestAddress(base + 8 * index as u64), false)
+        }
+    }
+
+    /// Reads the guest entry behind shadow entry `index` of `page`.
+    pub fn read_gpte(mem: &GuestMemoryMmap, page: &ShadowPage, index: usize) -> Option<u64> {
+        let (gpa, four) = Self::gpte_location(page, index);
+        if four {
+            mem.load_u32(gpa).map(u64::from)
+        } else {
+            mem.load_u64(gpa)
+        }
+    }
+
+    /// The shadow-physical frame for `gfn`, if a leaf may map it: RAM, or a
+    /// registered MMIO range, and never the hidden region.
+    pub fn frame_of(&self, mem: &GuestMemoryMmap, gfn: Gfn) -> Option<u64> {
+        let frame = match self.cfg.frames.frame(mem, gfn) {
+            Some(f) => f,
+            None => {
+                let gpa = gfn.gpa().0;
+                if !self.mmio.iter().any(|r| r.contains(&gpa)) {
+                    return None;
+                }
+                gpa
+            }
+        };
+        if self.in_hidden(frame) {
+            return None;
+        }
+        Some(frame)
+    }
+
+    /// Whether shadow-physical `addr` lies in the hidden region.
+    pub fn in_hidden(&self, addr: u64) -> bool {
+        self.cfg.hidden.iter().any(|r| r.contains(&addr))
+    }
+
+    /// Whether `gfn` is guest RAM (as opposed to MMIO).
+    pub fn is_ram(&self, mem: &GuestMemoryMmap, gfn: Gfn) -> bool {
+        self.cfg.frames.frame(mem, gfn).is_some()
+    }
+
+    /// Installs a leaf at `ptr` mapping `gfn` (at `frame`) with `rights`.
+    /// `guest` is what the guest's entries grant, recorded for syncs.
+    pub fn install_leaf(
+        &mut self,
+        ptr: SptePtr,
+        gfn: Gfn,
+        frame: u64,
+        rights: PteAccess,
+        pkey: u8,
+        guest: PteAccess,
+    ) {
+        let Some(page) = self.pages.get(ptr.page) else {
+            return;
+        };
+        let level = page.role.level();
+        let index = usize::from(ptr.index);
+        let old = self.pages.arena.load(ptr.page, index);
+        if spte::is_present(old) {
+            if spte::is_leaf(old, level) {
+                let old_gfn = page.translations.get(index).map_or(Gfn(0), |t| t.gfn());
+                if old_gfn != gfn {
+                    self.rmap.remove(old_gfn, ptr);
+                }
+            } else {
+                self.drop_spte(ptr);
+            }
+        }
+        self.set_spte(ptr, spte::leaf(frame, rights, pkey, level));
+        self.rmap.add(gfn, ptr);
+        if let Some(t) = self
+            .pages
+            .get_mut(ptr.page)
+            .and_then(|p| p.translations.get_mut(index))
+        {
+            *t = Translation::new(gfn, guest);
+        }
+    }
+
+    /// The vCPU's current root.
+    pub fn current_root(&self, vcpu: usize) -> Result<&Root, MmuError> {
+        self.vcpu(vcpu)?
+            .root
+            .as_ref()
+            .ok_or(MmuError::NoPagingState(vcpu))
+    }
+
+    /// Walks the shadow tables of the vCPU's current root as the CPU would.
+    pub fn shadow_translate(&self, vcpu: usize, gva: Gva) -> Option<(u64, PteAccess)> {
+        let root = self.current_root(vcpu).ok()?;
+        let mut page = root.page;
+        let mut level = self.pages.get(page)?.role.level();
+        let mut rights = PteAccess::all();
+        loop {
+            let v = self.pages.arena.load(page, shadow_index(gva.0, level));
+            if !spte::is_present(v) {
+                return None;
+            }
+            rights &= spte::rights(v);
+            if spte::is_leaf(v, level) {
+                let size = frames_at(level) << 12;
+                let base = spte::target(v) & !(size - 1);
+                return Some((base | (gva.0 & (size - 1)), rights));
+            }
+            page = self.pages.arena.page_at(spte::target(v))?;
+            level -= 1;
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! Counters of what the MMU did, for tuning and for tests.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::state::MmuState;
+
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+        /// Live counters, updated without the MMU lock.
+        #[derive(Debug, Default)]
+        pub struct Counters {
+            $(pub(crate) $name: AtomicU64,)*
+        }
+
+        /// A snapshot of the MMU's counters and sizes.
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct Stats {
+            $($(#[$doc])* pub $name: u64,)*
+            /// Shadow pages in use.
+            pub pages_in_use: u64,
+            /// Shadow pages freed and waiting for a flush before reuse.
+            pub pages_pending: u64,
+            /// Leaf shadow entries in the reverse map.
+            pub rmap_entries: u64,
+            /// Shadow pages currently unsync.
+            pub unsync_pages: u64,
+        }
+
+        impl Counters {
+            pub(crate) fn snapshot(&self, st: &MmuState) -> Stats {
+                Stats {
+                    $($name: self.$name.load(Ordering::Relaxed),)*
+                    pages_in_use: u64::from(st.pages.live()),
+                    pages_pending: st.pages.pending() as u64,
+                    rmap_entries: st.rmap.len() as u64,
+                    unsync_pages: st.unsync.len() as u64,
+                }
+            }
+        }
+    };
+}
+
+counters! {
+    /// Faults with no shadow entry yet.
+    fault_no_spte,
+    /// Write faults on an entry kept read-only until the guest D bit is set.
+    fault_dirty_tracking,
+    /// Write faults on a frame shadowed as a page table.
+    fault_write_protected,
+    /// Faults on an entry that already allowed the access (another vCPU
+    /// fixed it first).
+    fault_spurious,
+    /// Faults whose guest walk failed: delivered to the guest.
+    fault_guest,
+    /// Faults on addresses that are not RAM.
+    fault_mmio,
+    /// Faults that had to be retried.
+    fault_retry,
+    /// Writes handed to the VMM for emulation.
+    fault_emulate,
+    /// Leaf entries installed by prefetch.
+    prefetched,
+    /// Unsync pages brought up to date.
+    syncs,
+    /// Pages that went unsync.
+    unsyncs,
+    /// Shadow pages zapped.
+    zapped_pages,
+    /// Shadow pages reclaimed by the page cap.
+    reclaimed,
+    /// Leaf entries dropped by INVLPG.
+    invlpg_zaps,
+    /// Emulated writes to shadowed tables.
+    tracked_writes,
+    /// Roots built.
+    roots_built,
+    /// CR3 loads served from a cached root.
+    root_cache_hits,
+}
+
+impl Counters {
+    #[inline]
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}

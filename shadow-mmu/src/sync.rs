@@ -1,0 +1,252 @@
+//! Keeping shadows coherent with guest tables that changed: syncing unsync
+//! pages (the seed's `sync_page`), INVLPG, and emulated writes to shadowed
+//! tables (the seed's `update_pte`).
+
+use vm_memory::GuestMemoryMmap;
+
+use crate::addr::{Gfn, GuestAddress, Gva, PAGE_SHIFT, PAGE_SIZE};
+use crate::arch::PteAccess;
+use crate::mmu::MmuError;
+use crate::pte::{Pte32, Pte64, PteFormat, PTE_A, PTE_D, PTE_P, PTE_PKEY_SHIFT};
+use crate::spt::{PageId, SptePtr, ENTRIES};
+use crate::spte;
+use crate::state::{shadow_index, MmuState};
+use crate::stats::Counters;
+
+/// What a guest entry now says a leaf should be, if it may be mapped.
+struct Leaf {
+    gfn: Gfn,
+    guest: PteAccess,
+    rights: PteAccess,
+    pkey: u8,
+}
+
+impl MmuState {
+    /// Decodes guest entry `gpte` behind leaf entry of a level-1 indirect
+    /// page: `None` if it is not present, not accessed or has reserved bits
+    /// (then no shadow may exist for it).
+    fn decode_leaf_gpte(&self, page: PageId, gpte: u64) -> Option<Leaf> {
+        let role = self.pages.get(page)?.role;
+        let state = self.role_state(role);
+        let (rsvd, gfn) = if role.has_4_byte_gpte() {
+            (
+                Pte32::reserved_bits(&state).table[1],
+                Gfn(Pte32::frame(gpte) >> PAGE_SHIFT),
+            )
+        } else {
+            (
+                Pte64::reserved_bits(&state).table[1],
+                Gfn(Pte64::frame(gpte) >> PAGE_SHIFT),
+            )
+        };
+        if gpte & (PTE_P | PTE_A) != (PTE_P | PTE_A) || gpte & rsvd != 0 {
+            return None;
+        }
+        let guest = role.access() & Pte64::rights(gpte, role.efer_nx());
+        let mut rights = guest;
+        if gpte & PTE_D == 0 {
+            rights.remove(PteAccess::WRITE);
+        }
+        let pkey = if role.has_4_byte_gpte() || role.pae_guest() {
+            0
+        } else {
+            ((gpte >> PTE_PKEY_SHIFT) & 0xf) as u8
+        };
+        Some(Leaf {
+            gfn,
+            guest,
+            rights,
+            pkey,
+        })
+    }
+
+    /// Rebuilds leaf `index` of level-1 indirect `page` from the guest entry
+    /// `gpte`, or drops it. With `same_gfn_only`, an entry that now maps
+    /// another frame is dropped rather than rebuilt (a sync must not install
+    /// translations the guest has not faulted on).
+    fn refresh_leaf(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        page: PageId,
+        index: usize,
+        gpte: Option<u64>,
+        same_gfn_only: bool,
+    ) {
+        let ptr = SptePtr::new(page, index);
+        let Some(sp) = self.pages.get(page) else {
+            return;
+        };
+        let recorded = sp.translations.get(index).map(|t| t.gfn());
+        let present = spte::is_present(self.pages.arena.load(page, index));
+        let leaf = gpte.and_then(|g| self.decode_leaf_gpte(page, g));
+        let Some(mut leaf) = leaf else {
+            self.drop_spte(ptr);
+            return;
+        };
+        if same_gfn_only && (!present || recorded != Some(leaf.gfn)) {
+            self.drop_spte(ptr);
+            return;
+        }
+        if !self.is_ram(mem, leaf.gfn) {
+            self.drop_spte(ptr);
+            return;
+        }
+        let Some(frame) = self.frame_of(mem, leaf.gfn) else {
+            self.drop_spte(ptr);
+            return;
+        };
+        if self.is_write_protected(leaf.gfn) {
+            leaf.rights.remove(PteAccess::WRITE);
+        }
+        self.install_leaf(ptr, leaf.gfn, frame, leaf.rights, leaf.pkey, leaf.guest);
+    }
+
+    /// Brings unsync `page` up to date with its guest table and makes it
+    /// write-protected again.
+    pub fn sync_page(&mut self, mem: &GuestMemoryMmap, page: PageId, stats: &Counters) {
+        let Some(sp) = self.pages.get_mut(page) else {
+            return;
+        };
+        if !sp.unsync {
+            return;
+        }
+        sp.unsync = false;
+        let gfn = sp.gfn;
+        self.unsync.remove(&page);
+        // Synced again: the table's own frame is read-only in every mapping.
+        self.write_protect(gfn);
+        for i in 0..ENTRIES {
+            if !spte::is_present(self.pages.arena.load(page, i)) {
+                continue;
+            }
+            let Some(sp) = self.pages.get(page) else {
+                return;
+            };
+            let gpte = Self::read_gpte(mem, sp, i);
+            self.refresh_leaf(mem, page, i, gpte, true);
+        }
+        Counters::bump(&stats.syncs);
+    }
+
+    /// Syncs every unsync page (a TLB flush or CR3 load: any of them may be
+    /// reachable from the vCPU's roots).
+    pub fn sync_all(&mut self, mem: &GuestMemoryMmap, stats: &Counters) {
+        while let Some(&page) = self.unsync.iter().next() {
+            self.sync_page(mem, page, stats);
+            // sync_page removes it; a vanished page must not loop forever.
+            self.unsync.remove(&page);
+        }
+    }
+
+    /// Drops the leaf that maps `gva` in every root of the vCPU.
+    pub fn invlpg(&mut self, vcpu: usize, gva: Gva, stats: &Counters) -> Result<(), MmuError> {
+        let v = self.vcpu(vcpu)?;
+        let roots: Vec<PageId> = v.root.iter().chain(v.prev.iter()).map(|r| r.page).collect();
+        for root in roots {
+            let Some(mut level) = self.pages.get(root).map(|p| p.role.level()) else {
+                continue;
+            };
+            let mut page = root;
+            loop {
+                let idx = shadow_index(gva.0, level);
+                let v = self.pages.arena.load(page, idx);
+                if !spte::is_present(v) {
+                    break;
+                }
+                if spte::is_leaf(v, level) {
+                    self.drop_spte(SptePtr::new(page, idx));
+                    Counters::bump(&stats.invlpg_zaps);
+                    break;
+                }
+                let Some(child) = self.pages.arena.page_at(spte::target(v)) else {
+                    break;
+                };
+                page = child;
+                level -= 1;
+            }
+        }
+        self.changes.invlpg.push(gva);
+        Ok(())
+    }
+
+    /// The VMM wrote `len` bytes at `gpa` into guest memory on the guest's
+    /// behalf: update or zap the shadows of the entries written.
+    pub fn track_write(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        gpa: GuestAddress,
+        len: usize,
+        stats: &Counters,
+    ) {
+        if len == 0 {
+            return;
+        }
+        // A write that spans pages is two writes.
+        let offset = gpa.0 & (PAGE_SIZE - 1);
+        let first = (len as u64).min(PAGE_SIZE - offset);
+        if (first as usize) < len {
+            self.track_write(
+                mem,
+                GuestAddress(gpa.0 + first),
+                len - first as usize,
+                stats,
+            );
+        }
+        let len = first;
+        let gfn = Gfn::containing(gpa);
+        let ids = self.pages.shadows_of(gfn).to_vec();
+        if !ids.is_empty() {
+            Counters::bump(&stats.tracked_writes);
+        }
+        for id in ids {
+            let Some(sp) = self.pages.get_mut(id) else {
+                continue;
+            };
+            if sp.unsync {
+                // Not write-protected: synced at the next sync point.
+                continue;
+            }
+            let role = sp.role;
+            let size: u64 = if role.has_4_byte_gpte() { 4 } else { 8 };
+            let misaligned = (offset ^ (offset + len - 1)) & !(size - 1) != 0 || len < 4;
+            // Repeated writes to a table that faults do not use suggest it
+            // is no longer a page table (KVM's write flooding).
+            let flooded = role.level() > 1 && {
+                sp.write_flooding = sp.write_flooding.saturating_add(1);
+                sp.write_flooding >= 3
+            };
+            if misaligned || flooded {
+                self.zap_page(id, stats);
+                continue;
+            }
+            let gi = (offset / size) as usize;
+            let indices: Vec<usize> = if role.has_4_byte_gpte() {
+                let q = usize::from(role.quadrant());
+                if role.level() == 1 {
+                    if gi / 512 != q {
+                        continue;
+                    }
+                    vec![gi % 512]
+                } else {
+                    if gi / 256 != q {
+                        continue;
+                    }
+                    vec![2 * (gi % 256), 2 * (gi % 256) + 1]
+                }
+            } else {
+                vec![gi]
+            };
+            for index in indices {
+                if role.level() == 1 {
+                    let Some(sp) = self.pages.get(id) else {
+                        break;
+                    };
+                    let gpte = Self::read_gpte(mem, sp, index);
+                    self.refresh_leaf(mem, id, index, gpte, false);
+                } else {
+                    self.drop_spte(SptePtr::new(id, index));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! Focused shadow-MMU scenarios with hand-checked expectations.
+
+mod common;
+
+use common::*;
+use shadow_mmu::pte::{PTE_P, PTE_U, PTE_W};
+use shadow_mmu::{FaultOutcome, GuestException, Gva, PfErrorCode, ShadowMmu};
+
+/// PML4 0x1000 -> PDPT 0x2000 -> PD 0x3000 -> PT 0x4000; gva 0x40_0000 + i*4K
+/// maps 0x10_0000 + i*4K for i < 8.
+fn four_level(m: &shadow_mmu::Mmu) -> shadow_mmu::PagingState {
+    w64(m, 0x1000, 0x2000 | UPPER);
+    w64(m, 0x2000, 0x3000 | UPPER);
+    w64(m, 0x3000 + 2 * 8, 0x4000 | UPPER);
+    for i in 0..8 {
+        w64(m, 0x4000 + 8 * i, (0x10_0000 + 0x1000 * i) | LEAF_RW);
+    }
+    long_mode(0x1000)
+}
+
+#[test]
+fn fault_maps_and_sets_guest_bits() {
+    let m = mmu();
+    let s = four_level(&m);
+    load(&m, 0, &s);
+    assert_eq!(m.shadow_translate(0, Gva(0x40_0000)), None);
+    assert_eq!(
+        cpu_access(&m, 0, &s, 0x40_0123, rd(true)),
+        Cpu::Done(0x10_0123)
+    );
+    // The guest leaf got A, not D; the shadow is read-only until D.
+    assert_eq!(r64(&m, 0x4000), 0x10_0000 | LEAF_RW | A);
+    let (_, rights) = m.shadow_translate(0, Gva(0x40_0000)).unwrap();
+    assert!(!rights.contains(shadow_mmu::PteAccess::WRITE));
+    assert_eq!(
+        cpu_access(&m, 0, &s, 0x40_0123, wr(true)),
+        Cpu::Done(0x10_0123)
+    );
+    assert_eq!(r64(&m, 0x4000), 0x10_0000 | LEAF_RW | A | D);
+    let st = m.stats();
+    assert_eq!((st.fault_no_spte, st.fault_dirty_tracking), (1, 1));
+    m.audit().unwrap();
+}
+
+#[test]
+fn prefetch_maps_accessed_neighbours_only() {
+    let m = mmu();
+    let s = four_level(&m);
+    // Entries 1 and 2 accessed (2 also dirty), 3 not accessed.
+    w64(&m, 0x4008, 0x10_1000 | LEAF_RW | A);
+    w64(&m, 0x4010, 0x10_2000 | LEAF_RW | A | D);
+    load(&m, 0, &s);
+    cpu_access(&m, 0, &s, 0x40_0000, rd(false));
+    let t1 = m.shadow_translate(0, Gva(0x40_1000)).unwrap();
+    let t2 = m.shadow_translate(0, Gva(0x40_2000)).unwrap();
+    assert_eq!(t1.0, 0x10_1000);
+    assert!(!t1.1.contains(shadow_mmu::PteAccess::WRITE));
+    assert!(t2.1.contains(shadow_mmu::PteAccess::WRITE));
+    assert_eq!(m.shadow_translate(0, Gva(0x40_3000)), None);
+    assert_eq!(m.stats().prefetched, 2);
+    m.audit().unwrap();
+}
+
+#[test]
+fn guest_fault_is_injected_with_sdm_error_code() {
+    let m = mmu();
+    let s = four_level(&m);
+    w64(&m, 0x4000, 0x10_0000 | PTE_P | PTE_U); // read-only user page
+    load(&m, 0, &s);
+    let got = cpu_access(&m, 0, &s, 0x40_0000, wr(true));
+    assert_eq!(
+        got,
+        Cpu::Fault(GuestException::PageFault {
+            error_code: PfErrorCode::P | PfErrorCode::W | PfErrorCode::U,
+            cr2: Gva(0x40_0000)
+        })
+    );
+    let got = cpu_access(&m, 0, &s, 0x80_0000, rd(false));
+    assert_eq!(
+        got,
+        Cpu::Fault(GuestException::PageFault {
+            error_code: PfErrorCode::empty(),
+            cr2: Gva(0x80_0000)
+        })
+    );
+    m.audit().unwrap();
+}
+
+#[test]
+fn page_tables_are_write_protected_and_leaf_tables_go_unsync() {
+    let m = mmu();
+    let s = four_level(&m);
+    // Map the PT itself at gva 0x40_5000 and the PD at 0x40_6000.
+    w64(&m, 0x4000 + 5 * 8, 0x4000 | LEAF_RW | A | D);
+    w64(&m, 0x4000 + 6 * 8, 0x3000 | LEAF_RW | A | D);
+    load(&m, 0, &s);
+    assert_eq!(
+        cpu_access(&m, 0, &s, 0x40_5000, rd(false)),
+        Cpu::Done(0x4000)
+    );
+    let (_, r) = m.shadow_translate(0, Gva(0x40_5000)).unwrap();
+    assert!(
+        !r.contains(shadow_mmu::PteAccess::WRITE),
+        "a shadowed PT is read-only"
+    );
+    assert!(m.is_write_protected(shadow_mmu::Gfn(4)));
+    // Writing the leaf table makes it unsync, not emulated.
+    assert_eq!(
+        cpu_access(&m, 0, &s, 0x40_5000, wr(false)),
+        Cpu::Done(0x4000)
+    );
+    assert!(!m.is_write_protected(shadow_mmu::Gfn(4)));
+    assert_eq!(m.stats().unsync_pages, 1);
+    m.audit().unwrap();
+    // Writing the PD (a non-leaf table) is used by this very walk: emulate.
+    let got = cpu_access(&m, 0, &s, 0x40_6000, wr(false));
+    assert_eq!(
+        got,
+        Cpu::Exit(FaultOutcome::Emulate {
+            gpa: shadow_mmu::GuestAddress(0x3000)
+        })
+    );
+    // A TLB flush syncs the unsync PT and protects it again.
+    let c = m.flush_tlb(0).unwrap();
+    assert!(c.flush_local);
+    apply(&m, c);
+    assert!(m.is_write_protected(shadow_mmu::Gfn(4)));
+    m.audit().unwrap();
+}
+
+#[test]
+fn unsync_then_invlpg_drops_stale_translation() {
+    let m = mmu();
+    let s = four_level(&m);
+    w64(&m, 0x4000 + 5 * 8, 0x4000 | LEAF_RW | A | D);
+    load(&m, 0, &s);
+    cpu_access(&m, 0, &s, 0x40_0000, rd(true));
+    cpu_access(&m, 0, &s, 0x40_5000, wr(false)); // PT goes unsync
+                                                 // The guest remaps gva 0x40_0000 by a direct store into its PT...
+    w64(&m, 0x4000, 0x20_0000 | LEAF_RW | A);
+    // ...and invalidates it. Nothing is prefaulted, the old frame is gone.
+    apply(&m, m.invlpg(0, Gva(0x40_0000)).unwrap());
+    assert_eq!(m.shadow_translate(0, Gva(0x40_0000)), None);
+    assert_eq!(
+        cpu_access(&m, 0, &s, 0x40_0000, rd(true)),
+        Cpu::Done(0x20_0000)
+    );
+    m.audit().unwrap();
+}
+
+#[test]
+fn track_write_updates_shadow() {
+    let m = mmu();
+    let s = four_level(&m);
+    load(&m, 0, &s);
+    cpu_access(&m, 0, &s, 0x40_0000, wr(true));
+    assert!(m.is_write_protected(shadow_mmu::Gfn(4)));
+    // The VMM emulates a guest write that makes the page read-only.
+    w64(&m, 0x4000, 0x10_0000 | PTE_P | PTE_U | A | D);
+    let c = m.track_write(shadow_mmu::GuestAddress(0x4000), 8);
+    assert!(c.flush_all, "narrowing a present entry needs a flush");
+    assert_eq!(c.spte_writes.len(), 1);
+    apply(&m, c);
+    let (_, r) = m.shadow_translate(0, Gva(0x40_0000)).unwrap();
+    assert!(!r.contains(shadow_mmu::PteAccess::WRITE));
+    m.audit().unwrap();
+}
+
+#[test]
+fn large_guest_page_maps_large_when_allowed() {
+    let m = mmu();
+    let s = four_level(&m);
+    // PD entry 3: 2 MiB page at 0x20_0000 (gva 0x60_0000).
+    w64(&m, 0x3000 + 3 * 8, 0x20_0000 | LEAF_RW | PTE_W | PS | A | D);
+    load(&m, 0, &s);
+    assert_eq!(
+        cpu_access(&m, 0, &s, 0x60_1234, wr(false)),
+        Cpu::Done(0x20_1234)
+    );
+    assert_eq!(m.stats().pages_in_use, 3, "PML4, PDPT and PD shadows only");
+    // Now a page table inside that 2 MiB frame range becomes shadowed: the
+    // large leaf must go and the range is mapped with 4 KiB pages.
+    w64(&m, 0x3000 + 4 * 8, 0x20_5000 | UPPER);
+    w64(&m, 0x20_5000, 0x30_0000 | LEAF_RW | A | D);
+    // The PD is write-protected: the guest's write went through emulation.
+    apply(
+        &m,
+        m.track_write(shadow_mmu::GuestAddress(0x3000 + 4 * 8), 8),
+    );
+    assert_eq!(
+        cpu_access(&m, 0, &s, 0x80_0000, rd(false)),
+        Cpu::Done(0x30_0000)
+    );
+    assert!(m.is_write_protected(shadow_mmu::Gfn(0x205)));
+    assert_eq!(
+        cpu_access(&m, 0, &s, 0x60_1234, wr(false)),
+        Cpu::Done(0x20_1234)
+    );
+    assert_eq!(
+        cpu_access(&m, 0, &s, 0x60_5000, rd(false)),
+        Cpu::Done(0x20_5000)
+    );
+    m.audit().unwrap();
+}
+
+#[test]
+fn mmio_is_reported_not_mapped() {
+    let m = mmu();
+    let s = four_level(&m);
+    w64(&m, 0x4000, 0x1_0000_0000 | LEAF_RW);
+    load(&m, 0, &s);
+    assert_eq!(
+        cpu_access(&m, 0, &s, 0x40_0000, rd(true)),
+        Cpu::Exit(FaultOutcome::Mmio {
+            gpa: shadow_mmu::GuestAddress(0x1_0000_0000)
+        })
+    );
+    assert_eq!(m.shadow_translate(0, Gva(0x40_0000)), None);
+    m.register_mmio(0x1_0000_0000..0x1_0001_0000);
+    assert_eq!(
+        cpu_access(&m, 0, &s, 0x40_0000, rd(true)),
+        Cpu::Done(0x1_0000_0000)
+    );
+    m.audit().unwrap();
+}
