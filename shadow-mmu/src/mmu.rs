@@ -231,8 +231,10 @@ pub enum MmuError {
     /// The vCPU has no paging state yet.
     #[error("vCPU {0} has no paging state; call load_paging_state first")]
     NoPagingState(usize),
-    /// No shadow page for a root; retry after the returned flush completes.
-    #[error("no free shadow page for a root")]
+    /// No shadow page for a root: pages were reclaimed but may still be
+    /// cached by some CPU. Flush every vCPU, call
+    /// [`ShadowMmu::flush_completed`], and retry.
+    #[error("no free shadow page for a root; flush all vCPUs and retry")]
     OutOfPages,
     /// The configuration is unusable.
     #[error("invalid MMU configuration: {0}")]

@@ -189,7 +189,7 @@ impl MmuState {
 
     /// A root left the cache: its pages become ordinary (reclaimable) pages;
     /// synthetic ones, which nothing else can use, are freed.
-    fn release_root(&mut self, root: Root, stats: &Counters) {
+    pub(crate) fn release_root(&mut self, root: Root, stats: &Counters) {
         let top_left = self.unpin(root.page);
         if let Some(l3) = root.synthetic {
             let l3_left = self.unpin(l3);

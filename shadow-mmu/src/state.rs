@@ -275,15 +275,28 @@ impl MmuState {
         Ok(id)
     }
 
-    /// Frees the oldest pages not used by the running operation.
+    /// Frees the oldest pages not used by the running operation. When only
+    /// pinned pages are left, cached roots are dropped to unpin theirs.
     fn reclaim(&mut self, stats: &Counters) {
         let batch = (self.pages.arena.pages() / 32).max(4);
-        for _ in 0..batch {
-            let Some(id) = self.pages.oldest_reclaimable(self.op_stamp) else {
-                break;
-            };
-            self.zap_page(id, stats);
-            Counters::bump(&stats.reclaimed);
+        let mut freed = 0;
+        while freed < batch {
+            match self.pages.oldest_reclaimable(self.op_stamp) {
+                Some(id) => {
+                    self.zap_page(id, stats);
+                    Counters::bump(&stats.reclaimed);
+                    freed += 1;
+                }
+                None => {
+                    let Some(v) = self.vcpus.iter_mut().max_by_key(|v| v.prev.len()) else {
+                        break;
+                    };
+                    let Some(root) = v.prev.pop_back() else {
+                        break;
+                    };
+                    self.release_root(root, stats);
+                }
+            }
         }
     }
 

@@ -155,9 +155,18 @@ pub fn guest_says(
 }
 
 pub fn load(m: &Mmu, vcpu: usize, state: &PagingState) -> u64 {
-    let (root, c) = m.load_paging_state(vcpu, state).expect("load paging state");
-    apply(m, c);
-    root
+    for _ in 0..4 {
+        match m.load_paging_state(vcpu, state) {
+            Ok((root, c)) => {
+                apply(m, c);
+                return root;
+            }
+            // Reclaimed pages become free once every vCPU has flushed.
+            Err(shadow_mmu::MmuError::OutOfPages) => m.flush_completed(),
+            Err(e) => panic!("load paging state: {e}"),
+        }
+    }
+    panic!("no shadow page for a root after flushing");
 }
 
 pub fn rd(user: bool) -> Access {
