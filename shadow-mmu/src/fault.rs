@@ -175,6 +175,25 @@ fn rights_down_to(walk: &GuestWalk, state: &PagingState, level: u8) -> PteAccess
     acc
 }
 
+/// Whether every guest entry `walk` read still holds the value it read.
+fn walk_is_current(mem: &GuestMemoryMmap, walk: &GuestWalk) -> bool {
+    let top = match walk.mode {
+        PagingMode::Off => return true,
+        // PAE's level 3 are registers.
+        PagingMode::Pae => 2,
+        _ => walk.root_level,
+    };
+    (walk.level..=top).all(|level| {
+        let li = usize::from(level) - 1;
+        let now = if walk.mode == PagingMode::Bits32 {
+            mem.load_u32(walk.pte_gpas[li]).map(u64::from)
+        } else {
+            mem.load_u64(walk.pte_gpas[li])
+        };
+        now == Some(walk.ptes[li])
+    })
+}
+
 impl crate::state::Root {
     /// The root's paging state with the vCPU's latest EFLAGS.AC.
     pub(crate) fn state_with(&self, vcpu_state: Option<PagingState>) -> PagingState {
@@ -255,6 +274,13 @@ impl MmuState {
             0
         };
 
+        // The walk ran without the lock. Guest tables change under the lock
+        // (emulated writes) or are unsync (then the guest must INVLPG,
+        // which takes the lock): if every entry the walk used is still in
+        // memory, the walk is a current translation (KVM's gpte_changed).
+        if !walk_is_current(mem, walk) {
+            return FaultOutcome::Retry;
+        }
         let Some(mut page) = self.pages.get(root).map(|_| root) else {
             return FaultOutcome::Retry;
         };
@@ -308,22 +334,9 @@ impl MmuState {
                 // down.
                 return FaultOutcome::Retry;
             } else {
-                // The shadow of the guest table at `child_level`. Its entry
-                // in the parent table must still be what the walk read.
+                // The shadow of the guest table at `child_level`.
                 let li = usize::from(child_level) - 1;
                 let parent_level = child_level + 1;
-                if parent_level <= guest_top && !(walk.mode == PagingMode::Pae && parent_level == 3)
-                {
-                    let pli = usize::from(parent_level) - 1;
-                    let now = if walk.mode == PagingMode::Bits32 {
-                        mem.load_u32(walk.pte_gpas[pli]).map(u64::from)
-                    } else {
-                        mem.load_u64(walk.pte_gpas[pli])
-                    };
-                    if now != Some(walk.ptes[pli]) {
-                        return FaultOutcome::Retry;
-                    }
-                }
                 let mut role = base_role
                     .with_level(child_level)
                     .with_access(rights_down_to(walk, state, parent_level));
