@@ -17,6 +17,7 @@ use vm_memory::GuestAddressSpace;
 /// Guest "kernel" page-table helpers: a 4-level space whose PML4 is at
 /// `pml4`, one PDPT/PD, and a PT at `pt` mapping gva `i << 12` (i < 512)
 /// to `frame0 + i * 4K`.
+#[allow(clippy::too_many_arguments)]
 fn space(
     m: &shadow_mmu::Mmu,
     pml4: u64,
