@@ -24,6 +24,8 @@ pub mod addr;
 pub mod arch;
 pub mod audit;
 mod fault;
+#[cfg(feature = "kvm")]
+pub mod kvm;
 pub mod mmu;
 pub mod pte;
 mod roots;

@@ -7,7 +7,16 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use vm_memory::{GuestAddress, GuestMemoryBackend, VolatileMemory};
+use std::marker::PhantomData;
+use std::mem::{align_of, size_of};
+use std::sync::atomic::AtomicU8;
+
+use vm_memory::bitmap::BitmapSlice;
+use vm_memory::volatile_memory::PtrGuardMut;
+use vm_memory::{
+    AtomicInteger, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress,
+    VolatileMemory, VolatileSlice,
+};
 
 use crate::arch::{Cr4, Efer, PagingMode, PagingState, PteAccess};
 
@@ -62,40 +71,186 @@ pub trait PteMemory {
     fn cmpxchg_u32(&self, gpa: GuestAddress, old: u32, new: u32) -> Option<bool>;
     /// 8-byte form of [`PteMemory::cmpxchg_u32`].
     fn cmpxchg_u64(&self, gpa: GuestAddress, old: u64, new: u64) -> Option<bool>;
+
+    /// A directly addressable host mapping of the memory around `gpa`, for
+    /// callers that make several accesses in a row (a walk). Accesses
+    /// through the window behave exactly as the methods above for every
+    /// address inside it; outside it the window answers `None` and the
+    /// caller asks `self`.
+    ///
+    /// The default has no window.
+    #[inline]
+    fn host_window(&self, gpa: GuestAddress) -> Option<HostWindow<'_>> {
+        let _ = gpa;
+        None
+    }
 }
 
 impl<M: GuestMemoryBackend + ?Sized> PteMemory for M {
+    #[inline]
     fn load_u32(&self, gpa: GuestAddress) -> Option<u32> {
-        let slice = self.get_slice(gpa, 4).ok()?;
-        let entry = slice.get_atomic_ref::<AtomicU32>(0).ok()?;
-        Some(entry.load(Ordering::Acquire))
+        with_entry(self, gpa, |e: &AtomicU32| e.load(Ordering::Acquire))
     }
 
+    #[inline]
     fn load_u64(&self, gpa: GuestAddress) -> Option<u64> {
-        let slice = self.get_slice(gpa, 8).ok()?;
-        let entry = slice.get_atomic_ref::<AtomicU64>(0).ok()?;
-        Some(entry.load(Ordering::Acquire))
+        with_entry(self, gpa, |e: &AtomicU64| e.load(Ordering::Acquire))
     }
 
+    #[inline]
     fn cmpxchg_u32(&self, gpa: GuestAddress, old: u32, new: u32) -> Option<bool> {
-        let slice = self.get_slice(gpa, 4).ok()?;
-        let entry = slice.get_atomic_ref::<AtomicU32>(0).ok()?;
-        Some(
-            entry
-                .compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok(),
-        )
+        with_entry(self, gpa, |e: &AtomicU32| {
+            e.compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        })
     }
 
+    #[inline]
     fn cmpxchg_u64(&self, gpa: GuestAddress, old: u64, new: u64) -> Option<bool> {
-        let slice = self.get_slice(gpa, 8).ok()?;
-        let entry = slice.get_atomic_ref::<AtomicU64>(0).ok()?;
-        Some(
-            entry
-                .compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok(),
-        )
+        with_entry(self, gpa, |e: &AtomicU64| {
+            e.compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        })
     }
+
+    #[inline]
+    fn host_window(&self, gpa: GuestAddress) -> Option<HostWindow<'_>> {
+        let region = self.find_region(gpa)?;
+        let start = region.start_addr().0;
+        let slice = region.as_volatile_slice().ok()?;
+        Some(HostWindow::new(start, &slice))
+    }
+}
+
+/// A guest-physical range backed by one contiguous host mapping: the whole
+/// of one guest memory region, borrowed from the memory for `'a`.
+///
+/// Entries are read and compare-exchanged in place with atomic operations,
+/// exactly as [`PteMemory`]'s blanket implementation does through
+/// vm-memory's `get_atomic_ref`, but with the region found once rather than
+/// at every access. Like `get_atomic_ref`, writes through the window are not
+/// recorded in the region's dirty bitmap.
+#[derive(Debug)]
+pub struct HostWindow<'a> {
+    /// Guest-physical address of the first byte.
+    start: u64,
+    /// Length in bytes.
+    len: u64,
+    /// Host address of the first byte (valid as long as `guard`).
+    host: *mut u8,
+    /// Keeps the host mapping of the slice in place (with vm-memory's `xen`
+    /// feature the guard maps the memory and unmaps it on drop; otherwise it
+    /// is just the pointer).
+    guard: PtrGuardMut,
+    /// The memory the window was taken from stays borrowed.
+    _memory: PhantomData<&'a AtomicU8>,
+}
+
+impl<'a> HostWindow<'a> {
+    /// The window over `slice`, which starts at guest-physical `start`.
+    #[inline]
+    fn new<B: BitmapSlice>(start: u64, slice: &VolatileSlice<'a, B>) -> HostWindow<'a> {
+        let guard = slice.ptr_guard_mut();
+        HostWindow {
+            start,
+            len: guard.len() as u64,
+            host: guard.as_ptr(),
+            guard,
+            _memory: PhantomData,
+        }
+    }
+
+    /// Whether `len` bytes at `gpa` lie inside the window.
+    #[inline]
+    pub fn contains(&self, gpa: GuestAddress, len: u64) -> bool {
+        let offset = gpa.0.wrapping_sub(self.start);
+        offset < self.len && self.len - offset >= len
+    }
+
+    /// The naturally aligned atomic `T` at `gpa`, if it lies inside the
+    /// window.
+    #[inline]
+    fn entry<T: AtomicInteger>(&self, gpa: GuestAddress) -> Option<&T> {
+        if !self.contains(gpa, size_of::<T>() as u64) {
+            return None;
+        }
+        debug_assert_eq!(self.guard.as_ptr(), self.host);
+        // `contains` checked that `offset + size_of::<T>() <= len`, so
+        // `offset` fits in `usize` (len came from a `usize`) and the result
+        // stays inside the mapping.
+        let entry = self
+            .host
+            .wrapping_add(gpa.0.wrapping_sub(self.start) as usize);
+        if !(entry as usize).is_multiple_of(align_of::<T>()) {
+            return None;
+        }
+        // SAFETY: `host..host + len` is the memory of a `VolatileSlice<'a>`
+        // of vm-memory, whose (unsafe) constructor guarantees that it is
+        // valid for `len` bytes for all of `'a` and that every other user of
+        // it accesses it with volatile or atomic operations only; `guard`
+        // keeps it mapped and lives as long as `self`. The `size_of::<T>()`
+        // bytes at `entry` are inside that range (checked above), `entry`
+        // is aligned for `T` (checked above), and `T` is an atomic integer,
+        // for which any bit pattern is valid and all access is atomic. The
+        // returned reference borrows `self`, so it can outlive neither the
+        // guard nor `'a`. This is the same reasoning as vm-memory's own
+        // `VolatileMemory::get_atomic_ref`.
+        Some(unsafe { &*entry.cast::<T>() })
+    }
+}
+
+impl PteMemory for HostWindow<'_> {
+    #[inline]
+    fn load_u32(&self, gpa: GuestAddress) -> Option<u32> {
+        self.entry::<AtomicU32>(gpa)
+            .map(|e| e.load(Ordering::Acquire))
+    }
+
+    #[inline]
+    fn load_u64(&self, gpa: GuestAddress) -> Option<u64> {
+        self.entry::<AtomicU64>(gpa)
+            .map(|e| e.load(Ordering::Acquire))
+    }
+
+    #[inline]
+    fn cmpxchg_u32(&self, gpa: GuestAddress, old: u32, new: u32) -> Option<bool> {
+        self.entry::<AtomicU32>(gpa).map(|e| {
+            e.compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        })
+    }
+
+    #[inline]
+    fn cmpxchg_u64(&self, gpa: GuestAddress, old: u64, new: u64) -> Option<bool> {
+        self.entry::<AtomicU64>(gpa).map(|e| {
+            e.compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        })
+    }
+}
+
+/// Runs `f` on the naturally aligned atomic `T` at `gpa`, or returns `None`
+/// when no single region backs all of its bytes or the host address is not
+/// aligned.
+///
+/// The region is looked up once; `GuestMemoryBackend::get_slice` would look
+/// it up and then re-validate the region offset before slicing.
+#[inline(always)]
+fn with_entry<M, T, R>(mem: &M, gpa: GuestAddress, f: impl FnOnce(&T) -> R) -> Option<R>
+where
+    M: GuestMemoryBackend + ?Sized,
+    T: AtomicInteger,
+{
+    let region = mem.find_region(gpa)?;
+    let offset = gpa.0.checked_sub(region.start_addr().0)?;
+    if offset >= region.len() {
+        return None;
+    }
+    let slice = region
+        .get_slice(MemoryRegionAddress(offset), size_of::<T>())
+        .ok()?;
+    let entry = slice.get_atomic_ref::<T>(0).ok()?;
+    Some(f(entry))
 }
 
 /// Reserved-bit masks of one paging mode, indexed by level (1 = PTE).
@@ -213,6 +368,7 @@ impl PteFormat for Pte32 {
         level == 2 && state.cr4.contains(Cr4::PSE)
     }
 
+    #[inline]
     fn reserved_bits(state: &PagingState) -> ReservedBits {
         let mut rsvd = ReservedBits::default();
         // 4 MiB PDE: bits 21:(13 + M - 32) are reserved (SDM table 4-6).
@@ -271,6 +427,7 @@ impl PteFormat for Pte64 {
         level >= 2
     }
 
+    #[inline]
     fn reserved_bits(state: &PagingState) -> ReservedBits {
         let maxphy = u32::from(state.maxphyaddr.clamp(32, 52));
         // IA-32e entries ignore bits 62:52; PAE entries reserve them (SDM

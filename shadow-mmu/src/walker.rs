@@ -13,11 +13,11 @@ use thiserror::Error;
 
 use crate::addr::{Gfn, GuestAddress, Gva, PAGE_SHIFT};
 use crate::arch::{
-    Access, AccessKind, Cr0, Cr4, KeyRights, PagingMode, PagingState, PfErrorCode, PteAccess,
+    Access, AccessKind, Cr0, Cr4, Efer, KeyRights, PagingMode, PagingState, PfErrorCode, PteAccess,
 };
 use crate::pte::{
-    pae_pdpte_reserved, Pte32, Pte64, PteFormat, PteMemory, PTE_A, PTE_D, PTE_P, PTE_PKEY_SHIFT,
-    PTE_PS,
+    pae_pdpte_reserved, HostWindow, Pte32, Pte64, PteFormat, PteMemory, PTE_A, PTE_D, PTE_P,
+    PTE_PKEY_SHIFT, PTE_PS,
 };
 
 /// How many times a walk restarts after losing an A/D compare-exchange
@@ -204,6 +204,51 @@ fn address_is_valid(mode: PagingMode, gva: Gva) -> bool {
     (((gva.0 << shift) as i64) >> shift) as u64 == gva.0
 }
 
+/// How the walker reaches guest memory: through a [`HostWindow`] of the
+/// region it last used while addresses stay inside it, through `mem`
+/// otherwise. Both give the same answers; the window only saves the region
+/// lookup of every access.
+struct Reader<'a, M: PteMemory + ?Sized> {
+    mem: &'a M,
+    window: Option<HostWindow<'a>>,
+}
+
+impl<'a, M: PteMemory + ?Sized> Reader<'a, M> {
+    #[inline]
+    fn new(mem: &'a M) -> Self {
+        Reader { mem, window: None }
+    }
+
+    /// The window holding `len` bytes at `gpa`, if there is one: the
+    /// current one, or a new one from `mem`.
+    #[inline]
+    fn window(&mut self, gpa: GuestAddress, len: u64) -> Option<&HostWindow<'a>> {
+        if !self.window.as_ref().is_some_and(|w| w.contains(gpa, len)) {
+            self.window = self.mem.host_window(gpa);
+        }
+        self.window.as_ref().filter(|w| w.contains(gpa, len))
+    }
+
+    #[inline]
+    fn load<F: PteFormat>(&mut self, gpa: GuestAddress) -> Option<u64> {
+        let mem = self.mem;
+        match self.window(gpa, F::BYTES) {
+            Some(w) => F::load(w, gpa),
+            None => F::load(mem, gpa),
+        }
+    }
+
+    #[inline]
+    fn cmpxchg<F: PteFormat>(&mut self, gpa: GuestAddress, old: u64, new: u64) -> Option<bool> {
+        let mem = self.mem;
+        match self.window(gpa, F::BYTES) {
+            Some(w) => F::cmpxchg(w, gpa, old, new),
+            None => F::cmpxchg(mem, gpa, old, new),
+        }
+    }
+}
+
+#[inline]
 fn walk_format<F: PteFormat, M: PteMemory + ?Sized, const SET_AD: bool, const CHECK: bool>(
     mem: &M,
     state: &PagingState,
@@ -214,26 +259,21 @@ fn walk_format<F: PteFormat, M: PteMemory + ?Sized, const SET_AD: bool, const CH
     if !address_is_valid(mode, gva) {
         return Err(WalkError::GeneralProtection);
     }
-    let access_bits = access.error_code_bits(state.reports_fetch());
+    // `state.nx_enabled()` and `state.reports_fetch()`, with the mode the
+    // caller already derived.
+    let nx = state.efer.contains(Efer::NXE) && mode.has_8_byte_entries();
+    let access_bits = access.error_code_bits(nx || state.cr4.contains(Cr4::SMEP));
     let not_present = WalkError::PageFault(access_bits);
     let reserved = WalkError::PageFault(access_bits | PfErrorCode::P | PfErrorCode::RSVD);
-    let nx = state.nx_enabled();
     let rsvd = F::reserved_bits(state);
     let root_level = mode.levels();
+    let mut mem = Reader::new(mem);
 
     for _ in 0..MAX_WALK_RETRIES {
-        let mut w = GuestWalk {
-            gva,
-            mode,
-            root_level,
-            level: root_level,
-            ptes: [0; 5],
-            pte_gpas: [GuestAddress(0); 5],
-            table_gfns: [Gfn(0); 5],
-            access: PteAccess::all(),
-            gpa: GuestAddress(0),
-            page_size: 0,
-        };
+        let mut ptes = [0u64; 5];
+        let mut pte_gpas = [GuestAddress(0); 5];
+        let mut table_gfns = [Gfn(0); 5];
+        let mut rights = PteAccess::all();
         let mut level = root_level;
         let mut table = if mode == PagingMode::Pae {
             // The PDPTEs come from registers loaded at CR3 load; they carry
@@ -241,9 +281,9 @@ fn walk_format<F: PteFormat, M: PteMemory + ?Sized, const SET_AD: bool, const CH
             let idx = (gva.0 >> 30) & 3;
             let pdpte = state.pdptrs[idx as usize];
             let pdpt = state.cr3 & 0xffff_ffe0;
-            w.ptes[2] = pdpte;
-            w.pte_gpas[2] = GuestAddress(pdpt + 8 * idx);
-            w.table_gfns[2] = Gfn::containing(GuestAddress(pdpt));
+            ptes[2] = pdpte;
+            pte_gpas[2] = GuestAddress(pdpt + 8 * idx);
+            table_gfns[2] = Gfn::containing(GuestAddress(pdpt));
             if pdpte & PTE_P == 0 {
                 return Err(not_present);
             }
@@ -263,10 +303,10 @@ fn walk_format<F: PteFormat, M: PteMemory + ?Sized, const SET_AD: bool, const CH
         let leaf_pte = loop {
             let li = usize::from(level) - 1;
             let pte_gpa = GuestAddress(table + F::index(gva.0, level) * F::BYTES);
-            w.pte_gpas[li] = pte_gpa;
-            w.table_gfns[li] = Gfn::containing(GuestAddress(table));
-            let pte = F::load(mem, pte_gpa).ok_or(not_present)?;
-            w.ptes[li] = pte;
+            pte_gpas[li] = pte_gpa;
+            table_gfns[li] = Gfn::containing(GuestAddress(table));
+            let pte = mem.load::<F>(pte_gpa).ok_or(not_present)?;
+            ptes[li] = pte;
             if pte & PTE_P == 0 {
                 return Err(not_present);
             }
@@ -283,7 +323,7 @@ fn walk_format<F: PteFormat, M: PteMemory + ?Sized, const SET_AD: bool, const CH
             if pte & mask != 0 {
                 return Err(reserved);
             }
-            w.access &= F::rights(pte, nx);
+            rights &= F::rights(pte, nx);
             if leaf {
                 break pte;
             }
@@ -291,24 +331,43 @@ fn walk_format<F: PteFormat, M: PteMemory + ?Sized, const SET_AD: bool, const CH
             level -= 1;
         };
 
-        w.level = level;
         let shift = F::level_shift(level);
-        w.page_size = 1 << shift;
+        let page_size = 1u64 << shift;
         let base = if level == 1 {
             F::frame(leaf_pte)
         } else {
             F::large_frame(leaf_pte, level, state)
         };
-        w.gpa = GuestAddress(base | (gva.0 & (w.page_size - 1)));
 
         if CHECK {
-            if let Some(ec) = permission_fault(state, mode, w.access, leaf_pte, access) {
+            if let Some(ec) = permission_fault(state, mode, rights, leaf_pte, access) {
                 return Err(WalkError::PageFault(ec | access_bits));
             }
         }
 
-        if !SET_AD || set_accessed_dirty::<F, M>(mem, &mut w, access.kind == AccessKind::Write) {
-            return Ok(w);
+        if !SET_AD
+            || set_accessed_dirty::<F, M>(
+                &mut mem,
+                mode,
+                root_level,
+                level,
+                &mut ptes,
+                &pte_gpas,
+                access.kind == AccessKind::Write,
+            )
+        {
+            return Ok(GuestWalk {
+                gva,
+                mode,
+                root_level,
+                level,
+                ptes,
+                pte_gpas,
+                table_gfns,
+                access: rights,
+                gpa: GuestAddress(base | (gva.0 & (page_size - 1))),
+                page_size,
+            });
         }
     }
     Err(WalkError::TooManyRetries)
@@ -316,29 +375,34 @@ fn walk_format<F: PteFormat, M: PteMemory + ?Sized, const SET_AD: bool, const CH
 
 /// Sets A at every level walked and D on the leaf of a write. Returns false
 /// if an entry changed since it was read: the caller must walk again.
+#[inline]
 fn set_accessed_dirty<F: PteFormat, M: PteMemory + ?Sized>(
-    mem: &M,
-    w: &mut GuestWalk,
+    mem: &mut Reader<'_, M>,
+    mode: PagingMode,
+    root_level: u8,
+    leaf_level: u8,
+    ptes: &mut [u64; 5],
+    pte_gpas: &[GuestAddress; 5],
     write: bool,
 ) -> bool {
     // PAE PDPTEs live in registers and have no accessed bit.
-    let top = if w.mode == PagingMode::Pae {
+    let top = if mode == PagingMode::Pae {
         2
     } else {
-        w.root_level
+        root_level
     };
-    for level in (w.level..=top).rev() {
+    for level in (leaf_level..=top).rev() {
         let li = usize::from(level) - 1;
-        let old = w.ptes[li];
+        let old = ptes[li];
         let mut new = old | PTE_A;
-        if level == w.level && write {
+        if level == leaf_level && write {
             new |= PTE_D;
         }
         if new == old {
             continue;
         }
-        match F::cmpxchg(mem, w.pte_gpas[li], old, new) {
-            Some(true) => w.ptes[li] = new,
+        match mem.cmpxchg::<F>(pte_gpas[li], old, new) {
+            Some(true) => ptes[li] = new,
             // Changed under us, or the memory went away: the next walk
             // sees what is there now.
             _ => return false,

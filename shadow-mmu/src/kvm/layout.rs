@@ -1,0 +1,66 @@
+//! Where everything of the hidden region lives: in guest-physical space
+//! (KVM memslots above guest RAM) and in the hypervisor hole of every shadow
+//! root.
+//!
+//! The hidden region is a 2 MiB *system area* followed by the shadow-page
+//! arena. The hole (PML4 slot 510) maps the system area 1:1 in its first
+//! 2 MiB with 4 KiB pages, then the arena with 2 MiB pages, all
+//! supervisor-only.
+
+/// PML4 slot of the hole.
+pub const HOLE_ROOT_INDEX: u16 = 510;
+/// First guest-virtual address of the hole.
+pub const HOLE_BASE: u64 = 0xffff_ff00_0000_0000;
+/// Size of the system area.
+pub const SYSTEM_SIZE: u64 = 2 << 20;
+/// Most arena bytes the hole can map (511 PD slots of 2 MiB).
+pub const MAX_ARENA_SIZE: u64 = 511 * (2 << 20);
+
+/// System-area offsets (also hole offsets).
+pub const HOLE_PDPT: u64 = 0x0000;
+/// The hole's page directory.
+pub const HOLE_PD: u64 = 0x1000;
+/// The page table mapping the system area.
+pub const HOLE_PT: u64 = 0x2000;
+/// The GDT.
+pub const GDT: u64 = 0x3000;
+/// The IDT (256 gates).
+pub const IDT: u64 = 0x4000;
+/// The TSSs, one per vCPU, `TSS_STRIDE` apart.
+pub const TSS: u64 = 0x5000;
+/// Distance between TSSs.
+pub const TSS_STRIDE: u64 = 128;
+/// The trampoline code.
+pub const TRAMPOLINE: u64 = 0x6000;
+/// The per-vCPU blocks: mailbox page, then the IST stack up to the block's end.
+pub const VCPU_BLOCKS: u64 = 0x10000;
+/// Size (and alignment) of a vCPU block.
+pub const VCPU_BLOCK_SIZE: u64 = 0x4000;
+/// Most vCPUs the system area holds.
+pub const MAX_VCPUS: usize = 64;
+
+/// Selectors of the GDT (the ABI's).
+pub const KERNEL_CS: u16 = 0x08;
+/// Kernel data.
+pub const KERNEL_DS: u16 = 0x10;
+/// User data (RPL 3).
+pub const USER_DS: u16 = 0x1b;
+/// User code (RPL 3).
+pub const USER_CS: u16 = 0x23;
+/// The TSS of vCPU 0; vCPU `i` uses `TSS_SELECTOR + 16 * i`.
+pub const TSS_SELECTOR: u16 = 0x28;
+
+/// Offset of vCPU `index`'s block in the system area.
+pub const fn vcpu_block(index: usize) -> u64 {
+    VCPU_BLOCKS + index as u64 * VCPU_BLOCK_SIZE
+}
+
+/// The guest-virtual address of system-area offset `off`.
+pub const fn hole_va(off: u64) -> u64 {
+    HOLE_BASE + off
+}
+
+/// The guest-virtual address of arena byte `off`.
+pub const fn hole_arena_va(off: u64) -> u64 {
+    HOLE_BASE + SYSTEM_SIZE + off
+}

@@ -1,0 +1,768 @@
+//! Running a KVM vCPU on shadow page tables (feature `kvm`).
+//!
+//! [`ShadowVm`] owns the hidden region (the system area with the hole's page
+//! tables, GDT, IDT, TSSs, the trampoline and the per-vCPU mailboxes and IST
+//! stacks, plus the shadow-page arena), registers it as KVM memslots above
+//! guest RAM, sets vCPUs up to run on shadow roots, and turns trampoline
+//! exits into [`ShadowMmu`] calls and trampoline commands.
+//!
+//! On the hosts this was built on, KVM itself shadows our shadow tables: a
+//! store from the VMM into a present entry is never seen, and a shadow page
+//! reused without a guest store keeps its old translations. So every change
+//! to a present entry, and a store into every reused page, is made by the
+//! trampoline (see `trampoline.S`); new entries in not-present slots are
+//! written by the VMM directly.
+
+pub mod layout;
+pub mod mailbox;
+mod system;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use kvm_bindings::{kvm_regs, kvm_segment, kvm_userspace_memory_region};
+use kvm_ioctls::{VcpuFd, VmFd};
+use parking_lot::Mutex;
+use thiserror::Error;
+use vm_memory::{
+    Bytes, GuestAddress, GuestAddressSpace, GuestMemoryBackend, MmapRegion, VolatileMemory,
+};
+
+use crate::addr::Gva;
+use crate::arch::{Access, AccessKind, Cr0, Cr4, Efer, PagingState, PfErrorCode};
+use crate::mmu::{
+    Changes, FaultOutcome, GuestException, GuestMemory, Hole, Mmu, MmuConfig, MmuError, ShadowMmu,
+};
+use crate::pte::{PTE_A, PTE_P, PTE_W};
+
+use layout::*;
+use mailbox::*;
+
+/// The shadow-mode hypercall instruction: `ud2` marked with "SHM". The #UD
+/// it raises reaches the trampoline; KVM's emulator, which runs guest CPL0
+/// code on the hosts this was built on, cannot deliver `int n`.
+pub const HYPERCALL_INSN: [u8; 5] = [0x0f, 0x0b, b'S', b'H', b'M'];
+/// The port the trampoline exits through.
+pub const EXIT_PORT: u16 = 0x5a1;
+/// The trampoline, assembled from `trampoline.S` (see its header).
+pub const TRAMPOLINE_CODE: &[u8] = include_bytes!("trampoline.bin");
+
+/// Hypercall numbers of ABI version 1 (`resources/ABI.md`).
+pub mod hypercall {
+    /// Switch to the guest tables at CR3.
+    pub const LOAD_CR3: u64 = 1;
+    /// Invalidate one page.
+    pub const INVLPG: u64 = 2;
+    /// Flush the TLB.
+    pub const FLUSH_TLB: u64 = 3;
+    /// Register the trap table and kernel stack.
+    pub const SET_TRAP_TABLE: u64 = 4;
+    /// CR0.WP, CR4.SMEP, CR4.SMAP, EFER.NXE.
+    pub const SET_PAGING_BITS: u64 = 5;
+    /// Console output.
+    pub const CONSOLE_WRITE: u64 = 6;
+    /// Stop the VM.
+    pub const EXIT: u64 = 7;
+    /// Start an application vCPU.
+    pub const START_VCPU: u64 = 8;
+    /// Batched page-table entry writes.
+    pub const MMU_UPDATE: u64 = 9;
+    /// Success.
+    pub const OK: i64 = 0;
+    /// Unknown hypercall.
+    pub const E_UNKNOWN: i64 = -1;
+    /// Bad argument.
+    pub const E_INVALID: i64 = -2;
+}
+
+/// Errors of the KVM glue.
+#[derive(Debug, Error)]
+pub enum KvmGlueError {
+    /// A KVM ioctl failed.
+    #[error("KVM: {0}")]
+    Kvm(#[from] kvm_ioctls::Error),
+    /// The shadow MMU failed.
+    #[error(transparent)]
+    Mmu(#[from] MmuError),
+    /// The system area could not be mapped.
+    #[error("cannot map the hidden region: {0}")]
+    Mmap(#[from] vm_memory::mmap::MmapRegionError),
+    /// The configuration is unusable.
+    #[error("invalid configuration: {0}")]
+    Config(&'static str),
+}
+
+/// How a [`ShadowVm`] is built.
+#[derive(Debug)]
+pub struct ShadowVmConfig {
+    /// Guest-physical base of the hidden region: 2 MiB aligned, above all
+    /// guest RAM and MMIO, below the host's MAXPHYADDR.
+    pub hidden_base: u64,
+    /// The first of the two memslots the hidden region uses.
+    pub first_slot: u32,
+    /// The MMU's tuning (vCPUs, page cap, prefetch...). Its arena base, hole
+    /// and hidden ranges are set by [`ShadowVm::new`].
+    pub mmu: MmuConfig,
+}
+
+/// What the VMM must do after a trampoline exit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// Run the vCPU again.
+    Resume,
+    /// A hypercall the VMM serves itself (console, exit, start vCPU,
+    /// unknown numbers); answer it with [`ShadowVm::complete_hypercall`]
+    /// before running the vCPU again.
+    Hypercall {
+        /// GPA of the hypercall block.
+        block: GuestAddress,
+        /// The number.
+        nr: u64,
+        /// The arguments.
+        args: [u64; 4],
+    },
+    /// The guest accessed an address that is not RAM and no registered
+    /// MMIO range: the VMM would have to emulate the instruction.
+    Mmio {
+        /// The guest-physical address.
+        gpa: GuestAddress,
+        /// The instruction.
+        rip: u64,
+    },
+    /// The guest wrote a shadowed page table in a way that needs
+    /// instruction emulation.
+    Emulate {
+        /// The guest-physical address written.
+        gpa: GuestAddress,
+        /// The instruction.
+        rip: u64,
+    },
+    /// An exception the guest has no handler for: the VM cannot go on.
+    Unhandled {
+        /// The vector.
+        vector: u8,
+        /// Its error code.
+        error_code: u64,
+        /// Where.
+        rip: u64,
+        /// CR2 for a page fault.
+        cr2: u64,
+    },
+}
+
+/// What the trampoline must carry out before resuming.
+#[derive(Debug, Default)]
+struct Commands {
+    touches: Vec<u64>,
+    writes: Vec<(u64, u64)>,
+    invlpg: Vec<u64>,
+    cr3: Option<u64>,
+    cr4: Option<u64>,
+    cr2: Option<u64>,
+    frame: Option<[u64; 5]>,
+}
+
+/// Per-vCPU shadow state of the glue.
+#[derive(Debug, Default)]
+struct VcpuGlue {
+    /// The paging state the guest believes in.
+    guest: Option<PagingState>,
+    /// The shadow root the vCPU's CR3 holds.
+    root: u64,
+    /// The guest's trap table (32 handler gvas) and kernel stack.
+    trap_table: u64,
+    kernel_rsp: u64,
+    /// Mailbox batches still to hand to the trampoline.
+    pending: VecDeque<Batch>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Batch {
+    touches: Vec<u64>,
+    writes: Vec<(u64, u64)>,
+    invlpg: Vec<u64>,
+    flags: u64,
+    cr3: u64,
+    cr4: u64,
+    cr2: u64,
+    frame: [u64; 5],
+}
+
+/// A VM whose vCPUs run on shadow page tables.
+pub struct ShadowVm {
+    mmu: Mmu,
+    system: MmapRegion<()>,
+    hidden_base: u64,
+    vcpus: Vec<Mutex<VcpuGlue>>,
+}
+
+impl std::fmt::Debug for ShadowVm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShadowVm")
+            .field("hidden_base", &self.hidden_base)
+            .field("vcpus", &self.vcpus.len())
+            .finish_non_exhaustive()
+    }
+}
+
+const RFLAGS_TF: u64 = 1 << 8;
+const RFLAGS_IF: u64 = 1 << 9;
+const RFLAGS_NT: u64 = 1 << 14;
+const RFLAGS_RF: u64 = 1 << 16;
+const RFLAGS_VM: u64 = 1 << 17;
+const RFLAGS_AC: u64 = 1 << 18;
+
+/// The vectors for which the CPU pushes an error code.
+const fn has_error_code(vector: u8) -> bool {
+    matches!(vector, 8 | 10..=14 | 17 | 21)
+}
+
+impl ShadowVm {
+    /// Maps the hidden region, registers it with `vm` and creates the MMU.
+    pub fn new(
+        vm: &VmFd,
+        mem: GuestMemory,
+        mut cfg: ShadowVmConfig,
+    ) -> Result<ShadowVm, KvmGlueError> {
+        if !cfg.hidden_base.is_multiple_of(SYSTEM_SIZE) {
+            return Err(KvmGlueError::Config("hidden_base must be 2 MiB aligned"));
+        }
+        if cfg.mmu.vcpus == 0 || cfg.mmu.vcpus > MAX_VCPUS {
+            return Err(KvmGlueError::Config("between 1 and 64 vCPUs"));
+        }
+        // The hole maps the arena with 2 MiB pages: round it up.
+        let pages = u64::from(cfg.mmu.max_pages).next_multiple_of(512);
+        if pages * 4096 > MAX_ARENA_SIZE {
+            return Err(KvmGlueError::Config("the arena must fit in 1022 MiB"));
+        }
+        cfg.mmu.max_pages = pages as u32;
+        let arena_base = cfg.hidden_base + SYSTEM_SIZE;
+        cfg.mmu.arena_base = arena_base;
+        cfg.mmu.hole = Some(Hole {
+            root_index: HOLE_ROOT_INDEX,
+            entry: (cfg.hidden_base + HOLE_PDPT) | PTE_P | PTE_W | PTE_A,
+        });
+        cfg.mmu.hidden.push(cfg.hidden_base..arena_base);
+        let vcpus = cfg.mmu.vcpus;
+        let mmu = Mmu::new(mem, cfg.mmu)?;
+        let system = MmapRegion::<()>::new(SYSTEM_SIZE as usize)?;
+        system::build(&system, cfg.hidden_base, arena_base, pages * 4096, vcpus);
+
+        let (abase, ahost, asize) = mmu.arena_region();
+        let regions = [
+            (cfg.hidden_base, system.as_ptr(), SYSTEM_SIZE),
+            (abase, ahost, asize),
+        ];
+        for (i, (gpa, host, size)) in regions.into_iter().enumerate() {
+            let region = kvm_userspace_memory_region {
+                slot: cfg.first_slot + i as u32,
+                flags: 0,
+                guest_phys_addr: gpa,
+                memory_size: size,
+                userspace_addr: host as u64,
+            };
+            // SAFETY: `host` is the start of a live mapping of `size` bytes
+            // owned by `system` or by the MMU's arena, both of which live as
+            // long as the returned `ShadowVm`, which the caller must keep
+            // alive as long as the VM runs (the memslot is removed only with
+            // the VM).
+            unsafe { vm.set_user_memory_region(region)? };
+        }
+        Ok(ShadowVm {
+            mmu,
+            system,
+            hidden_base: cfg.hidden_base,
+            vcpus: (0..vcpus)
+                .map(|_| Mutex::new(VcpuGlue::default()))
+                .collect(),
+        })
+    }
+
+    /// The shadow MMU.
+    pub fn mmu(&self) -> &Mmu {
+        &self.mmu
+    }
+
+    fn sys_load(&self, off: u64) -> u64 {
+        self.system
+            .get_atomic_ref::<AtomicU64>(off as usize)
+            .map_or(0, |a| a.load(Ordering::Acquire))
+    }
+
+    fn sys_store(&self, off: u64, value: u64) {
+        if let Ok(a) = self.system.get_atomic_ref::<AtomicU64>(off as usize) {
+            a.store(value, Ordering::Release);
+        }
+    }
+
+    /// Sets vCPU `index` (whose CPUID is already set) up to start at `regs`
+    /// in 64-bit mode on the shadow of the guest tables `guest` describes.
+    pub fn setup_vcpu(
+        &self,
+        vcpu: &VcpuFd,
+        index: usize,
+        guest: &PagingState,
+        regs: &kvm_regs,
+    ) -> Result<(), KvmGlueError> {
+        let (root, changes) = self.mmu.load_paging_state(index, guest)?;
+        self.mmu.flush_completed();
+        drop(changes);
+        let glue = self
+            .vcpus
+            .get(index)
+            .ok_or(KvmGlueError::Mmu(MmuError::NoSuchVcpu(index)))?;
+        {
+            let mut g = glue.lock();
+            g.guest = Some(*guest);
+            g.root = root;
+        }
+        let mut sregs = vcpu.get_sregs()?;
+        let code = kvm_segment {
+            base: 0,
+            limit: 0xffff_ffff,
+            selector: KERNEL_CS,
+            type_: 11,
+            present: 1,
+            dpl: 0,
+            db: 0,
+            s: 1,
+            l: 1,
+            g: 1,
+            avl: 0,
+            unusable: 0,
+            padding: 0,
+        };
+        let data = kvm_segment {
+            selector: KERNEL_DS,
+            type_: 3,
+            db: 1,
+            l: 0,
+            ..code
+        };
+        sregs.cs = code;
+        sregs.ds = data;
+        sregs.es = data;
+        sregs.ss = data;
+        sregs.fs = data;
+        sregs.gs = data;
+        sregs.tr = kvm_segment {
+            base: hole_va(TSS + index as u64 * TSS_STRIDE),
+            limit: 103,
+            selector: TSS_SELECTOR + 16 * index as u16,
+            type_: 11,
+            s: 0,
+            db: 0,
+            l: 0,
+            g: 0,
+            ..code
+        };
+        sregs.gdt.base = hole_va(GDT);
+        sregs.gdt.limit = (TSS_SELECTOR as u64 + 16 * MAX_VCPUS as u64 - 1) as u16;
+        sregs.idt.base = hole_va(IDT);
+        sregs.idt.limit = 0xfff;
+        sregs.cr0 = (Cr0::PE | Cr0::MP | Cr0::ET | Cr0::NE | Cr0::WP | Cr0::PG).bits();
+        sregs.cr4 = real_cr4(guest);
+        sregs.efer = (Efer::LME | Efer::LMA | Efer::NXE | Efer::SCE).bits();
+        sregs.cr3 = root;
+        vcpu.set_sregs(&sregs)?;
+        vcpu.set_regs(regs)?;
+        Ok(())
+    }
+
+    /// The vCPU exited through the trampoline (an `out` to [`EXIT_PORT`]).
+    pub fn handle_exit(&self, index: usize) -> Result<Exit, KvmGlueError> {
+        let glue = self
+            .vcpus
+            .get(index)
+            .ok_or(KvmGlueError::Mmu(MmuError::NoSuchVcpu(index)))?;
+        let mut g = glue.lock();
+        let mb = vcpu_block(index);
+        if let Some(batch) = g.pending.pop_front() {
+            let more = !g.pending.is_empty();
+            self.post_batch(mb, &batch, more);
+            return Ok(Exit::Resume);
+        }
+        let top = mb + VCPU_BLOCK_SIZE;
+        let rd = |off: u64| self.sys_load(top - off);
+        let vector = rd(stack::VECTOR) as u8;
+        let error_code = rd(stack::ERROR_CODE);
+        let cr2 = rd(stack::CR2);
+        let frame = [
+            rd(stack::RIP),
+            rd(stack::CS),
+            rd(stack::RFLAGS),
+            rd(stack::RSP),
+            rd(stack::SS),
+        ];
+        let mut cmds = Commands::default();
+        let exit = match vector {
+            14 => {
+                self.mmu.set_eflags_ac(index, frame[2] & RFLAGS_AC != 0)?;
+                let ec = PfErrorCode::from_bits_truncate(error_code as u32);
+                let (outcome, changes) = self.mmu.page_fault(index, Gva(cr2), ec)?;
+                self.add_changes(&g, &mut cmds, changes);
+                match outcome {
+                    FaultOutcome::Fixed | FaultOutcome::Retry => Exit::Resume,
+                    FaultOutcome::Inject(GuestException::PageFault { error_code, cr2 }) => self
+                        .deliver(
+                            &g,
+                            index,
+                            14,
+                            Some(u64::from(error_code.bits())),
+                            Some(cr2.0),
+                            frame,
+                            &mut cmds,
+                        ),
+                    FaultOutcome::Inject(GuestException::GeneralProtection) => {
+                        self.deliver(&g, index, 13, Some(0), None, frame, &mut cmds)
+                    }
+                    FaultOutcome::Mmio { gpa } => Exit::Mmio { gpa, rip: frame[0] },
+                    FaultOutcome::Emulate { gpa } => Exit::Emulate { gpa, rip: frame[0] },
+                }
+            }
+            6 if frame[1] & 3 == 0 && self.is_hypercall(index, frame[0]) => {
+                let mut resume = frame;
+                resume[0] = frame[0] + HYPERCALL_INSN.len() as u64;
+                cmds.frame = Some(resume);
+                self.hypercall(&mut g, index, rd(stack::RAX) & 0xffff_ffff, &mut cmds)?
+            }
+            v => {
+                let ec = has_error_code(v).then_some(error_code);
+                self.deliver(&g, index, v, ec, None, frame, &mut cmds)
+            }
+        };
+        self.post(&mut g, mb, cmds);
+        Ok(exit)
+    }
+
+    /// Whether the instruction at `rip` is the hypercall.
+    fn is_hypercall(&self, index: usize, rip: u64) -> bool {
+        let mem = self.mmu.memory().memory();
+        let fetch = Access::at_cpl(AccessKind::Fetch, 0);
+        let mut insn = [0u8; HYPERCALL_INSN.len()];
+        for (i, byte) in insn.iter_mut().enumerate() {
+            let Ok(gpa) = self
+                .mmu
+                .gva_to_gpa(index, Gva(rip.wrapping_add(i as u64)), fetch)
+            else {
+                return false;
+            };
+            let Ok(b) = mem.read_obj::<u8>(gpa) else {
+                return false;
+            };
+            *byte = b;
+        }
+        insn == HYPERCALL_INSN
+    }
+
+    /// Writes the result of a hypercall the VMM served.
+    pub fn complete_hypercall(&self, block: GuestAddress, result: i64) {
+        let mem = self.mmu.memory().memory();
+        // A block that vanished has nobody left to read the result.
+        let _ = mem.write_obj(result, GuestAddress(block.0 + 40));
+    }
+
+    fn add_changes(&self, g: &VcpuGlue, cmds: &mut Commands, changes: Changes) {
+        let arena = self.hidden_base + SYSTEM_SIZE;
+        cmds.touches.extend(
+            changes
+                .reused_pages
+                .iter()
+                .map(|&spa| hole_arena_va(spa - arena)),
+        );
+        cmds.writes.extend(
+            changes
+                .spte_writes
+                .iter()
+                .map(|w| (hole_arena_va(w.addr - arena), w.value)),
+        );
+        cmds.invlpg.extend(changes.invlpg.iter().map(|g| g.0));
+        if changes.flush_local || changes.flush_all {
+            cmds.cr3.get_or_insert(g.root);
+        }
+        if changes.flush_all {
+            // One vCPU per VM so far: the local reload is every vCPU's flush.
+            self.mmu.flush_completed();
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn deliver(
+        &self,
+        g: &VcpuGlue,
+        index: usize,
+        vector: u8,
+        error_code: Option<u64>,
+        cr2: Option<u64>,
+        frame: [u64; 5],
+        cmds: &mut Commands,
+    ) -> Exit {
+        let unhandled = Exit::Unhandled {
+            vector,
+            error_code: error_code.unwrap_or(0),
+            rip: frame[0],
+            cr2: cr2.unwrap_or(0),
+        };
+        if g.trap_table == 0 || vector >= 32 {
+            return unhandled;
+        }
+        let mem = self.mmu.memory().memory();
+        let read = Access::implicit(AccessKind::Read);
+        let write = Access::implicit(AccessKind::Write);
+        let handler = self
+            .mmu
+            .gva_to_gpa(index, Gva(g.trap_table + 8 * u64::from(vector)), read)
+            .ok()
+            .and_then(|gpa| mem.read_obj::<u64>(gpa).ok())
+            .unwrap_or(0);
+        if handler == 0 {
+            return unhandled;
+        }
+        let from_user = frame[1] & 3 == 3;
+        let mut sp = if from_user { g.kernel_rsp } else { frame[3] } & !15;
+        let mut pushes = vec![frame[4], frame[3], frame[2], frame[1], frame[0]];
+        pushes.extend(error_code);
+        for value in pushes {
+            sp = sp.wrapping_sub(8);
+            let Ok(gpa) = self.mmu.gva_to_gpa(index, Gva(sp), write) else {
+                // The kernel stack is unusable: a double fault on hardware.
+                return unhandled;
+            };
+            if mem.write_obj(value, gpa).is_err() {
+                return unhandled;
+            }
+        }
+        let rflags = (frame[2] & !(RFLAGS_IF | RFLAGS_TF | RFLAGS_NT | RFLAGS_RF | RFLAGS_VM)) | 2;
+        cmds.frame = Some([
+            handler,
+            u64::from(KERNEL_CS),
+            rflags,
+            sp,
+            u64::from(KERNEL_DS),
+        ]);
+        cmds.cr2 = cr2;
+        Exit::Resume
+    }
+
+    fn hypercall(
+        &self,
+        g: &mut VcpuGlue,
+        index: usize,
+        block: u64,
+        cmds: &mut Commands,
+    ) -> Result<Exit, KvmGlueError> {
+        use hypercall::*;
+        let mem = self.mmu.memory().memory();
+        let gpa = GuestAddress(block);
+        let mut words = [0u64; 5];
+        let readable = block.is_multiple_of(8)
+            && words.iter_mut().enumerate().all(|(i, w)| {
+                mem.read_obj::<u64>(GuestAddress(block + 8 * i as u64))
+                    .map(|v| *w = v)
+                    .is_ok()
+            })
+            && mem.check_range(GuestAddress(block), 64);
+        if !readable {
+            // No block to answer in: the guest gets #GP, as for a bad
+            // descriptor.
+            return Ok(Exit::Unhandled {
+                vector: 13,
+                error_code: 0,
+                rip: self.sys_load(vcpu_block(index) + VCPU_BLOCK_SIZE - stack::RIP),
+                cr2: 0,
+            });
+        }
+        let [nr, a0, a1, _a2, _a3] = words;
+        let args = [words[1], words[2], words[3], words[4]];
+        let Some(mut guest) = g.guest else {
+            return Err(MmuError::NoPagingState(index).into());
+        };
+        let result = match nr {
+            LOAD_CR3 => {
+                guest.cr3 = a0;
+                self.reload(g, index, guest, cmds)?;
+                OK
+            }
+            INVLPG => {
+                let changes = self.mmu.invlpg(index, Gva(a0))?;
+                self.add_changes(g, cmds, changes);
+                OK
+            }
+            FLUSH_TLB => {
+                let changes = self.mmu.flush_tlb(index)?;
+                self.add_changes(g, cmds, changes);
+                OK
+            }
+            SET_TRAP_TABLE => {
+                if a0 % 8 != 0 {
+                    E_INVALID
+                } else {
+                    g.trap_table = a0;
+                    g.kernel_rsp = a1;
+                    OK
+                }
+            }
+            SET_PAGING_BITS => {
+                if a0 & !0xf != 0 {
+                    E_INVALID
+                } else {
+                    guest.cr0.set(Cr0::WP, a0 & 1 != 0);
+                    guest.cr4.set(Cr4::SMEP, a0 & 2 != 0);
+                    guest.cr4.set(Cr4::SMAP, a0 & 4 != 0);
+                    guest.efer.set(Efer::NXE, a0 & 8 != 0);
+                    cmds.cr4 = Some(real_cr4(&guest));
+                    self.reload(g, index, guest, cmds)?;
+                    OK
+                }
+            }
+            MMU_UPDATE => self.mmu_update(g, &mem, a0, a1, cmds),
+            _ => {
+                return Ok(Exit::Hypercall {
+                    block: gpa,
+                    nr,
+                    args,
+                })
+            }
+        };
+        let _ = mem.write_obj(result, GuestAddress(block + 40));
+        Ok(Exit::Resume)
+    }
+
+    fn reload(
+        &self,
+        g: &mut VcpuGlue,
+        index: usize,
+        guest: PagingState,
+        cmds: &mut Commands,
+    ) -> Result<(), KvmGlueError> {
+        let (root, changes) = loop {
+            match self.mmu.load_paging_state(index, &guest) {
+                Err(MmuError::OutOfPages) => self.mmu.flush_completed(),
+                other => break other?,
+            }
+        };
+        g.guest = Some(guest);
+        g.root = root;
+        self.add_changes(g, cmds, changes);
+        cmds.cr3 = Some(root);
+        Ok(())
+    }
+
+    fn mmu_update(
+        &self,
+        g: &VcpuGlue,
+        mem: &vm_memory::GuestMemoryMmap,
+        list: u64,
+        count: u64,
+        cmds: &mut Commands,
+    ) -> i64 {
+        if count > 256 || !list.is_multiple_of(8) {
+            return hypercall::E_INVALID;
+        }
+        for i in 0..count {
+            let pair = GuestAddress(list + 16 * i);
+            let (Ok(gpa), Ok(value)) = (
+                mem.read_obj::<u64>(pair),
+                mem.read_obj::<u64>(GuestAddress(pair.0 + 8)),
+            ) else {
+                return hypercall::E_INVALID;
+            };
+            if gpa % 8 != 0 || mem.write_obj(value, GuestAddress(gpa)).is_err() {
+                return hypercall::E_INVALID;
+            }
+            let changes = self.mmu.track_write(GuestAddress(gpa), 8);
+            self.add_changes(g, cmds, changes);
+        }
+        hypercall::OK
+    }
+
+    /// Splits `cmds` into mailbox batches and posts the first.
+    fn post(&self, g: &mut VcpuGlue, mb: u64, mut cmds: Commands) {
+        if cmds.invlpg.len() > MAX_INVLPG {
+            // Too many single pages: flush everything instead.
+            cmds.invlpg.clear();
+            cmds.cr3.get_or_insert(g.root);
+        }
+        let mut batches = Vec::new();
+        let mut touches = cmds.touches.chunks(MAX_TOUCH);
+        let mut writes = cmds.writes.chunks(MAX_WRITES);
+        loop {
+            let t = touches.next();
+            let w = writes.next();
+            if t.is_none() && w.is_none() {
+                break;
+            }
+            batches.push(Batch {
+                touches: t.map(<[u64]>::to_vec).unwrap_or_default(),
+                writes: w.map(<[(u64, u64)]>::to_vec).unwrap_or_default(),
+                ..Batch::default()
+            });
+        }
+        if batches.is_empty() {
+            batches.push(Batch::default());
+        }
+        if let Some(last) = batches.last_mut() {
+            last.invlpg = std::mem::take(&mut cmds.invlpg);
+            if let Some(cr4) = cmds.cr4 {
+                last.flags |= F_CR4;
+                last.cr4 = cr4;
+            }
+            if let Some(cr3) = cmds.cr3 {
+                last.flags |= F_CR3;
+                last.cr3 = cr3;
+            }
+            if let Some(cr2) = cmds.cr2 {
+                last.flags |= F_CR2;
+                last.cr2 = cr2;
+            }
+            if let Some(frame) = cmds.frame {
+                last.flags |= F_FRAME;
+                last.frame = frame;
+            }
+        }
+        let mut batches = VecDeque::from(batches);
+        if let Some(first) = batches.pop_front() {
+            let more = !batches.is_empty();
+            g.pending = batches;
+            self.post_batch(mb, &first, more);
+        }
+    }
+
+    fn post_batch(&self, mb: u64, b: &Batch, more: bool) {
+        for (i, &va) in b.touches.iter().enumerate() {
+            self.sys_store(mb + MB_TOUCH + 8 * i as u64, va);
+        }
+        for (i, &(va, value)) in b.writes.iter().enumerate() {
+            self.sys_store(mb + MB_WRITES + 16 * i as u64, va);
+            self.sys_store(mb + MB_WRITES + 16 * i as u64 + 8, value);
+        }
+        for (i, &va) in b.invlpg.iter().enumerate() {
+            self.sys_store(mb + MB_INVLPG + 8 * i as u64, va);
+        }
+        self.sys_store(mb + MB_N_TOUCH, b.touches.len() as u64);
+        self.sys_store(mb + MB_N_WRITES, b.writes.len() as u64);
+        self.sys_store(mb + MB_N_INVLPG, b.invlpg.len() as u64);
+        self.sys_store(mb + MB_CR3, b.cr3);
+        self.sys_store(mb + MB_CR4, b.cr4);
+        self.sys_store(mb + MB_CR2, b.cr2);
+        for (i, &v) in b.frame.iter().enumerate() {
+            self.sys_store(mb + MB_FRAME + 8 * i as u64, v);
+        }
+        let mut flags = b.flags;
+        if more {
+            flags |= F_MORE;
+        }
+        if !b.touches.is_empty() || !b.writes.is_empty() || !b.invlpg.is_empty() {
+            flags |= F_LISTS;
+        }
+        self.sys_store(mb + MB_FLAGS, flags);
+    }
+}
+
+/// The CR4 the vCPU really runs with: PAE and SSE support always, SMEP and
+/// SMAP as the guest asked (the CPU checks them against shadow U bits).
+fn real_cr4(guest: &PagingState) -> u64 {
+    let mut cr4 = Cr4::PAE | Cr4::OSFXSR | Cr4::OSXMMEXCPT;
+    cr4 |= guest.cr4 & (Cr4::SMEP | Cr4::SMAP);
+    cr4.bits()
+}

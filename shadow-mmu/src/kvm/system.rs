@@ -1,0 +1,167 @@
+//! Builds the system area: the hole's page tables, the GDT, the IDT, one TSS
+//! per vCPU, and the trampoline.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use vm_memory::{MmapRegion, VolatileMemory};
+
+use super::layout::*;
+use super::mailbox::stub_offset;
+use super::TRAMPOLINE_CODE;
+use crate::pte::{PTE_A, PTE_D, PTE_P, PTE_PS, PTE_W, PTE_XD};
+
+fn store(region: &MmapRegion<()>, off: u64, value: u64) {
+    // Offsets are constants of the layout, inside the 2 MiB area.
+    if let Ok(a) = region.get_atomic_ref::<AtomicU64>(off as usize) {
+        a.store(value, Ordering::Release);
+    }
+}
+
+/// A 64-bit interrupt gate to hole offset `target`, IST 1, DPL 0.
+fn gate(target: u64) -> (u64, u64) {
+    let va = hole_va(target);
+    let low = (va & 0xffff)
+        | (u64::from(KERNEL_CS) << 16)
+        | (1 << 32) // IST 1
+        | (0x8e << 40) // present, DPL 0, interrupt gate
+        | (((va >> 16) & 0xffff) << 48);
+    (low, va >> 32)
+}
+
+/// A 64-bit available TSS descriptor for `base`.
+fn tss_descriptor(base: u64) -> (u64, u64) {
+    let limit = 103u64;
+    let low = (limit & 0xffff)
+        | ((base & 0xff_ffff) << 16)
+        | (0x89 << 40) // present, type 9 (available 64-bit TSS)
+        | (((base >> 24) & 0xff) << 56);
+    (low, base >> 32)
+}
+
+pub(super) fn build(
+    region: &MmapRegion<()>,
+    hidden_base: u64,
+    arena_base: u64,
+    arena_size: u64,
+    vcpus: usize,
+) {
+    let table = PTE_P | PTE_W | PTE_A;
+    // Hole PDPT -> PD; PD[0] -> PT of the system area; PD[1..] arena.
+    store(region, HOLE_PDPT, (hidden_base + HOLE_PD) | table);
+    store(region, HOLE_PD, (hidden_base + HOLE_PT) | table);
+    for k in 0..arena_size.div_ceil(SYSTEM_SIZE) {
+        let leaf = (arena_base + k * SYSTEM_SIZE) | table | PTE_D | PTE_PS | PTE_XD;
+        store(region, HOLE_PD + 8 * (1 + k), leaf);
+    }
+    // The system area itself, except the hole's own tables.
+    let code_pages = (TRAMPOLINE_CODE.len() as u64).div_ceil(4096);
+    let last_block = vcpu_block(vcpus);
+    for page in (GDT / 4096)..(last_block / 4096) {
+        let off = page * 4096;
+        let is_code = (TRAMPOLINE..TRAMPOLINE + code_pages * 4096).contains(&off);
+        let used = off < TRAMPOLINE + code_pages * 4096 || off >= VCPU_BLOCKS;
+        if !used {
+            continue;
+        }
+        let pte = if is_code {
+            (hidden_base + off) | PTE_P | PTE_A
+        } else {
+            (hidden_base + off) | table | PTE_D | PTE_XD
+        };
+        store(region, HOLE_PT + 8 * page, pte);
+    }
+    // GDT: null, kernel code, kernel data, user data, user code, TSSs.
+    store(region, GDT + 0x08, 0x00af_9b00_0000_ffff);
+    store(region, GDT + 0x10, 0x00cf_9300_0000_ffff);
+    store(region, GDT + 0x18, 0x00cf_f300_0000_ffff);
+    store(region, GDT + 0x20, 0x00af_fb00_0000_ffff);
+    for i in 0..vcpus as u64 {
+        let tss = TSS + i * TSS_STRIDE;
+        let (lo, hi) = tss_descriptor(hole_va(tss));
+        let sel = u64::from(TSS_SELECTOR) + 16 * i;
+        store(region, GDT + sel, lo);
+        store(region, GDT + sel + 8, hi);
+        // TSS: RSP0 (offset 4) and IST1 (offset 36) at the top of the
+        // vCPU's block; no I/O bitmap (offset 102 = limit + 1). RSP0 and
+        // IST1 are not 8-byte aligned in the TSS: store them as pairs of
+        // aligned words.
+        let top = hole_va(vcpu_block(i as usize) + VCPU_BLOCK_SIZE);
+        write_unaligned(region, tss + 4, top);
+        write_unaligned(region, tss + 36, top);
+        write_unaligned16(region, tss + 102, 104);
+    }
+    // IDT: exceptions 0-31.
+    for vector in 0..32u8 {
+        if let Some(stub) = stub_offset(vector) {
+            let (lo, hi) = gate(TRAMPOLINE + stub);
+            store(region, IDT + 16 * u64::from(vector), lo);
+            store(region, IDT + 16 * u64::from(vector) + 8, hi);
+        }
+    }
+    // The trampoline.
+    for (i, chunk) in TRAMPOLINE_CODE.chunks(8).enumerate() {
+        let mut word = [0u8; 8];
+        word[..chunk.len()].copy_from_slice(chunk);
+        store(region, TRAMPOLINE + 8 * i as u64, u64::from_le_bytes(word));
+    }
+}
+
+fn write_unaligned(region: &MmapRegion<()>, off: u64, value: u64) {
+    use vm_memory::Bytes;
+    let _ = region.as_volatile_slice().write_obj(value, off as usize);
+}
+
+fn write_unaligned16(region: &MmapRegion<()>, off: u64, value: u16) {
+    use vm_memory::Bytes;
+    let _ = region.as_volatile_slice().write_obj(value, off as usize);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gate_encoding() {
+        let (lo, hi) = gate(0x6010);
+        // Offset 0xffff_ff00_0000_6010 split across the gate.
+        assert_eq!(lo & 0xffff, 0x6010);
+        assert_eq!((lo >> 48) & 0xffff, 0x0000);
+        assert_eq!(hi, 0xffff_ff00);
+        assert_eq!((lo >> 16) & 0xffff, 0x08);
+        assert_eq!((lo >> 32) & 0x7, 1);
+        assert_eq!((lo >> 40) & 0xff, 0x8e);
+    }
+
+    #[test]
+    fn trampoline_matches_its_source() {
+        // Reassemble trampoline.S when binutils are present; the committed
+        // bytes must be exactly what the source says.
+        let dir = std::env::temp_dir().join(format!("shadow-mmu-tramp-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let src = concat!(env!("CARGO_MANIFEST_DIR"), "/src/kvm/trampoline.S");
+        let obj = dir.join("t.o");
+        let bin = dir.join("t.bin");
+        let assembled = std::process::Command::new("as")
+            .args(["--64", "-o"])
+            .arg(&obj)
+            .arg(src)
+            .status()
+            .is_ok_and(|s| s.success())
+            && std::process::Command::new("objcopy")
+                .args(["-O", "binary"])
+                .arg(&obj)
+                .arg(&bin)
+                .status()
+                .is_ok_and(|s| s.success());
+        if !assembled {
+            eprintln!("SKIP: binutils (as, objcopy) not found; trampoline.bin not re-checked");
+            return;
+        }
+        let bytes = std::fs::read(&bin).expect("assembled trampoline");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(
+            bytes, TRAMPOLINE_CODE,
+            "trampoline.bin is stale: reassemble trampoline.S"
+        );
+    }
+}
