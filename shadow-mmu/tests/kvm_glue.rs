@@ -48,7 +48,7 @@ fn cpl0_guest_runs_on_shadow_tables() {
     }
     w(0x3008, 0x40_0000 | t | PTE_PS); // gva 2M: 2 MiB page at GPA 4M
     w(0x3010, 0x5000 | t); // gva 4M: PT 0x5000
-    w(0x5000 + 8 * 0, 0x60_0000 | t);
+    w(0x5000, 0x60_0000 | t);
     mem.write_slice(GUEST, GuestAddress(0x10_0000)).unwrap();
     w(0x9000 + 14 * 8, 0x10_0100); // trap table: #PF handler
     w(0x40_0000, 0xfeed_f00d);

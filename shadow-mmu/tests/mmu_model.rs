@@ -96,7 +96,11 @@ fn entry(table: usize, bits: u32) -> (u64, u64) {
         3 => {
             // Page directory: a page table, or a 2 MiB page.
             if pick.is_multiple_of(4) {
-                let frame = if pick.is_multiple_of(8) { 0x40_0000 } else { 0x60_0000 };
+                let frame = if pick.is_multiple_of(8) {
+                    0x40_0000
+                } else {
+                    0x60_0000
+                };
                 (PD, frame | flags | PS)
             } else {
                 (PD, (PTS[pick % 3] << 12) | flags)
