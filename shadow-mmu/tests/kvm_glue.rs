@@ -6,12 +6,13 @@
 use kvm_bindings::{kvm_regs, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{Kvm, VcpuExit};
 use shadow_mmu::kvm::{Exit, ShadowVm, ShadowVmConfig, EXIT_PORT};
-use shadow_mmu::pte::{PTE_A, PTE_D, PTE_P, PTE_PS, PTE_W};
+use shadow_mmu::pte::{PTE_A, PTE_D, PTE_P, PTE_PS, PTE_U, PTE_W};
 use shadow_mmu::{Cr0, Cr4, Efer, GuestAddress, MmuConfig, PagingState, ShadowMmu};
 use vm_memory::{Bytes, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryBackend, GuestMemoryMmap};
 
 const RAM: usize = 64 << 20;
 const GUEST: &[u8] = include_bytes!("guest/basic.bin");
+const USER_GUEST: &[u8] = include_bytes!("guest/user.bin");
 
 fn kvm() -> Kvm {
     Kvm::new().unwrap_or_else(|e| {
@@ -19,14 +20,24 @@ fn kvm() -> Kvm {
     })
 }
 
-#[test]
-fn cpl0_guest_runs_on_shadow_tables() {
+/// A VM with 64 MiB of RAM prepared by `prepare`, one vCPU on shadow tables
+/// of the guest tables at CR3 0x1000, run from RIP 0x100000 until `hlt`.
+fn run_guest(
+    code: &[u8],
+    prepare: impl FnOnce(&dyn Fn(u64, u64)),
+) -> (
+    kvm_bindings::kvm_regs,
+    ShadowVm,
+    GuestMemoryAtomic<GuestMemoryMmap>,
+    u32,
+) {
     let kvm = kvm();
     let vm = kvm.create_vm().expect("create VM");
     let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), RAM)]).unwrap();
     let host = mem.get_host_address(GuestAddress(0)).unwrap();
-    // SAFETY: `host` maps RAM bytes of guest memory that `mem` (kept alive
-    // by `atomic` below until the end of the test) owns.
+    // SAFETY: `host` maps the RAM bytes of `mem`, which the returned
+    // GuestMemoryAtomic keeps alive; the VM (and its memslot) is dropped at
+    // the end of this function, before them.
     unsafe {
         vm.set_user_memory_region(kvm_userspace_memory_region {
             slot: 0,
@@ -37,23 +48,8 @@ fn cpl0_guest_runs_on_shadow_tables() {
         })
         .unwrap();
     }
-    let w = |gpa: u64, v: u64| mem.write_obj(v, GuestAddress(gpa)).unwrap();
-    // Guest tables: PML4 0x1000 -> PDPT 0x2000 -> PD 0x3000.
-    let t = PTE_P | PTE_W;
-    w(0x1000, 0x2000 | t);
-    w(0x2000, 0x3000 | t);
-    w(0x3000, 0x4000 | t); // PD[0] -> PT 0x4000: identity 0..2 MiB
-    for i in 0..512u64 {
-        w(0x4000 + 8 * i, (i << 12) | t);
-    }
-    w(0x3008, 0x40_0000 | t | PTE_PS); // gva 2M: 2 MiB page at GPA 4M
-    w(0x3010, 0x5000 | t); // gva 4M: PT 0x5000
-    w(0x5000, 0x60_0000 | t);
-    mem.write_slice(GUEST, GuestAddress(0x10_0000)).unwrap();
-    w(0x9000 + 14 * 8, 0x10_0100); // trap table: #PF handler
-    w(0x40_0000, 0xfeed_f00d);
-    w(0x60_0010, 0xabcd);
-
+    mem.write_slice(code, GuestAddress(0x10_0000)).unwrap();
+    prepare(&|gpa: u64, v: u64| mem.write_obj(v, GuestAddress(gpa)).unwrap());
     let atomic = GuestMemoryAtomic::new(mem);
     let shadow = ShadowVm::new(
         &vm,
@@ -84,7 +80,6 @@ fn cpl0_guest_runs_on_shadow_tables() {
     shadow
         .setup_vcpu(&vcpu, 0, &guest, &regs)
         .expect("vCPU setup");
-
     let mut exits = 0;
     loop {
         exits += 1;
@@ -101,11 +96,35 @@ fn cpl0_guest_runs_on_shadow_tables() {
                 let msg = format!("{other:?}");
                 let r = vcpu.get_regs().unwrap();
                 let s = vcpu.get_sregs().unwrap();
-                panic!("unexpected KVM exit {msg} after {exits} exits: rip {:#x} rsp {:#x} cr3 {:#x} cr2 {:#x}", r.rip, r.rsp, s.cr3, s.cr2);
+                panic!(
+                    "unexpected KVM exit {msg} after {exits} exits: rip {:#x} rsp {:#x} cr3 {:#x} cr2 {:#x}",
+                    r.rip, r.rsp, s.cr3, s.cr2
+                );
             }
         }
     }
-    let r = vcpu.get_regs().unwrap();
+    let regs = vcpu.get_regs().unwrap();
+    (regs, shadow, atomic, exits)
+}
+
+#[test]
+fn cpl0_guest_runs_on_shadow_tables() {
+    let t = PTE_P | PTE_W;
+    let (r, shadow, atomic, exits) = run_guest(GUEST, |w| {
+        // Guest tables: PML4 0x1000 -> PDPT 0x2000 -> PD 0x3000.
+        w(0x1000, 0x2000 | t);
+        w(0x2000, 0x3000 | t);
+        w(0x3000, 0x4000 | t); // PD[0] -> PT 0x4000: identity 0..2 MiB
+        for i in 0..512u64 {
+            w(0x4000 + 8 * i, (i << 12) | t);
+        }
+        w(0x3008, 0x40_0000 | t | PTE_PS); // gva 2M: 2 MiB page at GPA 4M
+        w(0x3010, 0x5000 | t); // gva 4M: PT 0x5000
+        w(0x5000, 0x60_0000 | t);
+        w(0x9000 + 14 * 8, 0x10_0100); // trap table: #PF handler
+        w(0x40_0000, 0xfeed_f00d);
+        w(0x60_0010, 0xabcd);
+    });
     assert_eq!(r.rax, 0xfeed_f00d, "read through a 2 MiB guest page");
     assert_eq!(r.rcx, 0x1122_3344_5566_7788, "write then read");
     assert_eq!(r.rsi, 0xabcd, "read through a guest PT");
@@ -131,4 +150,40 @@ fn cpl0_guest_runs_on_shadow_tables() {
     eprintln!("exits {exits}, stats {st:?}");
     assert!(st.fault_no_spte >= 3);
     assert_eq!(st.fault_guest, 1);
+}
+
+/// User code (CPL3) on shadow tables: exceptions from CPL3 switch to the
+/// IST stack, are delivered on the kernel stack the guest registered, and a
+/// user read of a supervisor page gets the architectural error code P|U
+/// (the host reports it with P clear: HOST-NOTES.md).
+#[test]
+fn cpl3_guest_faults_are_delivered_with_architectural_error_codes() {
+    let t = PTE_P | PTE_W;
+    let u = PTE_P | PTE_W | PTE_U;
+    let (r, shadow, atomic, _) = run_guest(USER_GUEST, |w| {
+        w(0x1000, 0x2000 | u);
+        w(0x2000, 0x3000 | u);
+        w(0x3000, 0x4000 | u);
+        for i in 0..512u64 {
+            w(0x4000 + 8 * i, (i << 12) | t); // supervisor by default
+        }
+        w(0x4000 + 8 * 0x101, 0x10_1000 | PTE_P | PTE_U); // user code
+        w(0x4000 + 8 * 0x102, 0x10_2000 | u); // user data
+        w(0x4000 + 8 * 0x6, 0x6000 | u); // user stack (top 0x7000)
+        w(0x9000 + 14 * 8, 0x10_0100);
+        w(0x10_2000, 0x5151);
+    });
+    assert_eq!(r.rax, 0x5151);
+    assert_eq!(r.rbx, 0x77);
+    assert_eq!(r.rdx, 0x77, "push/pop on the user stack");
+    assert_eq!(r.r8, 0x10_0000, "CR2");
+    assert_eq!(r.r9, 0x5, "P|U: a user read of a present supervisor page");
+    assert_eq!(r.r10, 0x10_101e, "the faulting user instruction");
+    assert_eq!(r.r11, 0x23, "user CS in the delivered frame");
+    let mem = atomic.memory();
+    let pte = mem
+        .read_obj::<u64>(GuestAddress(0x4000 + 8 * 0x102))
+        .unwrap();
+    assert_eq!(pte & (PTE_A | PTE_D), PTE_A | PTE_D);
+    shadow.mmu().audit().expect("audit");
 }
