@@ -1,0 +1,298 @@
+//! Hostile guest page tables and host-side faults: the MMU must answer with
+//! the architectural fault or a clear outcome, never panic, hang, map the
+//! hidden region, or lose its invariants.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+
+use common::*;
+use shadow_mmu::pte::{PTE_P, PTE_W};
+use shadow_mmu::{
+    FaultOutcome, GuestAddress, GuestException, Gva, Hole, Mmu, MmuConfig, MmuError, PfErrorCode,
+    ShadowMmu,
+};
+use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
+
+fn pf(ec: PfErrorCode, gva: u64) -> Cpu {
+    Cpu::Fault(GuestException::PageFault {
+        error_code: ec,
+        cr2: Gva(gva),
+    })
+}
+
+#[test]
+fn recursive_self_map_works_and_is_write_protected() {
+    let m = mmu();
+    // PML4[511] points at the PML4 itself: gva 0xffff_ffff_ffff_f000 maps
+    // the PML4 page (SDM: the walk uses the same table at every level).
+    w64(&m, 0x1000, 0x2000 | UPPER);
+    w64(&m, 0x1000 + 511 * 8, 0x1000 | UPPER | A | D);
+    let s = long_mode(0x1000);
+    load(&m, 0, &s);
+    let self_va = 0xffff_ffff_ffff_f000u64;
+    assert_eq!(
+        cpu_access(&m, 0, &s, self_va + 8, rd(false)),
+        Cpu::Done(0x1008)
+    );
+    // PML4[511] -> PML4 as PDPT -> PML4[0] as PD -> 0x2000 as PT.
+    assert_eq!(
+        cpu_access(&m, 0, &s, 0xffff_ffff_c000_0000, rd(false)),
+        pf(PfErrorCode::empty(), 0xffff_ffff_c000_0000)
+    );
+    m.audit().unwrap();
+    // The PML4 is a shadowed table (the root): a write through the
+    // self-map must be emulated, never mapped writable.
+    assert_eq!(
+        cpu_access(&m, 0, &s, self_va, wr(false)),
+        Cpu::Exit(FaultOutcome::Emulate {
+            gpa: GuestAddress(0x1000)
+        })
+    );
+    let (_, r) = m.shadow_translate(0, Gva(self_va)).unwrap();
+    assert!(!r.contains(shadow_mmu::PteAccess::WRITE));
+    m.audit().unwrap();
+}
+
+#[test]
+fn loops_between_tables_terminate() {
+    let m = mmu();
+    // PML4 -> A, A[0] -> PML4, PML4 used as PD, whose [0] -> A as PT.
+    w64(&m, 0x1000, 0x2000 | UPPER | A);
+    w64(&m, 0x2000, 0x1000 | UPPER | A);
+    let s = long_mode(0x1000);
+    load(&m, 0, &s);
+    // gva 0: PML4[0]=A, A[0]=PML4, PML4[0]=A (as PT), A[0] = PML4 as page.
+    assert_eq!(cpu_access(&m, 0, &s, 0x18, rd(true)), Cpu::Done(0x1018));
+    assert!(m.is_write_protected(shadow_mmu::Gfn(1)));
+    assert!(m.is_write_protected(shadow_mmu::Gfn(2)));
+    // Writing a page that is one of the walk's own tables needs emulation.
+    assert!(matches!(
+        cpu_access(&m, 0, &s, 0x18, wr(true)),
+        Cpu::Exit(FaultOutcome::Emulate { .. })
+    ));
+    m.audit().unwrap();
+}
+
+#[test]
+fn hidden_region_beyond_ram_and_maxphyaddr() {
+    let cfg = MmuConfig::default();
+    let arena = cfg.arena_base;
+    let m = mmu_with(cfg);
+    w64(&m, 0x1000, 0x2000 | UPPER);
+    w64(&m, 0x2000, 0x3000 | UPPER);
+    w64(&m, 0x3000, 0x4000 | UPPER);
+    w64(&m, 0x4000, arena | LEAF_RW | A | D); // the arena
+    w64(&m, 0x4008, (RAM + 0x1000) | LEAF_RW); // beyond RAM
+    w64(&m, 0x4010, (1 << 50) | LEAF_RW); // beyond MAXPHYADDR 48
+    let s = long_mode(0x1000);
+    load(&m, 0, &s);
+    // Neither the arena nor missing RAM is ever mapped: the VMM sees MMIO.
+    assert_eq!(
+        cpu_access(&m, 0, &s, 0, rd(true)),
+        Cpu::Exit(FaultOutcome::Mmio {
+            gpa: GuestAddress(arena)
+        })
+    );
+    assert!(matches!(
+        cpu_access(&m, 0, &s, 0x1000, wr(true)),
+        Cpu::Exit(FaultOutcome::Mmio { .. })
+    ));
+    assert_eq!(m.shadow_translate(0, Gva(0)), None);
+    // Above MAXPHYADDR the entry has reserved bits: RSVD|P|U.
+    assert_eq!(
+        cpu_access(&m, 0, &s, 0x2000, rd(true)),
+        pf(PfErrorCode::P | PfErrorCode::RSVD | PfErrorCode::U, 0x2000)
+    );
+    // Registering the arena as "MMIO" still never maps it.
+    m.register_mmio(arena..arena + 0x1000);
+    assert!(matches!(
+        cpu_access(&m, 0, &s, 0, rd(true)),
+        Cpu::Exit(FaultOutcome::Mmio { .. })
+    ));
+    m.audit().unwrap();
+}
+
+#[test]
+fn hole_is_refused() {
+    let m = mmu_with(MmuConfig {
+        hole: Some(Hole {
+            root_index: 510,
+            entry: (1 << 45) | PTE_P | PTE_W,
+        }),
+        ..MmuConfig::default()
+    });
+    // The guest maps its own tables at the hole's PML4 slot.
+    w64(&m, 0x1000 + 510 * 8, 0x2000 | UPPER | A);
+    w64(&m, 0x2000, 0x3000 | UPPER | A);
+    w64(&m, 0x3000, 0x4000 | UPPER | A);
+    w64(&m, 0x4000, 0x10_0000 | LEAF_RW | A | D);
+    let s = long_mode(0x1000);
+    load(&m, 0, &s);
+    let hole = 0xffff_ff00_0000_0000u64;
+    assert_eq!(
+        cpu_access(&m, 0, &s, hole, rd(false)),
+        pf(PfErrorCode::empty(), hole)
+    );
+    assert_eq!(
+        cpu_access(&m, 0, &s, hole, wr(true)),
+        pf(PfErrorCode::W | PfErrorCode::U, hole)
+    );
+    m.audit().unwrap();
+}
+
+#[test]
+fn reserved_bits_at_every_level() {
+    // (level, gpa of the entry, reserved bit)
+    let cases: [(u64, u64); 5] = [
+        (0x1000, 1 << 7),       // PS in a PML4E
+        (0x1000, 1 << 51),      // above MAXPHYADDR
+        (0x2000, 1 << 48),      // PDPTE address bit above MAXPHYADDR 48
+        (0x3000, 1 << 13 | PS), // 2 MiB leaf with bit 13
+        (0x4000, 1 << 50),
+    ];
+    for (gpa, bit) in cases {
+        let m = mmu();
+        w64(&m, 0x1000, 0x2000 | UPPER);
+        w64(&m, 0x2000, 0x3000 | UPPER);
+        w64(&m, 0x3000, 0x4000 | UPPER);
+        w64(&m, 0x4000, 0x10_0000 | LEAF_RW);
+        let v = r64(&m, gpa);
+        w64(&m, gpa, v | bit);
+        let s = long_mode(0x1000);
+        load(&m, 0, &s);
+        let got = cpu_access(&m, 0, &s, 0, wr(true));
+        assert_eq!(
+            got,
+            pf(
+                PfErrorCode::P | PfErrorCode::RSVD | PfErrorCode::W | PfErrorCode::U,
+                0
+            ),
+            "entry at {gpa:#x} with {bit:#x}"
+        );
+        m.audit().unwrap();
+    }
+}
+
+#[test]
+fn arena_that_cannot_be_mapped_is_a_clear_error() {
+    let err = Mmu::new(
+        memory(),
+        MmuConfig {
+            arena_base: u64::MAX & !0xfff,
+            ..MmuConfig::default()
+        },
+    );
+    assert!(matches!(err, Err(MmuError::Arena(_))), "{err:?}");
+    let err = Mmu::new(
+        memory(),
+        MmuConfig {
+            prefetch_window: 3,
+            ..MmuConfig::default()
+        },
+    );
+    assert!(matches!(err, Err(MmuError::Config(_))));
+}
+
+/// Memory unplugged (the GuestMemoryAtomic map swapped for a smaller one)
+/// while other threads walk and fault: no use of the old map after it is
+/// gone, faults retry, and no shadow entry maps a frame that left.
+#[test]
+fn memory_unplug_while_faulting() {
+    let big = GuestMemoryMmap::<()>::from_ranges(&[
+        (GuestAddress(0), 16 << 20),
+        (GuestAddress(16 << 20), 16 << 20),
+    ])
+    .unwrap();
+    let atomic = GuestMemoryAtomic::new(big);
+    let m = Arc::new(
+        Mmu::new(
+            atomic.clone(),
+            MmuConfig {
+                vcpus: 4,
+                ..MmuConfig::default()
+            },
+        )
+        .unwrap(),
+    );
+    // Four PTs mapping frames in both regions.
+    w64(&m, 0x1000, 0x2000 | UPPER);
+    w64(&m, 0x2000, 0x3000 | UPPER);
+    for p in 0..4u64 {
+        w64(&m, 0x3000 + 8 * p, (0x4000 + (p << 12)) | UPPER);
+        for i in 0..512u64 {
+            let frame = (0x10_0000 + ((p * 512 + i) << 14)) & ((32 << 20) - 1);
+            w64(&m, 0x4000 + (p << 12) + 8 * i, (frame & !0xfff) | LEAF_RW);
+        }
+    }
+    let s = long_mode(0x1000);
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads: Vec<_> = (0..3usize)
+        .map(|t| {
+            let (m, stop) = (m.clone(), stop.clone());
+            thread::spawn(move || {
+                load(&m, t, &s);
+                let mut i = t as u64;
+                while !stop.load(Ordering::Relaxed) {
+                    i = i
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    let gva = ((i >> 20) % (4 * 512)) << 12;
+                    let got = cpu_access(&m, t, &s, gva, wr(true));
+                    assert!(
+                        matches!(got, Cpu::Done(_) | Cpu::Exit(FaultOutcome::Mmio { .. })),
+                        "{got:?}"
+                    );
+                }
+            })
+        })
+        .collect();
+    thread::sleep(std::time::Duration::from_millis(50));
+    // Unplug the upper 16 MiB: the lower region stays the same mapping.
+    {
+        let mut guard = atomic.lock().unwrap();
+        let (small, _gone) = atomic
+            .memory()
+            .remove_region(GuestAddress(16 << 20), 16 << 20)
+            .unwrap();
+        guard.replace(small);
+    }
+    apply(&m, m.memory_changed());
+    thread::sleep(std::time::Duration::from_millis(50));
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    m.audit().unwrap();
+    load(&m, 3, &s);
+    for gva in (0..4 * 512u64).map(|i| i << 12) {
+        if let Some((spa, _)) = m.shadow_translate(3, Gva(gva)) {
+            assert!(spa < 16 << 20, "gva {gva:#x} still maps unplugged {spa:#x}");
+        }
+    }
+}
+
+#[test]
+fn walk_across_two_regions() {
+    let big = GuestMemoryMmap::<()>::from_ranges(&[
+        (GuestAddress(0), 16 << 20),
+        (GuestAddress(16 << 20), 16 << 20),
+    ])
+    .unwrap();
+    let m = Mmu::new(GuestMemoryAtomic::new(big), MmuConfig::default()).unwrap();
+    w64(&m, 0x1000, 0x2000 | UPPER);
+    w64(&m, 0x2000, 0x3000 | UPPER);
+    w64(&m, 0x3000, (17 << 20) | UPPER); // PT in the second region
+    w64(&m, 17 << 20, 0x5000 | LEAF_RW);
+    w64(&m, (17 << 20) + 8, (18 << 20) | LEAF_RW);
+    let s = long_mode(0x1000);
+    load(&m, 0, &s);
+    assert_eq!(cpu_access(&m, 0, &s, 0x10, rd(true)), Cpu::Done(0x5010));
+    assert_eq!(
+        cpu_access(&m, 0, &s, 0x1010, rd(true)),
+        Cpu::Done((18 << 20) + 0x10)
+    );
+    m.audit().unwrap();
+}
