@@ -181,7 +181,7 @@ fn arena_that_cannot_be_mapped_is_a_clear_error() {
     let err = Mmu::new(
         memory(),
         MmuConfig {
-            arena_base: u64::MAX & !0xfff,
+            arena_base: !0xfff,
             ..MmuConfig::default()
         },
     );
@@ -252,7 +252,7 @@ fn memory_unplug_while_faulting() {
     thread::sleep(std::time::Duration::from_millis(50));
     // Unplug the upper 16 MiB: the lower region stays the same mapping.
     {
-        let mut guard = atomic.lock().unwrap();
+        let guard = atomic.lock().unwrap();
         let (small, _gone) = atomic
             .memory()
             .remove_region(GuestAddress(16 << 20), 16 << 20)
