@@ -20,6 +20,7 @@
 
 #![deny(missing_docs)]
 
+pub mod abi;
 pub mod addr;
 pub mod arch;
 pub mod audit;

@@ -24,10 +24,9 @@ use kvm_bindings::{kvm_regs, kvm_segment, kvm_userspace_memory_region};
 use kvm_ioctls::{VcpuFd, VmFd};
 use parking_lot::Mutex;
 use thiserror::Error;
-use vm_memory::{
-    Bytes, GuestAddress, GuestAddressSpace, GuestMemoryBackend, MmapRegion, VolatileMemory,
-};
+use vm_memory::{Bytes, GuestAddress, GuestAddressSpace, MmapRegion, VolatileMemory};
 
+use crate::abi::{self, Hypercall};
 use crate::addr::Gva;
 use crate::arch::{Access, AccessKind, Cr0, Cr4, Efer, PagingState, PfErrorCode};
 use crate::mmu::{
@@ -46,34 +45,6 @@ pub const HYPERCALL_INSN: [u8; 5] = [0x0f, 0x0b, b'S', b'H', b'M'];
 pub const EXIT_PORT: u16 = 0x5a1;
 /// The trampoline, assembled from `trampoline.S` (see its header).
 pub const TRAMPOLINE_CODE: &[u8] = include_bytes!("trampoline.bin");
-
-/// Hypercall numbers of ABI version 1 (`resources/ABI.md`).
-pub mod hypercall {
-    /// Switch to the guest tables at CR3.
-    pub const LOAD_CR3: u64 = 1;
-    /// Invalidate one page.
-    pub const INVLPG: u64 = 2;
-    /// Flush the TLB.
-    pub const FLUSH_TLB: u64 = 3;
-    /// Register the trap table and kernel stack.
-    pub const SET_TRAP_TABLE: u64 = 4;
-    /// CR0.WP, CR4.SMEP, CR4.SMAP, EFER.NXE.
-    pub const SET_PAGING_BITS: u64 = 5;
-    /// Console output.
-    pub const CONSOLE_WRITE: u64 = 6;
-    /// Stop the VM.
-    pub const EXIT: u64 = 7;
-    /// Start an application vCPU.
-    pub const START_VCPU: u64 = 8;
-    /// Batched page-table entry writes.
-    pub const MMU_UPDATE: u64 = 9;
-    /// Success.
-    pub const OK: i64 = 0;
-    /// Unknown hypercall.
-    pub const E_UNKNOWN: i64 = -1;
-    /// Bad argument.
-    pub const E_INVALID: i64 = -2;
-}
 
 /// Errors of the KVM glue.
 #[derive(Debug, Error)]
@@ -551,80 +522,75 @@ impl ShadowVm {
         block: u64,
         cmds: &mut Commands,
     ) -> Result<Exit, KvmGlueError> {
-        use hypercall::*;
         let mem = self.mmu.memory().memory();
-        let gpa = GuestAddress(block);
-        let mut words = [0u64; 5];
-        let readable = block.is_multiple_of(8)
-            && words.iter_mut().enumerate().all(|(i, w)| {
-                mem.read_obj::<u64>(GuestAddress(block + 8 * i as u64))
-                    .map(|v| *w = v)
-                    .is_ok()
-            })
-            && mem.check_range(GuestAddress(block), 64);
-        if !readable {
+        let Ok(block) = abi::Block::read(&mem, block) else {
             // No block to answer in: the guest gets #GP, as for a bad
             // descriptor.
+            let top = vcpu_block(index) + VCPU_BLOCK_SIZE;
             return Ok(Exit::Unhandled {
                 vector: 13,
                 error_code: 0,
-                rip: self.sys_load(vcpu_block(index) + VCPU_BLOCK_SIZE - stack::RIP),
+                rip: self.sys_load(top - stack::RIP),
                 cr2: 0,
             });
-        }
-        let [nr, a0, a1, _a2, _a3] = words;
-        let args = [words[1], words[2], words[3], words[4]];
+        };
         let Some(mut guest) = g.guest else {
             return Err(MmuError::NoPagingState(index).into());
         };
-        let result = match nr {
-            LOAD_CR3 => {
-                guest.cr3 = a0;
+        let result = match block.decode() {
+            Err(_) => abi::result::E_INVALID,
+            Ok(Hypercall::LoadCr3 { cr3 }) => {
+                guest.cr3 = cr3;
                 self.reload(g, index, guest, cmds)?;
-                OK
+                abi::result::OK
             }
-            INVLPG => {
-                let changes = self.mmu.invlpg(index, Gva(a0))?;
+            Ok(Hypercall::Invlpg { gva }) => {
+                let changes = self.mmu.invlpg(index, Gva(gva))?;
                 self.add_changes(g, cmds, changes);
-                OK
+                abi::result::OK
             }
-            FLUSH_TLB => {
+            Ok(Hypercall::FlushTlb) => {
                 let changes = self.mmu.flush_tlb(index)?;
                 self.add_changes(g, cmds, changes);
-                OK
+                abi::result::OK
             }
-            SET_TRAP_TABLE => {
-                if a0 % 8 != 0 {
-                    E_INVALID
-                } else {
-                    g.trap_table = a0;
-                    g.kernel_rsp = a1;
-                    OK
+            Ok(Hypercall::SetTrapTable { table, kernel_rsp }) => {
+                g.trap_table = table;
+                g.kernel_rsp = kernel_rsp;
+                abi::result::OK
+            }
+            Ok(Hypercall::SetPagingBits { bits }) => {
+                guest.cr0.set(Cr0::WP, bits & 1 != 0);
+                guest.cr4.set(Cr4::SMEP, bits & 2 != 0);
+                guest.cr4.set(Cr4::SMAP, bits & 4 != 0);
+                guest.efer.set(Efer::NXE, bits & 8 != 0);
+                cmds.cr4 = Some(real_cr4(&guest));
+                self.reload(g, index, guest, cmds)?;
+                abi::result::OK
+            }
+            Ok(Hypercall::MmuUpdate { list, count }) => {
+                match abi::read_mmu_updates(&mem, list, count) {
+                    Ok(pairs) => {
+                        for (gpa, value) in pairs {
+                            // Checked to be RAM by read_mmu_updates.
+                            let _ = mem.write_obj(value, gpa);
+                            let changes = self.mmu.track_write(gpa, 8);
+                            self.add_changes(g, cmds, changes);
+                        }
+                        abi::result::OK
+                    }
+                    Err(_) => abi::result::E_INVALID,
                 }
             }
-            SET_PAGING_BITS => {
-                if a0 & !0xf != 0 {
-                    E_INVALID
-                } else {
-                    guest.cr0.set(Cr0::WP, a0 & 1 != 0);
-                    guest.cr4.set(Cr4::SMEP, a0 & 2 != 0);
-                    guest.cr4.set(Cr4::SMAP, a0 & 4 != 0);
-                    guest.efer.set(Efer::NXE, a0 & 8 != 0);
-                    cmds.cr4 = Some(real_cr4(&guest));
-                    self.reload(g, index, guest, cmds)?;
-                    OK
-                }
-            }
-            MMU_UPDATE => self.mmu_update(g, &mem, a0, a1, cmds),
-            _ => {
+            Ok(Hypercall::Other { nr, args }) => {
                 return Ok(Exit::Hypercall {
-                    block: gpa,
+                    block: block.gpa,
                     nr,
                     args,
                 })
             }
         };
-        let _ = mem.write_obj(result, GuestAddress(block + 40));
+        block.complete(&mem, result);
         Ok(Exit::Resume)
     }
 
@@ -646,34 +612,6 @@ impl ShadowVm {
         self.add_changes(g, cmds, changes);
         cmds.cr3 = Some(root);
         Ok(())
-    }
-
-    fn mmu_update(
-        &self,
-        g: &VcpuGlue,
-        mem: &vm_memory::GuestMemoryMmap,
-        list: u64,
-        count: u64,
-        cmds: &mut Commands,
-    ) -> i64 {
-        if count > 256 || !list.is_multiple_of(8) {
-            return hypercall::E_INVALID;
-        }
-        for i in 0..count {
-            let pair = GuestAddress(list + 16 * i);
-            let (Ok(gpa), Ok(value)) = (
-                mem.read_obj::<u64>(pair),
-                mem.read_obj::<u64>(GuestAddress(pair.0 + 8)),
-            ) else {
-                return hypercall::E_INVALID;
-            };
-            if gpa % 8 != 0 || mem.write_obj(value, GuestAddress(gpa)).is_err() {
-                return hypercall::E_INVALID;
-            }
-            let changes = self.mmu.track_write(GuestAddress(gpa), 8);
-            self.add_changes(g, cmds, changes);
-        }
-        hypercall::OK
     }
 
     /// Splits `cmds` into mailbox batches and posts the first.

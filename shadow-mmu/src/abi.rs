@@ -1,0 +1,265 @@
+//! The guest ABI (`resources/ABI.md`, version 1): hypercall numbers and the
+//! decoding of hypercall blocks and `MMU_UPDATE` lists from guest memory.
+//!
+//! Everything here reads guest-controlled memory: malformed input is an
+//! [`AbiError`], never a panic.
+
+use thiserror::Error;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+
+/// The ABI version this crate implements.
+pub const ABI_VERSION: u32 = 1;
+/// Size of a hypercall block.
+pub const BLOCK_SIZE: u64 = 64;
+/// Offset of the result in a hypercall block.
+pub const RESULT_OFFSET: u64 = 40;
+/// Most entries one `MMU_UPDATE` may carry.
+pub const MAX_MMU_UPDATES: u64 = 256;
+
+/// Hypercall numbers.
+pub mod nr {
+    /// Switch to the guest tables at CR3.
+    pub const LOAD_CR3: u64 = 1;
+    /// Invalidate one page.
+    pub const INVLPG: u64 = 2;
+    /// Flush the TLB.
+    pub const FLUSH_TLB: u64 = 3;
+    /// Register the trap table and kernel stack.
+    pub const SET_TRAP_TABLE: u64 = 4;
+    /// CR0.WP, CR4.SMEP, CR4.SMAP, EFER.NXE.
+    pub const SET_PAGING_BITS: u64 = 5;
+    /// Console output.
+    pub const CONSOLE_WRITE: u64 = 6;
+    /// Stop the VM.
+    pub const EXIT: u64 = 7;
+    /// Start an application vCPU.
+    pub const START_VCPU: u64 = 8;
+    /// Batched page-table entry writes.
+    pub const MMU_UPDATE: u64 = 9;
+}
+
+/// Hypercall results.
+pub mod result {
+    /// Success.
+    pub const OK: i64 = 0;
+    /// Unknown hypercall.
+    pub const E_UNKNOWN: i64 = -1;
+    /// Bad argument.
+    pub const E_INVALID: i64 = -2;
+    /// Not available in this paging mode.
+    pub const E_MODE: i64 = -3;
+}
+
+/// Why a hypercall could not be decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
+pub enum AbiError {
+    /// The block is not 8-byte aligned, not below 4 GiB or not in RAM.
+    #[error("hypercall block at {0:#x} is not 8-byte aligned RAM below 4 GiB")]
+    BadBlock(u64),
+    /// An argument is out of range or misaligned.
+    #[error("hypercall {nr}: invalid argument")]
+    InvalidArgument {
+        /// The hypercall number.
+        nr: u64,
+    },
+}
+
+/// A decoded hypercall.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hypercall {
+    /// `LOAD_CR3`.
+    LoadCr3 {
+        /// New CR3.
+        cr3: u64,
+    },
+    /// `INVLPG`.
+    Invlpg {
+        /// The page.
+        gva: u64,
+    },
+    /// `FLUSH_TLB`.
+    FlushTlb,
+    /// `SET_TRAP_TABLE`.
+    SetTrapTable {
+        /// Guest-virtual address of 32 handler addresses (0: none).
+        table: u64,
+        /// Kernel stack for exceptions from CPL3.
+        kernel_rsp: u64,
+    },
+    /// `SET_PAGING_BITS`: bit 0 CR0.WP, 1 CR4.SMEP, 2 CR4.SMAP, 3 EFER.NXE.
+    SetPagingBits {
+        /// The bits.
+        bits: u64,
+    },
+    /// `MMU_UPDATE`.
+    MmuUpdate {
+        /// GPA of the (gpa, value) list.
+        list: u64,
+        /// Number of pairs.
+        count: u64,
+    },
+    /// Anything the MMU does not serve (console, exit, start vCPU, unknown).
+    Other {
+        /// The number.
+        nr: u64,
+        /// The arguments.
+        args: [u64; 4],
+    },
+}
+
+/// A hypercall block read from guest memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Block {
+    /// Where it is.
+    pub gpa: GuestAddress,
+    /// The number.
+    pub nr: u64,
+    /// The arguments.
+    pub args: [u64; 4],
+}
+
+impl Block {
+    /// Reads the block at `gpa`.
+    pub fn read(mem: &GuestMemoryMmap, gpa: u64) -> Result<Block, AbiError> {
+        if !gpa.is_multiple_of(8)
+            || gpa >= 1 << 32
+            || !mem.check_range(GuestAddress(gpa), BLOCK_SIZE as usize)
+        {
+            return Err(AbiError::BadBlock(gpa));
+        }
+        let word = |i: u64| {
+            mem.read_obj::<u64>(GuestAddress(gpa + 8 * i))
+                .map_err(|_| AbiError::BadBlock(gpa))
+        };
+        Ok(Block {
+            gpa: GuestAddress(gpa),
+            nr: word(0)?,
+            args: [word(1)?, word(2)?, word(3)?, word(4)?],
+        })
+    }
+
+    /// Decodes the hypercall, checking its arguments.
+    pub fn decode(&self) -> Result<Hypercall, AbiError> {
+        let [a0, a1, a2, a3] = self.args;
+        let invalid = AbiError::InvalidArgument { nr: self.nr };
+        Ok(match self.nr {
+            nr::LOAD_CR3 => Hypercall::LoadCr3 { cr3: a0 },
+            nr::INVLPG => Hypercall::Invlpg { gva: a0 },
+            nr::FLUSH_TLB => Hypercall::FlushTlb,
+            nr::SET_TRAP_TABLE => {
+                if !a0.is_multiple_of(8) {
+                    return Err(invalid);
+                }
+                Hypercall::SetTrapTable {
+                    table: a0,
+                    kernel_rsp: a1,
+                }
+            }
+            nr::SET_PAGING_BITS => {
+                if a0 & !0xf != 0 {
+                    return Err(invalid);
+                }
+                Hypercall::SetPagingBits { bits: a0 }
+            }
+            nr::MMU_UPDATE => {
+                if a1 > MAX_MMU_UPDATES || !a0.is_multiple_of(8) {
+                    return Err(invalid);
+                }
+                Hypercall::MmuUpdate {
+                    list: a0,
+                    count: a1,
+                }
+            }
+            nr => Hypercall::Other {
+                nr,
+                args: [a0, a1, a2, a3],
+            },
+        })
+    }
+
+    /// Writes `result` into the block.
+    pub fn complete(&self, mem: &GuestMemoryMmap, result: i64) {
+        // The block was RAM when read; if it went away, nobody reads it.
+        let _ = mem.write_obj(result, GuestAddress(self.gpa.0 + RESULT_OFFSET));
+    }
+}
+
+/// Reads the (gpa, value) pairs of an `MMU_UPDATE`: every target must be an
+/// 8-byte aligned RAM address.
+pub fn read_mmu_updates(
+    mem: &GuestMemoryMmap,
+    list: u64,
+    count: u64,
+) -> Result<Vec<(GuestAddress, u64)>, AbiError> {
+    let invalid = AbiError::InvalidArgument { nr: nr::MMU_UPDATE };
+    if count > MAX_MMU_UPDATES || !list.is_multiple_of(8) {
+        return Err(invalid);
+    }
+    let mut pairs = Vec::with_capacity(count as usize);
+    for i in 0..count {
+        let at = list.checked_add(16 * i).ok_or(invalid)?;
+        let gpa = mem.read_obj::<u64>(GuestAddress(at)).map_err(|_| invalid)?;
+        let value = mem
+            .read_obj::<u64>(GuestAddress(at.checked_add(8).ok_or(invalid)?))
+            .map_err(|_| invalid)?;
+        if !gpa.is_multiple_of(8) || !mem.check_range(GuestAddress(gpa), 8) {
+            return Err(invalid);
+        }
+        pairs.push((GuestAddress(gpa), value));
+    }
+    Ok(pairs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mem() -> GuestMemoryMmap {
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap()
+    }
+
+    #[test]
+    fn blocks() {
+        let m = mem();
+        for (i, v) in [nr::SET_TRAP_TABLE, 0x9000, 0x7f000].iter().enumerate() {
+            m.write_obj(*v, GuestAddress(0x8000 + 8 * i as u64))
+                .unwrap();
+        }
+        let b = Block::read(&m, 0x8000).unwrap();
+        assert_eq!(
+            b.decode(),
+            Ok(Hypercall::SetTrapTable {
+                table: 0x9000,
+                kernel_rsp: 0x7f000
+            })
+        );
+        assert_eq!(Block::read(&m, 0x8004), Err(AbiError::BadBlock(0x8004)));
+        assert_eq!(Block::read(&m, 0xfff8), Err(AbiError::BadBlock(0xfff8)));
+        assert_eq!(Block::read(&m, 1 << 32), Err(AbiError::BadBlock(1 << 32)));
+        m.write_obj(nr::SET_PAGING_BITS, GuestAddress(0x8000))
+            .unwrap();
+        m.write_obj(0x10u64, GuestAddress(0x8008)).unwrap();
+        assert!(Block::read(&m, 0x8000).unwrap().decode().is_err());
+        b.complete(&m, result::E_INVALID);
+        assert_eq!(m.read_obj::<i64>(GuestAddress(0x8028)).unwrap(), -2);
+    }
+
+    #[test]
+    fn mmu_update_lists() {
+        let m = mem();
+        m.write_obj(0x3000u64, GuestAddress(0x100)).unwrap();
+        m.write_obj(0x1234u64, GuestAddress(0x108)).unwrap();
+        m.write_obj(0x3004u64, GuestAddress(0x110)).unwrap();
+        assert_eq!(
+            read_mmu_updates(&m, 0x100, 1),
+            Ok(vec![(GuestAddress(0x3000), 0x1234)])
+        );
+        assert!(read_mmu_updates(&m, 0x100, 2).is_err(), "misaligned target");
+        assert!(read_mmu_updates(&m, 0xfff8, 1).is_err(), "list beyond RAM");
+        assert!(
+            read_mmu_updates(&m, u64::MAX & !7, 2).is_err(),
+            "wrapping list"
+        );
+        assert!(read_mmu_updates(&m, 0x100, 257).is_err());
+    }
+}
