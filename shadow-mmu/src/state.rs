@@ -10,7 +10,7 @@ use vm_memory::GuestMemoryMmap;
 use crate::addr::{Gfn, GuestAddress, Gva};
 use crate::arch::{PagingState, PteAccess};
 use crate::mmu::{Changes, MmuConfig, MmuError, SpteWrite};
-use crate::pte::{PteMemory, PTE_D, PTE_W};
+use crate::pte::{PteMemory, PTE_D, PTE_U, PTE_W};
 use crate::spt::rmap::Rmap;
 use crate::spt::{Origin, OutOfPages, PageId, Pages, Role, ShadowPage, SptePtr, Translation};
 use crate::spte;
@@ -339,8 +339,22 @@ impl MmuState {
     /// Removes write access from every 4 KiB leaf that maps `gfn`.
     pub fn write_protect(&mut self, gfn: Gfn) {
         for ptr in self.rmap.get(gfn).to_vec() {
-            let v = self.pages.arena.load(ptr.page, usize::from(ptr.index));
-            if v & PTE_W != 0 {
+            let index = usize::from(ptr.index);
+            let v = self.pages.arena.load(ptr.page, index);
+            if v & PTE_W == 0 {
+                continue;
+            }
+            let guest = self
+                .pages
+                .get(ptr.page)
+                .and_then(|p| p.translations.get(index))
+                .map_or(PteAccess::empty(), |t| t.access());
+            if guest.contains(PteAccess::USER) && v & PTE_U == 0 {
+                // A CR0.WP=0 entry (a user page made a writable supervisor
+                // page): without W it would be a supervisor page the guest
+                // never had. Drop it; the next access rebuilds it.
+                self.drop_spte(ptr);
+            } else {
                 self.set_spte(ptr, v & !(PTE_W | PTE_D));
             }
         }

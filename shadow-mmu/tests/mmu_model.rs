@@ -210,6 +210,13 @@ fn run(config: MmuConfig, ops: &[Op]) -> Result<(), TestCaseError> {
             }
             Op::MemoryChanged => apply(&m, m.memory_changed()),
         }
+        if std::env::var("MODEL_DEBUG").is_ok() {
+            eprintln!(
+                "step {step} {op:?}: 0x201000 -> {:?} wp={}",
+                m.shadow_translate(0, Gva(0x201000)),
+                state.cr0.contains(Cr0::WP)
+            );
+        }
         if let Err(e) = m.audit() {
             return Err(TestCaseError::fail(format!("step {step} ({op:?}): {e}")));
         }
@@ -243,4 +250,39 @@ proptest! {
             &ops,
         )?;
     }
+}
+
+/// A CR0.WP=0 supervisor write made a read-only user page a writable
+/// supervisor entry; when the page later became a shadowed page table,
+/// write protection left a supervisor-only read-only entry for a user page.
+#[test]
+fn regression_wp0_entry_then_write_protected() {
+    let ops = vec![
+        Op::Write {
+            table: 5,
+            index: 1,
+            bits: 773784481,
+            flush: 0,
+        },
+        Op::ToggleWp,
+        Op::ToggleWp,
+        Op::ToggleWp,
+        Op::Write {
+            table: 0,
+            index: 0,
+            bits: 1766834657,
+            flush: 0,
+        },
+        Op::Access {
+            gva: 9,
+            kind: 1,
+            user: false,
+        },
+        Op::Access {
+            gva: 16,
+            kind: 0,
+            user: false,
+        },
+    ];
+    run(MmuConfig::default(), &ops).unwrap();
 }
