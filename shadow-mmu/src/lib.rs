@@ -18,6 +18,45 @@
 //! * [`mmu`]: the [`ShadowMmu`] trait and [`Mmu`]; the fault path, sync,
 //!   roots and the [`audit`] live in modules of their own.
 
+//!
+//! # Example
+//!
+//! A 4-level guest maps gva `0x40_0000` to `0x5000`; the VMM loads its paging
+//! state, takes the vCPU's shadow page fault, and the shadow tables now map
+//! the page.
+//!
+//! ```
+//! use shadow_mmu::pte::{PTE_P, PTE_U, PTE_W};
+//! use shadow_mmu::{
+//!     Cr0, Cr4, Efer, FaultOutcome, GuestAddress, Gva, Mmu, MmuConfig, PagingState,
+//!     PfErrorCode, ShadowMmu,
+//! };
+//! use vm_memory::{Bytes, GuestMemoryAtomic, GuestMemoryMmap};
+//!
+//! let ram = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+//! let rw = PTE_P | PTE_W | PTE_U;
+//! for (gpa, pte) in [(0x1000, 0x2000 | rw), (0x2000, 0x3000 | rw), (0x3010, 0x4000 | rw), (0x4000, 0x5000 | rw)] {
+//!     ram.write_obj(pte as u64, GuestAddress(gpa)).unwrap();
+//! }
+//! let mmu = Mmu::new(GuestMemoryAtomic::new(ram), MmuConfig::default()).unwrap();
+//! let state = PagingState {
+//!     cr0: Cr0::PE | Cr0::PG | Cr0::WP,
+//!     cr3: 0x1000,
+//!     cr4: Cr4::PAE,
+//!     efer: Efer::LME | Efer::LMA | Efer::NXE,
+//!     ..Default::default()
+//! };
+//! // The shadow root goes into the vCPU's real CR3.
+//! let (_root, _changes) = mmu.load_paging_state(0, &state).unwrap();
+//! // The vCPU faults on a user read of 0x40_0123.
+//! let (outcome, changes) = mmu.page_fault(0, Gva(0x40_0123), PfErrorCode::U).unwrap();
+//! assert_eq!(outcome, FaultOutcome::Fixed);
+//! // New entries only: nothing for the VMM to flush.
+//! assert!(!changes.flush_all && changes.spte_writes.is_empty());
+//! assert_eq!(mmu.shadow_translate(0, Gva(0x40_0123)).map(|t| t.0), Some(0x5123));
+//! mmu.audit().unwrap();
+//! ```
+
 #![deny(missing_docs)]
 
 pub mod abi;
