@@ -7,8 +7,11 @@
 //!   validation, usable from tests and fuzz targets).
 //! * [`run`]: running a scenario against [`shadow_mmu::walk`] and printing
 //!   the results.
+//! * [`vm`]: a small KVM test VMM that runs the guest kernel of
+//!   `resources/guests/` with native (and, once wired, shadow) paging.
 
 #![deny(missing_docs)]
 
 pub mod run;
 pub mod scenario;
+pub mod vm;

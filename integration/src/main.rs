@@ -2,21 +2,29 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
 //! `shadow-run`: drives the shadow-mmu guest page-table walker from scenario
-//! files.
+//! files (`walk`), and runs the guest kernel's workloads on KVM (`run`).
 //!
-//! Exit status: 0 on success (faults are results, not failures), 1 when a
-//! valid scenario could not be run (cannot map guest RAM, output error, a
-//! walker bug), 2 on a usage error or a malformed or unreadable scenario.
+//! Exit status of `walk`: 0 on success (faults are results, not failures), 1
+//! when a valid scenario could not be run (cannot map guest RAM, output error,
+//! a walker bug), 2 on a usage error or a malformed or unreadable scenario.
+//! Exit status of `run`: 0 when the guest exited with status 0, 1 when the
+//! VM failed or the guest reported a failure, 2 on a usage error.
 //! Every error is one line on standard error.
 
 use std::io::{self, Read, Write};
 use std::process::ExitCode;
 
+use std::time::Duration;
+
 use shadow_mmu_integration::run::run;
 use shadow_mmu_integration::scenario::Scenario;
+use shadow_mmu_integration::vm::{self, PagingMode, VmConfig, Workload};
 
 const USAGE: &str = "\
 usage: shadow-run walk SCENARIO.json
+       shadow-run run WORKLOAD --paging native|shadow [--vcpus N] [--mem MIB]
+                      [--seed S] [--param NAME=VALUE]... [--timeout SECS]
+                      [--console] [--records]
        shadow-run --help | --version
 
 Subcommands:
@@ -24,8 +32,21 @@ Subcommands:
                        guest page-table walker and print one JSON line per
                        access, then the final memory line ('-' reads the
                        scenario from standard input)
+  run WORKLOAD         boot the guest kernel of resources/guests/ on /dev/kvm
+                       and run WORKLOAD (touch, spaces, cow, adbits, huge,
+                       access, smp, hostile) in user mode; print a one-line
+                       summary with the results checksum. --paging shadow
+                       needs the shadow_mmu::kvm glue (not wired yet).
+                       Parameters per workload (0 = default): touch mib,
+                       passes, demand-mib; spaces spaces, pages, rounds; cow
+                       pages; adbits pages, rounds; huge large-pages, try-1g;
+                       access cases; smp pages, iterations. --console copies
+                       guest console lines to standard error; --records
+                       prints every record word after the summary. Defaults:
+                       1 vCPU (smp: 2), 256 MiB, seed 1, timeout 300 s.
 
-The scenario format is described in resources/SCENARIO.md.
+The scenario format is described in resources/SCENARIO.md, the guest ABI in
+resources/ABI.md, the workloads in resources/guests/README.md.
 Exit status: 0 ok, 1 run failure, 2 usage error or malformed scenario.";
 
 const USAGE_HINT: &str = "(try 'shadow-run --help')";
@@ -45,6 +66,10 @@ fn main() -> ExitCode {
         ["walk", path] => walk(path),
         ["walk"] => usage_error("walk: missing SCENARIO.json"),
         ["walk", _, extra, ..] => usage_error(&format!("walk: unexpected argument {extra:?}")),
+        ["run", rest @ ..] => match parse_run(rest) {
+            Ok((cfg, records)) => run_vm(&cfg, records),
+            Err(msg) => usage_error(&format!("run: {msg}")),
+        },
         [] => usage_error("missing subcommand"),
         [other, ..] => usage_error(&format!("unknown subcommand {other:?}")),
     }
@@ -88,5 +113,102 @@ fn read_input(path: &str) -> io::Result<String> {
         Ok(text)
     } else {
         std::fs::read_to_string(path)
+    }
+}
+
+fn parse_num(opt: &str, v: Option<&&str>) -> Result<u64, String> {
+    let v = v.ok_or_else(|| format!("{opt} needs a value"))?;
+    let parsed = match v.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => v.parse(),
+    };
+    parsed.map_err(|_| format!("{opt}: {v:?} is not a number"))
+}
+
+/// The configuration of `run` and whether to print the records.
+fn parse_run(args: &[&str]) -> Result<(VmConfig, bool), String> {
+    let (workload, rest) = args.split_first().ok_or("missing WORKLOAD")?;
+    let workload: Workload = workload.parse()?;
+    let mut paging = None;
+    let mut records = false;
+    let mut cfg = VmConfig::new(workload, PagingMode::Native);
+    let mut it = rest.iter();
+    while let Some(&opt) = it.next() {
+        match opt {
+            "--paging" => {
+                let v = it.next().ok_or("--paging needs native or shadow")?;
+                paging = Some(v.parse::<PagingMode>()?);
+            }
+            "--vcpus" => {
+                cfg.vcpus = u32::try_from(parse_num(opt, it.next())?)
+                    .map_err(|_| "--vcpus: too large".to_string())?
+            }
+            "--mem" => cfg.mem_mib = parse_num(opt, it.next())?,
+            "--seed" => cfg.seed = parse_num(opt, it.next())?,
+            "--timeout" => cfg.timeout = Duration::from_secs(parse_num(opt, it.next())?),
+            "--console" => cfg.echo_console = true,
+            "--records" => records = true,
+            "--param" => {
+                let v = it.next().ok_or("--param needs NAME=VALUE")?;
+                let (name, value) = v
+                    .split_once('=')
+                    .ok_or_else(|| format!("--param {v:?}: expected NAME=VALUE"))?;
+                let idx = workload
+                    .params()
+                    .iter()
+                    .position(|(n, _)| *n == name)
+                    .ok_or_else(|| {
+                        let names: Vec<_> = workload.params().iter().map(|(n, _)| *n).collect();
+                        format!(
+                            "{workload} has no parameter {name:?} (it has: {})",
+                            names.join(", ")
+                        )
+                    })?;
+                cfg.params[idx] = parse_num("--param", Some(&value))?;
+            }
+            other => return Err(format!("unexpected argument {other:?}")),
+        }
+    }
+    cfg.paging = paging.ok_or("--paging native|shadow is required")?;
+    Ok((cfg, records))
+}
+
+fn run_vm(cfg: &VmConfig, records: bool) -> ExitCode {
+    match vm::run(cfg) {
+        Ok(report) => {
+            println!("{}", report.summary());
+            if records {
+                for (i, r) in report.results.records.iter().enumerate() {
+                    println!("record {i} {r:#018x}");
+                }
+            }
+            if report.exit_status == 0 && report.results.status == 0 {
+                ExitCode::SUCCESS
+            } else {
+                let f = report.results.failure;
+                let detail = if f == [0; 4] {
+                    String::new()
+                } else {
+                    format!(
+                        ": vector {} error code {:#x} RIP {:#x} CR2 {:#x}",
+                        f[0], f[1], f[2], f[3]
+                    )
+                };
+                eprintln!(
+                    "shadow-run: run {}: the guest exited with status {:#x} ({}){detail}",
+                    cfg.workload,
+                    report.exit_status,
+                    vm::status_name(report.results.status)
+                );
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!(
+                "shadow-run: run {} --paging {}: {e}",
+                cfg.workload, cfg.paging
+            );
+            ExitCode::from(1)
+        }
     }
 }

@@ -1,0 +1,518 @@
+// Copyright 2026 The shadow-mmu Authors.
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! A small KVM test VMM for the guest kernel of `resources/guests/`.
+//!
+//! It opens `/dev/kvm`, registers guest RAM (a vm-memory `GuestMemoryMmap`
+//! in a `GuestMemoryAtomic`) as memslot 0, loads the kernel ELF
+//! ([`elf`]), writes the boot state of `resources/ABI.md` ([`boot`]), and
+//! runs one thread per vCPU that serves hypercalls (`out 0x5a0`), the
+//! doorbell (MMIO at `0xf000_0000`) and, through [`paging::Paging`], what
+//! differs between native and shadow paging. When the guest exits, the
+//! results buffer ([`results`]) is read back.
+//!
+//! ```no_run
+//! use shadow_mmu_integration::vm::{run, PagingMode, VmConfig, Workload};
+//! let report = run(&VmConfig::new(Workload::Touch, PagingMode::Native)).expect("run");
+//! println!("checksum {:#x}", report.results.checksum);
+//! ```
+
+pub mod boot;
+pub mod elf;
+pub mod guest;
+pub mod paging;
+pub mod results;
+mod vcpu;
+pub mod workload;
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use kvm_bindings::{kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES};
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use vm_memory::{
+    GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryBackend, GuestMemoryMmap,
+};
+use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
+
+pub use elf::{ElfError, LoadedKernel};
+pub use paging::{Paging, PagingMode, ShadowPaging};
+pub use results::Results;
+pub use workload::Workload;
+
+/// Largest guest RAM: the kernel's direct map covers 1 GiB, and the VMM
+/// keeps RAM below the doorbell.
+pub const MAX_MEM_MIB: u64 = 3072;
+/// Most vCPUs the guest kernel supports.
+pub const MAX_VCPUS: u32 = 8;
+
+/// Why a VM could not run to its end.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    /// `/dev/kvm` cannot be opened.
+    #[error("cannot open /dev/kvm: {0}")]
+    NoKvm(String),
+    /// A KVM ioctl failed.
+    #[error("{what}: {source}")]
+    Kvm {
+        /// The operation.
+        what: &'static str,
+        /// The error.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    /// Guest memory could not be set up or accessed.
+    #[error("guest memory: {0}")]
+    Memory(String),
+    /// The kernel ELF was refused.
+    #[error("kernel ELF: {0}")]
+    Elf(#[from] ElfError),
+    /// Shadow paging is selected but `shadow_mmu::kvm` is not connected.
+    #[error("shadow paging not wired yet")]
+    ShadowNotWired,
+    /// The guest did something this VMM stops on.
+    #[error("vCPU {vcpu}: {what} at RIP {rip:#x}")]
+    Guest {
+        /// vCPU index.
+        vcpu: u32,
+        /// What happened.
+        what: String,
+        /// The guest RIP (0 if it could not be read).
+        rip: u64,
+    },
+    /// The configuration is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The results buffer is unusable.
+    #[error("results buffer: {0} (guest exit status {1:#x})")]
+    Results(String, u64),
+    /// The guest did not exit in time.
+    #[error("the guest did not exit within {0:?}")]
+    Timeout(Duration),
+    /// A vCPU thread could not be started or panicked.
+    #[error("vCPU thread: {0}")]
+    Thread(String),
+}
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct VmConfig {
+    /// The workload.
+    pub workload: Workload,
+    /// Native or shadow paging.
+    pub paging: PagingMode,
+    /// Number of vCPUs (1..=8).
+    pub vcpus: u32,
+    /// Guest RAM in MiB.
+    pub mem_mib: u64,
+    /// Workload parameter 0.
+    pub seed: u64,
+    /// Workload parameters 1-5 (0: the guest's default).
+    pub params: [u64; 5],
+    /// How long the guest may run.
+    pub timeout: Duration,
+    /// Copy the guest's console lines to standard error as they come.
+    pub echo_console: bool,
+}
+
+impl VmConfig {
+    /// Defaults: the vCPUs the workload needs (1, or 2 for `smp`), 256 MiB,
+    /// seed 1, default parameters, 300 s.
+    pub fn new(workload: Workload, paging: PagingMode) -> VmConfig {
+        VmConfig {
+            workload,
+            paging,
+            vcpus: workload.min_vcpus(),
+            mem_mib: 256,
+            seed: 1,
+            params: [0; 5],
+            timeout: Duration::from_secs(300),
+            echo_console: false,
+        }
+    }
+}
+
+/// Exit counters of a run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExitCounts {
+    /// Hypercalls (`out 0x5a0`).
+    pub hypercalls: u64,
+    /// Doorbell stores.
+    pub doorbell: u64,
+    /// Trampoline exits (`out 0x5a1`, shadow only).
+    pub trampoline: u64,
+    /// MMIO accesses to GPAs with nothing behind them (reads return all
+    /// ones, writes are dropped).
+    pub unmapped_mmio: u64,
+}
+
+/// The outcome of a run.
+#[derive(Clone, Debug)]
+pub struct RunReport {
+    /// The workload.
+    pub workload: Workload,
+    /// The paging mode.
+    pub paging: PagingMode,
+    /// The status the guest exited with (doorbell or `EXIT`).
+    pub exit_status: u64,
+    /// The results buffer.
+    pub results: Results,
+    /// TSC frequency of the boot vCPU, if KVM reports it.
+    pub tsc_khz: Option<u32>,
+    /// Everything the guest wrote to the console.
+    pub console: String,
+    /// Wall time from the first `KVM_RUN` to the exit.
+    pub wall: Duration,
+    /// Exit counters.
+    pub exits: ExitCounts,
+}
+
+impl RunReport {
+    /// A TSC delta in microseconds (None without a TSC frequency).
+    pub fn tsc_us(&self, delta: u64) -> Option<f64> {
+        self.tsc_khz
+            .filter(|&k| k > 0)
+            .map(|k| delta as f64 * 1000.0 / f64::from(k))
+    }
+
+    /// The one-line summary `shadow-run run` prints.
+    pub fn summary(&self) -> String {
+        let r = &self.results;
+        let status = if r.status > 0xff {
+            format!("{:#x}", r.status)
+        } else {
+            r.status.to_string()
+        };
+        let mut s = format!(
+            "{} {}: status {} ({}), {} records, checksum {:#018x}, {} guest page faults, {} errors, wall {:.3} s",
+            self.workload,
+            self.paging,
+            status,
+            status_name(r.status),
+            r.records.len(),
+            r.checksum,
+            r.faults,
+            r.errors,
+            self.wall.as_secs_f64(),
+        );
+        if r.flags & results::FLAG_1G_SKIPPED != 0 {
+            s.push_str(", 1G skipped");
+        }
+        let labels = self.workload.tsc_labels();
+        for (i, &t) in r.tsc.iter().enumerate() {
+            let label = labels.get(i).copied().unwrap_or("slot");
+            match self.tsc_us(t) {
+                Some(us) => s.push_str(&format!(", {label} {:.1} ms", us / 1000.0)),
+                None => s.push_str(&format!(", {label} {t} tsc")),
+            }
+        }
+        s
+    }
+}
+
+/// A name for a results status.
+pub fn status_name(status: u64) -> &'static str {
+    match status {
+        0 => "ok",
+        1 => "mismatch",
+        2 => "setup failed",
+        s if s >> 24 == 0xe1 => "bad boot info",
+        s if s >> 24 == 0xe2 => "unexpected exception",
+        s if s >> 24 == 0xe3 => "out of guest memory",
+        _ => "unknown",
+    }
+}
+
+/// State shared by the vCPU threads.
+struct Shared {
+    vm: VmFd,
+    memory: GuestMemoryAtomic<GuestMemoryMmap>,
+    ram_size: u64,
+    vcpus: u32,
+    paging: Paging,
+    stop: AtomicBool,
+    outcome: Mutex<Option<Result<u64, VmError>>>,
+    outcome_cv: Condvar,
+    started: Mutex<Vec<bool>>,
+    started_cv: Condvar,
+    console: Mutex<Vec<u8>>,
+    echo_console: bool,
+    hypercalls: AtomicU64,
+    doorbell: AtomicU64,
+    trampoline: AtomicU64,
+    unmapped_mmio: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    /// Records the first outcome and stops every vCPU.
+    fn finish(&self, outcome: Result<u64, VmError>) {
+        let mut o = lock(&self.outcome);
+        if o.is_none() {
+            *o = Some(outcome);
+        }
+        self.stop.store(true, Ordering::SeqCst);
+        self.outcome_cv.notify_all();
+        drop(o);
+        let _g = lock(&self.started);
+        self.started_cv.notify_all();
+    }
+
+    fn console_write(&self, bytes: &[u8]) {
+        let mut c = lock(&self.console);
+        let start = c.len();
+        c.extend_from_slice(bytes);
+        if self.echo_console {
+            // Echo each completed line.
+            let line_start = c[..start]
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |p| p + 1);
+            if let Some(end) = c[start..].iter().rposition(|&b| b == b'\n') {
+                let text = String::from_utf8_lossy(&c[line_start..start + end + 1]).into_owned();
+                let mut err = std::io::stderr().lock();
+                for l in text.lines() {
+                    let _ = writeln!(err, "[guest] {l}");
+                }
+            }
+        }
+    }
+}
+
+extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+
+/// The signal that knocks a vCPU thread out of `KVM_RUN`.
+fn kick_signal() -> Result<libc::c_int, VmError> {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    if *REGISTERED.get_or_init(|| register_signal_handler(SIGRTMIN(), kick_handler).is_ok()) {
+        Ok(SIGRTMIN())
+    } else {
+        Err(VmError::Thread(
+            "cannot register the vCPU kick signal handler".into(),
+        ))
+    }
+}
+
+fn open_kvm() -> Result<Kvm, VmError> {
+    Kvm::new().map_err(|e| {
+        let hint = match e.errno() {
+            libc::ENOENT => "KVM is not available on this machine",
+            libc::EACCES | libc::EPERM => "permission denied: run as root or join the kvm group",
+            _ => "KVM cannot be used here",
+        };
+        VmError::NoKvm(format!("{e} ({hint})"))
+    })
+}
+
+/// Runs `config.workload` on the embedded guest kernel.
+pub fn run(config: &VmConfig) -> Result<RunReport, VmError> {
+    run_kernel(config, guest::KERNEL_ELF)
+}
+
+/// Runs `config.workload` on the kernel ELF `kernel`.
+pub fn run_kernel(config: &VmConfig, kernel: &[u8]) -> Result<RunReport, VmError> {
+    if config.vcpus == 0 || config.vcpus > MAX_VCPUS {
+        return Err(VmError::Config(format!("--vcpus must be 1..={MAX_VCPUS}")));
+    }
+    if config.vcpus < config.workload.min_vcpus() {
+        return Err(VmError::Config(format!(
+            "{} needs --vcpus {} or more",
+            config.workload,
+            config.workload.min_vcpus()
+        )));
+    }
+    if !(16..=MAX_MEM_MIB).contains(&config.mem_mib) {
+        return Err(VmError::Config(format!(
+            "--mem must be 16..={MAX_MEM_MIB} MiB"
+        )));
+    }
+    let signal = kick_signal()?;
+    let kvm = open_kvm()?;
+    let vm = kvm.create_vm().map_err(|source| VmError::Kvm {
+        what: "KVM_CREATE_VM",
+        source,
+    })?;
+
+    let ram_size = config.mem_mib << 20;
+    let mmap = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), ram_size as usize)])
+        .map_err(|e| VmError::Memory(format!("cannot map {} MiB: {e}", config.mem_mib)))?;
+    let memory = GuestMemoryAtomic::new(mmap);
+    {
+        let guard = memory.memory();
+        let host = guard
+            .get_host_address(GuestAddress(0))
+            .map_err(|e| VmError::Memory(format!("no host address for RAM: {e}")))?;
+        let slot = kvm_userspace_memory_region {
+            slot: 0,
+            flags: 0,
+            guest_phys_addr: 0,
+            memory_size: ram_size,
+            userspace_addr: host as u64,
+        };
+        // SAFETY: `host` is the start of a live mapping of `ram_size` bytes
+        // owned by `memory`. Both `vm` and `memory` move into `Shared`, which
+        // declares (and so drops) `vm` first: the memslot never outlives the
+        // mapping.
+        unsafe { vm.set_user_memory_region(slot) }.map_err(|source| VmError::Kvm {
+            what: "KVM_SET_USER_MEMORY_REGION",
+            source,
+        })?;
+    }
+
+    // Load the kernel and write the boot state.
+    let kernel_info = elf::load(kernel, &*memory.memory(), ram_size)?;
+    let results_size = config.workload.results_size(config.params[0]);
+    let top = ram_size.min(1 << 30);
+    let results_gpa = (top - results_size) & !0xfff;
+    let mut params = [0u64; 8];
+    params[0] = config.seed;
+    params[1..6].copy_from_slice(&config.params);
+    params[6] = results_gpa;
+    params[7] = results_size;
+    let info = boot::BootInfo {
+        paging: config.paging.abi_value(),
+        vcpus: config.vcpus,
+        ram_size,
+        workload: config.workload.id(),
+        params,
+    };
+    boot::write_boot_state(&*memory.memory(), &info).map_err(VmError::Memory)?;
+
+    let shared = Arc::new(Shared {
+        vm,
+        memory,
+        ram_size,
+        vcpus: config.vcpus,
+        paging: Paging::new(config.paging),
+        stop: AtomicBool::new(false),
+        outcome: Mutex::new(None),
+        outcome_cv: Condvar::new(),
+        started: Mutex::new((0..config.vcpus).map(|i| i == 0).collect()),
+        started_cv: Condvar::new(),
+        console: Mutex::new(Vec::new()),
+        echo_console: config.echo_console,
+        hypercalls: AtomicU64::new(0),
+        doorbell: AtomicU64::new(0),
+        trampoline: AtomicU64::new(0),
+        unmapped_mmio: AtomicU64::new(0),
+    });
+    let vm_ctx = paging::VmContext {
+        vm: &shared.vm,
+        memory: &shared.memory,
+        ram_size,
+        vcpus: config.vcpus,
+    };
+    shared.paging.setup_vm(&vm_ctx)?;
+
+    // Create and set up every vCPU here; run them on their own threads.
+    let cpuid = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(|source| VmError::Kvm {
+            what: "KVM_GET_SUPPORTED_CPUID",
+            source,
+        })?;
+    let mut vcpus: Vec<VcpuFd> = Vec::new();
+    let mut tsc_khz = None;
+    for index in 0..config.vcpus {
+        let mut fd = shared
+            .vm
+            .create_vcpu(u64::from(index))
+            .map_err(|source| VmError::Kvm {
+                what: "KVM_CREATE_VCPU",
+                source,
+            })?;
+        vcpu::setup(
+            &vm_ctx,
+            &shared.paging,
+            &mut fd,
+            index,
+            &cpuid,
+            kernel_info.entry64,
+        )?;
+        if index == 0 {
+            tsc_khz = fd.get_tsc_khz().ok();
+        }
+        vcpus.push(fd);
+    }
+
+    let t0 = Instant::now();
+    let mut handles: Vec<JoinHandle<()>> = Vec::new();
+    for (index, fd) in vcpus.into_iter().enumerate() {
+        let sh = Arc::clone(&shared);
+        let h = std::thread::Builder::new()
+            .name(format!("vcpu{index}"))
+            .spawn(move || vcpu::thread(sh, fd, index as u32))
+            .map_err(|e| VmError::Thread(format!("cannot spawn vCPU {index}: {e}")));
+        match h {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                shared.finish(Err(e));
+                break;
+            }
+        }
+    }
+
+    // Wait for an outcome or the timeout, then stop every vCPU.
+    let deadline = t0 + config.timeout;
+    let mut outcome = {
+        let mut o = lock(&shared.outcome);
+        while o.is_none() {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            o = shared
+                .outcome_cv
+                .wait_timeout(o, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        o.take()
+    };
+    let wall = t0.elapsed();
+    shared.stop.store(true, Ordering::SeqCst);
+    {
+        let _g = lock(&shared.started);
+        shared.started_cv.notify_all();
+    }
+    while handles.iter().any(|h| !h.is_finished()) {
+        for h in handles.iter().filter(|h| !h.is_finished()) {
+            let _ = h.kill(signal);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    for h in handles {
+        if h.join().is_err() && outcome.is_none() {
+            outcome = Some(Err(VmError::Thread("a vCPU thread panicked".into())));
+        }
+    }
+    let exit_status = match outcome {
+        None => return Err(VmError::Timeout(config.timeout)),
+        Some(r) => r?,
+    };
+
+    let results = Results::read(&*shared.memory.memory(), results_gpa, results_size)
+        .map_err(|e| VmError::Results(e, exit_status))?;
+    let console = String::from_utf8_lossy(&lock(&shared.console)).into_owned();
+    Ok(RunReport {
+        workload: config.workload,
+        paging: config.paging,
+        exit_status,
+        results,
+        tsc_khz,
+        console,
+        wall,
+        exits: ExitCounts {
+            hypercalls: shared.hypercalls.load(Ordering::Relaxed),
+            doorbell: shared.doorbell.load(Ordering::Relaxed),
+            trampoline: shared.trampoline.load(Ordering::Relaxed),
+            unmapped_mmio: shared.unmapped_mmio.load(Ordering::Relaxed),
+        },
+    })
+}

@@ -1,0 +1,394 @@
+// Copyright 2026 The shadow-mmu Authors.
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! vCPU set-up and the run loop: hypercalls (`out 0x5a0`), the shadow
+//! trampoline's exit (`out 0x5a1`), the doorbell and every way a run ends.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use kvm_bindings::CpuId;
+use kvm_ioctls::{VcpuExit, VcpuFd};
+use vm_memory::{Bytes, GuestAddress, GuestAddressSpace};
+
+use super::boot::{self, DOORBELL};
+use super::paging::{rip_of, Paging, VcpuContext, VmContext};
+use super::{lock, Shared, VmError};
+
+/// Hypercall port (native paging).
+pub const HYPERCALL_PORT: u16 = 0x5a0;
+/// The shadow trampoline's exit port.
+pub const TRAMPOLINE_PORT: u16 = 0x5a1;
+
+/// Hypercall numbers of `resources/ABI.md`.
+pub mod nr {
+    /// Switch to the guest tables at cr3 (shadow).
+    pub const LOAD_CR3: u64 = 1;
+    /// Invalidate one page (shadow).
+    pub const INVLPG: u64 = 2;
+    /// Flush the TLB (shadow).
+    pub const FLUSH_TLB: u64 = 3;
+    /// Exception handlers and kernel stack (shadow).
+    pub const SET_TRAP_TABLE: u64 = 4;
+    /// CR0.WP, CR4.SMEP/SMAP, EFER.NXE (shadow).
+    pub const SET_PAGING_BITS: u64 = 5;
+    /// Console output.
+    pub const CONSOLE_WRITE: u64 = 6;
+    /// Stop the VM.
+    pub const EXIT: u64 = 7;
+    /// Start an application vCPU.
+    pub const START_VCPU: u64 = 8;
+    /// Batched page-table stores (shadow).
+    pub const MMU_UPDATE: u64 = 9;
+}
+
+const HC_UNKNOWN: i64 = -1;
+const HC_BAD_ARG: i64 = -2;
+const BLOCK_SIZE: u64 = 64;
+const CONSOLE_MAX: u64 = 4096;
+
+/// Sets up vCPU `index` in the ABI's boot state: CPUID (before the special
+/// registers, or KVM refuses EFER.LME), special registers through the
+/// paging hook, general registers.
+pub(super) fn setup(
+    vm: &VmContext<'_>,
+    paging: &Paging,
+    fd: &mut VcpuFd,
+    index: u32,
+    supported: &CpuId,
+    entry64: u64,
+) -> Result<(), VmError> {
+    let mut cpuid = supported.clone();
+    for e in cpuid.as_mut_slice() {
+        match e.function {
+            1 => e.ebx = (e.ebx & 0x00ff_ffff) | (index << 24),
+            0xb | 0x1f => e.edx = index,
+            _ => {}
+        }
+    }
+    fd.set_cpuid2(&cpuid).map_err(|source| VmError::Kvm {
+        what: "KVM_SET_CPUID2",
+        source,
+    })?;
+    let mut sregs = fd.get_sregs().map_err(|source| VmError::Kvm {
+        what: "KVM_GET_SREGS",
+        source,
+    })?;
+    boot::boot_sregs(&mut sregs, boot::BOOT_PML4);
+    paging.vcpu_sregs(
+        &mut VcpuContext {
+            vm,
+            vcpu: fd,
+            index,
+        },
+        &mut sregs,
+    )?;
+    fd.set_sregs(&sregs).map_err(|source| VmError::Kvm {
+        what: "KVM_SET_SREGS",
+        source,
+    })?;
+    fd.set_regs(&boot::boot_regs(entry64, index))
+        .map_err(|source| VmError::Kvm {
+            what: "KVM_SET_REGS",
+            source,
+        })?;
+    Ok(())
+}
+
+/// A vCPU thread: wait to be started (application vCPUs), run, report.
+pub(super) fn thread(shared: Arc<Shared>, mut fd: VcpuFd, index: u32) {
+    if index > 0 {
+        let mut started = lock(&shared.started);
+        while !started[index as usize] && !shared.stop.load(Ordering::SeqCst) {
+            started = shared
+                .started_cv
+                .wait(started)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        if shared.stop.load(Ordering::SeqCst) {
+            return;
+        }
+    }
+    match run_loop(&shared, &mut fd, index) {
+        Ok(Some(status)) => shared.finish(Ok(status)),
+        Ok(None) => {}
+        Err(e) => shared.finish(Err(e)),
+    }
+}
+
+/// An exit, copied out of `kvm_run` so that the vCPU can be used again.
+enum Exit {
+    Out(u16, u32),
+    DoorbellWrite(u64, u64),
+    Hlt,
+    Shutdown,
+    Internal,
+    FailEntry(u64),
+    SystemEvent(u32),
+    Other(String),
+}
+
+fn guest_error(fd: &VcpuFd, index: u32, what: String) -> VmError {
+    VmError::Guest {
+        vcpu: index,
+        what,
+        rip: rip_of(fd),
+    }
+}
+
+/// The bytes at the guest's RIP, for emulation-failure messages.
+fn insn_bytes(shared: &Shared, fd: &VcpuFd) -> String {
+    let Ok(regs) = fd.get_regs() else {
+        return String::new();
+    };
+    let Ok(t) = fd.translate_gva(regs.rip) else {
+        return String::new();
+    };
+    if t.valid == 0 {
+        return String::new();
+    }
+    let mut b = [0u8; 8];
+    match shared
+        .memory
+        .memory()
+        .read_slice(&mut b, GuestAddress(t.physical_address))
+    {
+        Ok(()) => format!(
+            ", instruction bytes {}",
+            b.iter()
+                .map(|x| format!("{x:02x}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+        Err(_) => String::new(),
+    }
+}
+
+fn run_loop(shared: &Shared, fd: &mut VcpuFd, index: u32) -> Result<Option<u64>, VmError> {
+    loop {
+        if shared.stop.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
+        let exit = match fd.run() {
+            Ok(VcpuExit::IoOut(port, data)) => {
+                let mut v = [0u8; 4];
+                let n = data.len().min(4);
+                v[..n].copy_from_slice(&data[..n]);
+                Exit::Out(port, u32::from_le_bytes(v))
+            }
+            Ok(VcpuExit::IoIn(port, data)) => {
+                data.fill(0xff);
+                Exit::Other(format!("in from port {port:#x}"))
+            }
+            Ok(VcpuExit::MmioRead(addr, data)) => {
+                if addr.wrapping_sub(DOORBELL) < 0x1000 {
+                    data.fill(0);
+                } else {
+                    data.fill(0xff);
+                    shared.unmapped_mmio.fetch_add(1, Ordering::Relaxed);
+                }
+                continue;
+            }
+            Ok(VcpuExit::MmioWrite(addr, data)) => {
+                if addr.wrapping_sub(DOORBELL) < 0x1000 {
+                    let mut v = [0u8; 8];
+                    let n = data.len().min(8);
+                    v[..n].copy_from_slice(&data[..n]);
+                    Exit::DoorbellWrite(addr - DOORBELL, u64::from_le_bytes(v))
+                } else {
+                    shared.unmapped_mmio.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+            }
+            Ok(VcpuExit::Hlt) => Exit::Hlt,
+            Ok(VcpuExit::Shutdown) => Exit::Shutdown,
+            Ok(VcpuExit::InternalError) => Exit::Internal,
+            Ok(VcpuExit::FailEntry(reason, _)) => Exit::FailEntry(reason),
+            Ok(VcpuExit::SystemEvent(kind, _)) => Exit::SystemEvent(kind),
+            Ok(VcpuExit::Intr) => continue,
+            Ok(other) => Exit::Other(format!("unexpected exit {other:?}")),
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
+            Err(source) => {
+                return Err(VmError::Kvm {
+                    what: "KVM_RUN",
+                    source,
+                })
+            }
+        };
+        match exit {
+            Exit::Out(HYPERCALL_PORT, gpa) => {
+                shared.hypercalls.fetch_add(1, Ordering::Relaxed);
+                if let Some(status) = hypercall(shared, fd, index, gpa)? {
+                    return Ok(Some(status));
+                }
+            }
+            Exit::Out(TRAMPOLINE_PORT, data) => {
+                shared.trampoline.fetch_add(1, Ordering::Relaxed);
+                let vm = vm_context(shared);
+                shared.paging.trampoline_exit(
+                    &mut VcpuContext {
+                        vm: &vm,
+                        vcpu: fd,
+                        index,
+                    },
+                    data,
+                )?;
+            }
+            Exit::Out(port, data) => {
+                return Err(guest_error(
+                    fd,
+                    index,
+                    format!("out {data:#x} to port {port:#x}"),
+                ))
+            }
+            Exit::DoorbellWrite(0, status) => {
+                shared.doorbell.fetch_add(1, Ordering::Relaxed);
+                return Ok(Some(status));
+            }
+            Exit::DoorbellWrite(8, byte) => {
+                shared.doorbell.fetch_add(1, Ordering::Relaxed);
+                shared.console_write(&[byte as u8]);
+            }
+            Exit::DoorbellWrite(off, v) => {
+                return Err(guest_error(
+                    fd,
+                    index,
+                    format!("doorbell store of {v:#x} at unknown offset {off:#x}"),
+                ))
+            }
+            Exit::Hlt => {
+                return Err(guest_error(
+                    fd,
+                    index,
+                    "hlt (no interrupts in ABI v1: the guest is stuck)".into(),
+                ))
+            }
+            Exit::Shutdown => {
+                return Err(guest_error(
+                    fd,
+                    index,
+                    "shutdown (triple fault: an exception with no usable handler)".into(),
+                ))
+            }
+            Exit::Internal => {
+                // SAFETY: KVM filled the `internal` member of the exit union
+                // for KVM_EXIT_INTERNAL_ERROR, the exit just returned.
+                let sub = unsafe { fd.get_kvm_run().__bindgen_anon_1.internal.suberror };
+                let what = match sub {
+                    1 => "emulation failure (this host emulates CPL0: SSE, int3, cmpxchg16b, xrstor fail)",
+                    2 => "simultaneous exceptions",
+                    3 => "delivery event via an unhandled vector",
+                    _ => "internal error",
+                };
+                let bytes = insn_bytes(shared, fd);
+                return Err(guest_error(
+                    fd,
+                    index,
+                    format!("KVM internal error {sub}: {what}{bytes}"),
+                ));
+            }
+            Exit::FailEntry(reason) => {
+                return Err(guest_error(
+                    fd,
+                    index,
+                    format!("VM entry failed (hardware reason {reason:#x})"),
+                ))
+            }
+            Exit::SystemEvent(kind) => {
+                return Err(guest_error(fd, index, format!("system event {kind}")))
+            }
+            Exit::Other(what) => return Err(guest_error(fd, index, what)),
+        }
+    }
+}
+
+fn vm_context(shared: &Shared) -> VmContext<'_> {
+    VmContext {
+        vm: &shared.vm,
+        memory: &shared.memory,
+        ram_size: shared.ram_size,
+        vcpus: shared.vcpus,
+    }
+}
+
+/// Serves the hypercall whose block is at `gpa`; returns an exit status if
+/// the guest asked to stop.
+fn hypercall(
+    shared: &Shared,
+    fd: &mut VcpuFd,
+    index: u32,
+    gpa: u32,
+) -> Result<Option<u64>, VmError> {
+    let gpa = u64::from(gpa);
+    if !gpa.is_multiple_of(8) || gpa + BLOCK_SIZE > shared.ram_size {
+        return Err(guest_error(
+            fd,
+            index,
+            format!("hypercall block at {gpa:#x} is misaligned or not in RAM"),
+        ));
+    }
+    let mem = shared.memory.memory();
+    let mut raw = [0u8; 48];
+    mem.read_slice(&mut raw, GuestAddress(gpa))
+        .map_err(|e| VmError::Memory(format!("hypercall block at {gpa:#x}: {e}")))?;
+    let w = |i: usize| u64::from_le_bytes(raw[8 * i..8 * i + 8].try_into().expect("8 bytes"));
+    let number = w(0);
+    let args = [w(1), w(2), w(3), w(4)];
+    let mut exit = None;
+    let result = match number {
+        nr::CONSOLE_WRITE => {
+            let (at, len) = (args[0], args[1]);
+            if len > CONSOLE_MAX || at.checked_add(len).is_none_or(|e| e > shared.ram_size) {
+                HC_BAD_ARG
+            } else {
+                let mut buf = vec![0u8; len as usize];
+                match mem.read_slice(&mut buf, GuestAddress(at)) {
+                    Ok(()) => {
+                        shared.console_write(&buf);
+                        0
+                    }
+                    Err(_) => HC_BAD_ARG,
+                }
+            }
+        }
+        nr::EXIT => {
+            exit = Some(args[0]);
+            0
+        }
+        nr::START_VCPU => {
+            let mut started = lock(&shared.started);
+            match usize::try_from(args[0])
+                .ok()
+                .filter(|&i| i > 0 && i < started.len())
+            {
+                Some(i) if !started[i] => {
+                    started[i] = true;
+                    shared.started_cv.notify_all();
+                    0
+                }
+                _ => HC_BAD_ARG,
+            }
+        }
+        nr::LOAD_CR3
+        | nr::INVLPG
+        | nr::FLUSH_TLB
+        | nr::SET_TRAP_TABLE
+        | nr::SET_PAGING_BITS
+        | nr::MMU_UPDATE => {
+            let vm = vm_context(shared);
+            shared.paging.hypercall(
+                &mut VcpuContext {
+                    vm: &vm,
+                    vcpu: fd,
+                    index,
+                },
+                number,
+                args,
+            )?
+        }
+        _ => HC_UNKNOWN,
+    };
+    mem.write_obj(result, GuestAddress(gpa + 40))
+        .map_err(|e| VmError::Memory(format!("hypercall result at {gpa:#x}: {e}")))?;
+    Ok(exit)
+}

@@ -1,0 +1,1129 @@
+/* Copyright 2026 The shadow-mmu Authors.
+ * SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+ *
+ * The guest kernel (CPL0). It runs the same way under native paging (it owns
+ * its GDT/IDT/TSS and executes mov cr3 / invlpg) and under shadow paging
+ * (it asks the VMM with hypercalls: resources/ABI.md). Every instruction of
+ * this file is emulated on this project's hosts (~0.65 us each), so the
+ * kernel does as little as it can: workloads run at CPL3 (u_user.c) and call
+ * in with coarse syscalls.
+ */
+#include "guest.h"
+
+#define MAX_CPUS 8
+#define KSTACK_SHIFT 14
+#define MAX_SPACES 64
+#define MAX_DEMAND 4
+#define COW_MAX 4096
+#define BATCH_MAX 256
+
+#define HC_LOAD_CR3 1
+#define HC_INVLPG 2
+#define HC_FLUSH_TLB 3
+#define HC_SET_TRAP_TABLE 4
+#define HC_SET_PAGING_BITS 5
+#define HC_CONSOLE_WRITE 6
+#define HC_EXIT 7
+#define HC_START_VCPU 8
+#define HC_MMU_UPDATE 9
+
+#define MSR_EFER 0xc0000080u
+
+#define BOOT_MAGIC 0x53484d4d55300001UL
+
+/* Exit statuses of kernel-detected failures (the user's own status is 0 on
+ * success or a small positive number). */
+#define ST_BAD_BOOT 0xe1000000UL
+#define ST_TRAP 0xe2000000UL  /* | vector */
+#define ST_NOMEM 0xe3000000UL
+
+struct bootinfo {
+    u64 magic;
+    u32 paging;
+    u32 ncpus;
+    u64 ram;
+    u64 workload;
+    u64 params[8];
+    u64 doorbell;
+};
+
+struct hcblock {
+    u64 nr;
+    u64 arg[4];
+    i64 result;
+    u64 pad[2];
+};
+
+struct percpu {
+    u64 kstack_top;
+    u64 cpu;
+    u64 root;       /* GPA of the loaded PML4 */
+    u64 space;
+    u64 nbatch;
+    u64 pad[2];
+    struct hcblock hc;
+};
+
+struct frame {
+    u64 r11, r10, r9, r8, rdi, rsi, rdx, rcx, rax;
+    u64 vector, error;
+    u64 rip, cs, rflags, rsp, ss;
+};
+
+struct tss {
+    u32 reserved0;
+    u64 rsp0, rsp1, rsp2;
+    u64 reserved1;
+    u64 ist[7];
+    u64 reserved2;
+    u16 reserved3;
+    u16 iomap_base;
+} __attribute__((packed));
+
+struct idt_entry {
+    u16 off0;
+    u16 sel;
+    u8 ist;
+    u8 type;
+    u16 off1;
+    u32 off2;
+    u32 reserved;
+};
+
+struct dtr {
+    u16 limit;
+    u64 base;
+} __attribute__((packed));
+
+/* From entry.S and the linker script. */
+extern char kstacks[];
+extern const u64 exc_table[32];
+extern char __bss_start[], __bss_end[], __image_end[], __user_lma[];
+extern char __user_start[], __user_end[];
+extern void enter_user(u64 rip, u64 rsp, u64 rdi, u64 rsi) __attribute__((noreturn));
+extern u64 kprobe_read(u64 va), kprobe_write(u64 va), kprobe_fetch(u64 va);
+extern char kprobe_read_insn[], kprobe_read_end[], kprobe_write_insn[], kprobe_write_end[];
+extern char kprobe_fetch_end[];
+/* User image symbols (their user virtual addresses). */
+extern char user_entry[], usys_ud2[], uprobe_read_insn[], uprobe_read_end[], uprobe_write_insn[];
+extern char uprobe_write_end[], uprobe_fetch_end[];
+
+static struct percpu percpu[MAX_CPUS] __attribute__((aligned(64)));
+static u64 gdt[MAX_CPUS][8] __attribute__((aligned(16)));
+static struct tss tss[MAX_CPUS] __attribute__((aligned(16)));
+static struct idt_entry idt[32] __attribute__((aligned(16)));
+
+static int shadow;
+static u64 ncpus, ram, workload, params[8], doorbell;
+u64 *res; /* also used by entry.S */
+static u64 res_words;
+static u64 next_frame, frame_limit;
+static u64 space_root[MAX_SPACES];
+static u64 nspaces;
+static u64 pdpt0; /* PML4[0] of every space: kernel and user image */
+static u64 uinfo_gpa;
+
+static struct {
+    u64 va, npages;
+} demand[MAX_DEMAND];
+static u64 ndemand;
+
+static u64 cow_base, cow_npages;
+static u8 cow_ref[COW_MAX];
+
+/* Batched page-table stores of each CPU (shadow paging). */
+static u64 batch[MAX_CPUS][BATCH_MAX][2] __attribute__((section(".noinit")));
+
+static struct {
+    u64 *pd, *pt;
+    struct acc_stage *stage;
+    u32 ctrl;
+    int ready;
+} acc;
+
+/* ------------------------------------------------------------ primitives */
+
+static inline void outl(u16 port, u32 v)
+{
+    __asm__ volatile("outl %0, %1" : : "a"(v), "Nd"(port) : "memory");
+}
+
+static inline u64 read_cr0(void)
+{
+    u64 v;
+    __asm__ volatile("mov %%cr0, %0" : "=r"(v));
+    return v;
+}
+
+static inline void write_cr0(u64 v)
+{
+    __asm__ volatile("mov %0, %%cr0" : : "r"(v) : "memory");
+}
+
+static inline u64 read_cr4(void)
+{
+    u64 v;
+    __asm__ volatile("mov %%cr4, %0" : "=r"(v));
+    return v;
+}
+
+static inline void write_cr4(u64 v)
+{
+    __asm__ volatile("mov %0, %%cr4" : : "r"(v) : "memory");
+}
+
+static inline u64 read_cr2(void)
+{
+    u64 v;
+    __asm__ volatile("mov %%cr2, %0" : "=r"(v));
+    return v;
+}
+
+static inline void write_cr3(u64 v)
+{
+    __asm__ volatile("mov %0, %%cr3" : : "r"(v) : "memory");
+}
+
+static inline void invlpg(u64 va)
+{
+    __asm__ volatile("invlpg (%0)" : : "r"(va) : "memory");
+}
+
+static inline u64 rdmsr(u32 msr)
+{
+    u32 lo, hi;
+    __asm__ volatile("rdmsr" : "=a"(lo), "=d"(hi) : "c"(msr));
+    return ((u64)hi << 32) | lo;
+}
+
+static inline void wrmsr(u32 msr, u64 v)
+{
+    __asm__ volatile("wrmsr" : : "c"(msr), "a"((u32)v), "d"((u32)(v >> 32)) : "memory");
+}
+
+static inline void zero_page(u64 gpa)
+{
+    u64 n = 512, p = gpa;
+    __asm__ volatile("rep stosq" : "+D"(p), "+c"(n) : "a"(0UL) : "memory");
+}
+
+static inline void copy_page(u64 dst, u64 src)
+{
+    u64 n = 512;
+    __asm__ volatile("rep movsq" : "+D"(dst), "+S"(src), "+c"(n) : : "memory");
+}
+
+/* The compiler may emit calls to these. */
+void *memset(void *d, int c, unsigned long n)
+{
+    void *r = d;
+    __asm__ volatile("rep stosb" : "+D"(d), "+c"(n) : "a"(c) : "memory");
+    return r;
+}
+
+void *memcpy(void *d, const void *s, unsigned long n)
+{
+    void *r = d;
+    __asm__ volatile("rep movsb" : "+D"(d), "+S"(s), "+c"(n) : : "memory");
+    return r;
+}
+
+static inline struct percpu *this_cpu(void)
+{
+    u64 sp;
+    __asm__ volatile("mov %%rsp, %0" : "=r"(sp));
+    return &percpu[(sp - (u64)kstacks) >> KSTACK_SHIFT];
+}
+
+/* ------------------------------------------------------------- hypercalls */
+
+static i64 hypercall(u64 nr, u64 a0, u64 a1, u64 a2, u64 a3)
+{
+    struct hcblock *b = &this_cpu()->hc;
+    b->nr = nr;
+    b->arg[0] = a0;
+    b->arg[1] = a1;
+    b->arg[2] = a2;
+    b->arg[3] = a3;
+    if (shadow)
+        __asm__ volatile("int $0x81" : : "a"((u32)(u64)b) : "memory");
+    else
+        outl(0x5a0, (u32)(u64)b);
+    return b->result;
+}
+
+static u64 kstrlen(const char *s)
+{
+    u64 n = 0;
+    while (s[n])
+        n++;
+    return n;
+}
+
+static void kputs(const char *s)
+{
+    hypercall(HC_CONSOLE_WRITE, (u64)s, kstrlen(s), 0, 0);
+}
+
+static void __attribute__((noreturn)) kexit(u64 status)
+{
+    for (;;)
+        hypercall(HC_EXIT, status, 0, 0, 0);
+}
+
+/* ------------------------------------------------------ page-table writes */
+
+/* Commit the batched page-table writes (shadow mode: one MMU_UPDATE). */
+static void pt_commit(void)
+{
+    struct percpu *pc = this_cpu();
+    if (pc->nbatch) {
+        hypercall(HC_MMU_UPDATE, (u64)batch[pc->cpu], pc->nbatch, 0, 0);
+        pc->nbatch = 0;
+    }
+}
+
+/* A store into a live page table: in shadow mode it is batched and reaches
+ * the table with MMU_UPDATE before the next flush, CR3 load or return. */
+static inline void pte_write(u64 *p, u64 v)
+{
+    if (!shadow) {
+        *(volatile u64 *)p = v;
+        return;
+    }
+    struct percpu *pc = this_cpu();
+    batch[pc->cpu][pc->nbatch][0] = (u64)p;
+    batch[pc->cpu][pc->nbatch][1] = v;
+    if (++pc->nbatch == BATCH_MAX)
+        pt_commit();
+}
+
+static void tlb_invlpg(u64 va)
+{
+    if (shadow) {
+        pt_commit();
+        hypercall(HC_INVLPG, va, 0, 0, 0);
+    } else {
+        invlpg(va);
+    }
+}
+
+static void load_root(struct percpu *pc, u64 root)
+{
+    pc->root = root;
+    if (shadow) {
+        pt_commit();
+        hypercall(HC_LOAD_CR3, root, 0, 0, 0);
+    } else {
+        write_cr3(root);
+    }
+}
+
+static void tlb_flush(void)
+{
+    if (shadow) {
+        pt_commit();
+        hypercall(HC_FLUSH_TLB, 0, 0, 0, 0);
+    } else {
+        write_cr3(this_cpu()->root);
+    }
+}
+
+/* ------------------------------------------------------------- allocation */
+
+static u64 alloc_frames(u64 n, u64 align)
+{
+    u64 f = (next_frame + align - 1) & ~(align - 1);
+    if (f + n * PAGE_SIZE > frame_limit || f + n * PAGE_SIZE < f) {
+        if (res)
+            res[RH_STATUS] = ST_NOMEM;
+        kputs("kernel: out of guest memory\n");
+        kexit(ST_NOMEM);
+    }
+    next_frame = f + n * PAGE_SIZE;
+    return f;
+}
+
+static u64 alloc_table(void)
+{
+    u64 f = alloc_frames(1, PAGE_SIZE);
+    zero_page(f);
+    return f;
+}
+
+/* The entry for va at level (1 PTE, 2 PDE, 3 PDPTE) under root, allocating
+ * missing tables (P|W|U) when alloc is set; 0 if absent or under a large
+ * page. */
+static u64 *pte_ptr(u64 root, u64 va, int level, int alloc)
+{
+    u64 *t = (u64 *)root;
+    for (int l = 4; l > level; l--) {
+        u64 *e = &t[(va >> (12 + 9 * (l - 1))) & 511];
+        u64 v = *e;
+        if (!(v & PTE_P)) {
+            if (!alloc)
+                return 0;
+            v = alloc_table() | PTE_P | PTE_W | PTE_U;
+            pte_write(e, v);
+            /* later walks read this entry from memory: under shadow paging
+             * it must not wait in the batch */
+            if (shadow)
+                pt_commit();
+        } else if (l <= 3 && (v & PTE_PS)) {
+            return 0;
+        }
+        t = (u64 *)(v & PTE_ADDR);
+    }
+    return &t[(va >> (12 + 9 * (level - 1))) & 511];
+}
+
+/* Map npages 4 KiB pages at va to consecutive frames from gpa. */
+static void map_range(u64 root, u64 va, u64 gpa, u64 npages, u64 flags)
+{
+    while (npages) {
+        u64 *p = pte_ptr(root, va, 1, 1);
+        u64 n = 512 - ((va >> 12) & 511);
+        if (n > npages)
+            n = npages;
+        u64 v = gpa | flags;
+        if (!shadow) {
+            for (u64 i = 0; i < n; i++, v += PAGE_SIZE)
+                p[i] = v;
+        } else {
+            for (u64 i = 0; i < n; i++, v += PAGE_SIZE)
+                pte_write(&p[i], v);
+        }
+        va += n * PAGE_SIZE;
+        gpa += n * PAGE_SIZE;
+        npages -= n;
+    }
+}
+
+static u64 new_space(void)
+{
+    if (nspaces == MAX_SPACES)
+        return ~0UL;
+    u64 root = alloc_table();
+    ((u64 *)root)[0] = pdpt0 | PTE_P | PTE_W | PTE_U;
+    space_root[nspaces] = root;
+    return nspaces++;
+}
+
+/* -------------------------------------------------------------- CPU setup */
+
+static void cpu_init(struct percpu *pc)
+{
+    u64 c = pc->cpu;
+    if (!shadow) {
+        u64 *g = gdt[c];
+        g[0] = 0;
+        g[1] = 0x00af9a000000ffffUL; /* 0x08 kernel code, 64-bit */
+        g[2] = 0x00cf92000000ffffUL; /* 0x10 kernel data */
+        g[3] = 0x00cff2000000ffffUL; /* 0x18 user data (0x1b) */
+        g[4] = 0x00affa000000ffffUL; /* 0x20 user code, 64-bit (0x23) */
+        u64 t = (u64)&tss[c];
+        tss[c].rsp0 = pc->kstack_top;
+        tss[c].iomap_base = sizeof(struct tss);
+        g[5] = 0x67 | ((t & 0xffffff) << 16) | (0x89UL << 40) | (((t >> 24) & 0xff) << 56);
+        g[6] = t >> 32;
+        struct dtr gd = {sizeof(gdt[0]) - 1, (u64)g};
+        struct dtr id = {sizeof(idt) - 1, (u64)idt};
+        __asm__ volatile("lgdt %0\n\t"
+                         "ltr %w1\n\t"
+                         "lidt %2"
+                         :
+                         : "m"(gd), "r"(0x28), "m"(id)
+                         : "memory");
+    } else {
+        hypercall(HC_SET_TRAP_TABLE, (u64)exc_table, pc->kstack_top, 0, 0);
+    }
+}
+
+static void build_idt(void)
+{
+    for (int v = 0; v < 32; v++) {
+        u64 h = exc_table[v];
+        idt[v].off0 = (u16)h;
+        idt[v].sel = 0x08;
+        idt[v].ist = 0;
+        idt[v].type = 0x8e; /* present, DPL0, interrupt gate */
+        idt[v].off1 = (u16)(h >> 16);
+        idt[v].off2 = (u32)(h >> 32);
+        idt[v].reserved = 0;
+    }
+}
+
+/* CR0.WP, CR4.SMEP/SMAP, EFER.NXE from access-test control bits. */
+static void set_paging_bits(u32 ctrl)
+{
+    if (shadow) {
+        u64 bits = ((ctrl & AC_WP) ? 1 : 0) | ((ctrl & AC_SMEP) ? 2 : 0) |
+                   ((ctrl & AC_SMAP) ? 4 : 0) | ((ctrl & AC_NXE) ? 8 : 0);
+        pt_commit();
+        hypercall(HC_SET_PAGING_BITS, bits, 0, 0, 0);
+        return;
+    }
+    u64 cr0 = read_cr0() & ~(1UL << 16);
+    write_cr0(cr0 | ((ctrl & AC_WP) ? (1UL << 16) : 0));
+    u64 cr4 = read_cr4() & ~(3UL << 20);
+    write_cr4(cr4 | ((ctrl & AC_SMEP) ? (1UL << 20) : 0) | ((ctrl & AC_SMAP) ? (1UL << 21) : 0));
+    u64 efer = rdmsr(MSR_EFER) & ~(1UL << 11);
+    wrmsr(MSR_EFER, efer | ((ctrl & AC_NXE) ? (1UL << 11) : 0));
+}
+
+#define CTRL_DEFAULT (AC_WP | AC_NXE)
+
+/* -------------------------------------------------------------- page faults */
+
+static void fatal_trap(struct frame *f, u64 cr2)
+{
+    static const char hex[] = "0123456789abcdef";
+    static char msg[] = "kernel: unexpected exception vv err eeeeeeee rip rrrrrrrrrrrrrrrr "
+                        "cr2 cccccccccccccccc\n";
+    char *p = msg + 30;
+    for (int i = 0; i < 2; i++)
+        p[i] = hex[(f->vector >> (4 * (1 - i))) & 15];
+    p = msg + 37;
+    for (int i = 0; i < 8; i++)
+        p[i] = hex[(f->error >> (4 * (7 - i))) & 15];
+    p = msg + 50;
+    for (int i = 0; i < 16; i++)
+        p[i] = hex[(f->rip >> (4 * (15 - i))) & 15];
+    p = msg + 71;
+    for (int i = 0; i < 16; i++)
+        p[i] = hex[(cr2 >> (4 * (15 - i))) & 15];
+    kputs(msg);
+    if (res) {
+        res[RH_STATUS] = ST_TRAP | f->vector;
+        res[RH_WORDS - 4] = f->vector;
+        res[RH_WORDS - 3] = f->error;
+        res[RH_WORDS - 2] = f->rip;
+        res[RH_WORDS - 1] = cr2;
+    }
+    kexit(ST_TRAP | f->vector);
+}
+
+/* A fault in one of the access probes: make the probe return 1 | err << 8. */
+static int probe_fault(struct frame *f, u64 cr2)
+{
+    u64 rip = f->rip;
+    u64 r = 1 | (f->error << 8);
+    if (rip == (u64)kprobe_read_insn) {
+        f->rip = (u64)kprobe_read_end;
+    } else if (rip == (u64)kprobe_write_insn) {
+        f->rip = (u64)kprobe_write_end;
+    } else if (rip == (u64)uprobe_read_insn) {
+        f->rip = (u64)uprobe_read_end;
+    } else if (rip == (u64)uprobe_write_insn) {
+        f->rip = (u64)uprobe_write_end;
+    } else if (cr2 == rip && rip - ACCESS_VA < ACC_SLOTS * (LARGE_SIZE + PAGE_SIZE)) {
+        f->rip = (f->cs & 3) ? (u64)uprobe_fetch_end : (u64)kprobe_fetch_end;
+        f->rsp += 8;
+    } else {
+        return 0;
+    }
+    f->rax = r;
+    return 1;
+}
+
+static int demand_fault(struct percpu *pc, struct frame *f, u64 cr2)
+{
+    if (f->error & PTE_P)
+        return 0;
+    for (u64 i = 0; i < ndemand; i++) {
+        if (cr2 - demand[i].va < demand[i].npages * PAGE_SIZE) {
+            u64 *p = pte_ptr(pc->root, cr2, 1, 1);
+            pte_write(p, alloc_frames(1, PAGE_SIZE) | PTE_P | PTE_W | PTE_U);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int cow_fault(struct percpu *pc, struct frame *f, u64 cr2)
+{
+    if ((f->error & 3) != 3)
+        return 0;
+    u64 *p = pte_ptr(pc->root, cr2, 1, 0);
+    if (!p || !(*p & PTE_COW))
+        return 0;
+    u64 v = *p;
+    u64 frame = v & PTE_ADDR;
+    u64 idx = (frame - cow_base) >> 12;
+    if (idx < cow_npages && cow_ref[idx] > 1) {
+        u64 n = alloc_frames(1, PAGE_SIZE);
+        copy_page(n, frame);
+        cow_ref[idx]--;
+        v = (v & ~PTE_ADDR) | n;
+    }
+    pte_write(p, (v & ~PTE_COW) | PTE_W);
+    tlb_invlpg(cr2);
+    return 1;
+}
+
+i64 syscall_dispatch(u64 a0, u64 a1, u64 a2, u64 a3, u64 a4, u64 nr);
+
+void trap(struct frame *f)
+{
+    struct percpu *pc = this_cpu();
+    if (f->vector == 6 && f->rip == (u64)usys_ud2 && (f->cs & 3) == 3) {
+        /* the system-call gate (u_entry.S) */
+        f->rip += 2;
+        f->rax = (u64)syscall_dispatch(f->rdi, f->rsi, f->rdx, f->r10, f->r8, f->rax);
+        return;
+    }
+    if (f->vector == 14) {
+        u64 cr2 = read_cr2();
+        if (res)
+            res[RH_FAULTS]++;
+        if (probe_fault(f, cr2) || demand_fault(pc, f, cr2) || cow_fault(pc, f, cr2)) {
+            pt_commit();
+            return;
+        }
+        fatal_trap(f, cr2);
+    }
+    fatal_trap(f, 0);
+}
+
+/* --------------------------------------------------------------- syscalls */
+
+static i64 sys_map(u64 space, u64 va, u64 npages, u64 flags)
+{
+    if (space >= nspaces || (va & (PAGE_SIZE - 1)) || !npages)
+        return -1;
+    u64 root = space_root[space];
+    u64 w = (flags & MAP_W) ? PTE_W : 0;
+    if (flags & MAP_DEMAND) {
+        if (ndemand == MAX_DEMAND)
+            return -1;
+        demand[ndemand].va = va;
+        demand[ndemand].npages = npages;
+        ndemand++;
+        return 0;
+    }
+    if (flags & MAP_LARGE) {
+        if ((va & (LARGE_SIZE - 1)) || (npages & 511))
+            return -1;
+        u64 f = alloc_frames(npages, LARGE_SIZE);
+        for (u64 i = 0; i < npages / 512; i++) {
+            u64 *p = pte_ptr(root, va + i * LARGE_SIZE, 2, 1);
+            pte_write(p, (f + i * LARGE_SIZE) | PTE_P | PTE_U | PTE_PS | w);
+        }
+        return (i64)f;
+    }
+    u64 f = alloc_frames(npages, PAGE_SIZE);
+    map_range(root, va, f, npages, PTE_P | PTE_U | w);
+    return (i64)f;
+}
+
+static i64 sys_clone(u64 src, u64 va, u64 npages)
+{
+    if (src >= nspaces || npages > COW_MAX)
+        return -1;
+    u64 dst = new_space();
+    if (dst == ~0UL)
+        return -1;
+    u64 sroot = space_root[src], droot = space_root[dst];
+    u64 *sp = 0, *dp = 0;
+    if (!cow_npages) {
+        /* the refcounts cover the source region's frames, which SYS_MAP
+         * allocated contiguously */
+        u64 *first = pte_ptr(sroot, va, 1, 0);
+        if (!first || !(*first & PTE_P))
+            return -1;
+        cow_base = *first & PTE_ADDR;
+        cow_npages = npages;
+        for (u64 i = 0; i < npages; i++)
+            cow_ref[i] = 1;
+    }
+    for (u64 i = 0; i < npages; i++, va += PAGE_SIZE) {
+        if (!sp || !(va & 0x1ff000)) {
+            sp = pte_ptr(sroot, va, 1, 0);
+            dp = pte_ptr(droot, va, 1, 1);
+            if (!sp)
+                return -1;
+        }
+        u64 v = *sp;
+        if (v & PTE_P) {
+            if (v & PTE_W) {
+                v = (v & ~PTE_W) | PTE_COW;
+                pte_write(sp, v);
+            }
+            pte_write(dp, v);
+            u64 idx = ((v & PTE_ADDR) - cow_base) >> 12;
+            if (idx >= cow_npages)
+                return -1;
+            if (cow_ref[idx] < 255)
+                cow_ref[idx]++;
+        }
+        sp++;
+        dp++;
+    }
+    tlb_flush();
+    return (i64)dst;
+}
+
+static i64 sys_clear_ad(struct percpu *pc, u64 va, u64 npages)
+{
+    u64 *p = 0;
+    for (u64 i = 0; i < npages; i++, va += PAGE_SIZE, p++) {
+        if (!p || !(va & 0x1ff000)) {
+            p = pte_ptr(pc->root, va, 1, 0);
+            if (!p)
+                return -1;
+        }
+        u64 v = *p;
+        if (v & (PTE_A | PTE_D))
+            pte_write(p, v & ~(PTE_A | PTE_D));
+    }
+    tlb_flush();
+    return 0;
+}
+
+/* Low bytes of npages entries at level (1 or 2) from va, packed 8 to a word
+ * into the results at word index out. */
+static i64 sys_read_ptes(struct percpu *pc, u64 va, u64 npages, u64 out, u64 level)
+{
+    if (level < 1 || level > 2 || out + (npages + 7) / 8 > res_words)
+        return -1;
+    u64 step = level == 1 ? PAGE_SIZE : LARGE_SIZE;
+    u8 *o = (u8 *)&res[out];
+    for (u64 i = 0; i < npages; i++, va += step) {
+        u64 *p = pte_ptr(pc->root, va, level, 0);
+        o[i] = p ? (u8)*p : 0;
+    }
+    return 0;
+}
+
+static i64 sys_split(struct percpu *pc, u64 va)
+{
+    u64 *pde = pte_ptr(pc->root, va, 2, 0);
+    if (!pde || !(*pde & PTE_PS))
+        return -1;
+    u64 v = *pde;
+    u64 pt = alloc_frames(1, PAGE_SIZE);
+    u64 flags = v & (PTE_P | PTE_W | PTE_U | PTE_A | PTE_D);
+    u64 base = (v & PTE_ADDR & ~(LARGE_SIZE - 1)) | flags;
+    u64 *t = (u64 *)pt;
+    if (!shadow) {
+        for (u64 i = 0; i < 512; i++)
+            t[i] = base + i * PAGE_SIZE;
+    } else {
+        for (u64 i = 0; i < 512; i++)
+            pte_write(&t[i], base + i * PAGE_SIZE);
+    }
+    pte_write(pde, pt | PTE_P | PTE_W | PTE_U | PTE_A);
+    tlb_flush();
+    return 0;
+}
+
+static i64 sys_collapse(struct percpu *pc, u64 va)
+{
+    u64 *pde = pte_ptr(pc->root, va, 2, 0);
+    if (!pde || (*pde & PTE_PS) || !(*pde & PTE_P))
+        return -1;
+    u64 *t = (u64 *)(*pde & PTE_ADDR);
+    u64 ad = 0;
+    for (u64 i = 0; i < 512; i++)
+        ad |= t[i];
+    u64 v = (t[0] & PTE_ADDR) | PTE_P | PTE_W | PTE_U | PTE_PS | (ad & (PTE_A | PTE_D));
+    pte_write(pde, v);
+    tlb_flush();
+    return 0;
+}
+
+static i64 sys_map_1g(struct percpu *pc, u64 va)
+{
+    if (!shadow)
+        return -3;
+    if (va & ((1UL << 30) - 1))
+        return -1;
+    u64 *p = pte_ptr(pc->root, va, 3, 1);
+    pte_write(p, PTE_P | PTE_W | PTE_U | PTE_PS);
+    tlb_flush();
+    return 0;
+}
+
+/* The access test (see struct acc_stage). All 4 KiB PTEs point at one frame,
+ * the 2 MiB PDEs at one 2 MiB frame, with a ret (0xc3) at each slot's byte.
+ * Stores into page tables are expensive on this host (each is emulated and
+ * tracked by KVM's shadow MMU), so a batch writes its PTEs and PDEs as two
+ * contiguous runs. */
+static i64 access_init(struct percpu *pc)
+{
+    if (acc.ready)
+        return 0;
+    u64 root = space_root[0];
+    acc.pd = pte_ptr(root, ACCESS_VA, 2, 1);
+    acc.pt = (u64 *)alloc_table();
+    u64 frame4k = alloc_frames(1, PAGE_SIZE);
+    u64 frame2m = alloc_frames(512, LARGE_SIZE);
+    *(u8 *)(frame4k + ACCESS_OFF) = 0xc3;
+    for (u64 i = 0; i < ACC_SLOTS; i++)
+        *(u8 *)(frame2m + i * PAGE_SIZE + ACCESS_OFF) = 0xc3;
+    acc.stage = (struct acc_stage *)alloc_table();
+    acc.stage->frame4k = frame4k;
+    acc.stage->frame2m = frame2m;
+    acc.stage->pt = (u64)acc.pt;
+    map_range(root, ACC_STAGE_VA, (u64)acc.stage, 1, PTE_P | PTE_W | PTE_U);
+    map_range(root, ACC_PT_VA, (u64)acc.pt, 1, PTE_P | PTE_U);
+    map_range(root, ACC_PD_VA, (u64)acc.pd & ~(PAGE_SIZE - 1), 1, PTE_P | PTE_U);
+    acc.ctrl = CTRL_DEFAULT;
+    acc.ready = 1;
+    load_root(pc, pc->root);
+    return 0;
+}
+
+/* Copy n entries into a live page table: one rep movsq natively, batched
+ * MMU_UPDATE pairs under shadow paging. */
+static void pt_copy(u64 *dst, const u64 *src, u64 n)
+{
+    if (shadow) {
+        for (u64 i = 0; i < n; i++)
+            pte_write(&dst[i], src[i]);
+        return;
+    }
+    __asm__ volatile("rep movsq" : "+D"(dst), "+S"(src), "+c"(n) : : "memory");
+}
+
+/* One batch: paging bits ctrl, n slots' entries from the staging page, nk
+ * supervisor cases. n == 0 ends the test (default paging bits, PDEs
+ * cleared). */
+static i64 sys_access(u64 n, u64 nk, u64 ctrl)
+{
+    if (!acc.ready || n > ACC_SLOTS || nk > n || (ctrl & ~(u64)(AC_WP | AC_SMEP | AC_SMAP | AC_NXE)))
+        return -1;
+    struct acc_stage *st = acc.stage;
+    if (n == 0) {
+        ctrl = CTRL_DEFAULT;
+        for (u64 i = 0; i < ACC_SLOTS; i++)
+            st->pde[i] = 0;
+        n = ACC_SLOTS;
+    }
+    if (ctrl != acc.ctrl) {
+        set_paging_bits((u32)ctrl);
+        acc.ctrl = (u32)ctrl;
+    }
+    pt_copy(acc.pt, st->pte, n);
+    pt_copy(acc.pd, st->pde, n);
+    tlb_flush();
+    for (u64 k = 0; k < nk; k++) {
+        u64 x = st->kcase[k], va = x & ~7UL, r;
+        if (x & 4)
+            __asm__ volatile("pushfq; orl $0x40000, (%%rsp); popfq" : : : "memory", "cc");
+        if ((x & 3) == 0)
+            r = kprobe_read(va);
+        else if ((x & 3) == 1)
+            r = kprobe_write(va);
+        else
+            r = kprobe_fetch(va);
+        if (x & 4)
+            __asm__ volatile("pushfq; andl $~0x40000, (%%rsp); popfq" : : : "memory", "cc");
+        st->kres[k] = r;
+    }
+    return 0;
+}
+
+/* Point n PTEs from va at n frames from gpa (RAM), flush this CPU. */
+static i64 sys_remap(struct percpu *pc, u64 va, u64 n, u64 gpa)
+{
+    if ((gpa & (PAGE_SIZE - 1)) || gpa < (u64)__image_end || gpa + n * PAGE_SIZE > frame_limit)
+        return -1;
+    u64 *p = 0;
+    for (u64 i = 0; i < n; i++, va += PAGE_SIZE, p++) {
+        if (!p || !(va & 0x1ff000)) {
+            p = pte_ptr(pc->root, va, 1, 0);
+            if (!p)
+                return -1;
+        }
+        pte_write(p, (gpa + i * PAGE_SIZE) | PTE_P | PTE_W | PTE_U);
+    }
+    tlb_flush();
+    return 0;
+}
+
+#define HIDDEN_GPA 0x10000000000UL
+#define RECURSIVE_SLOT 5UL
+
+/* The hostile workload's kernel steps (see u_user.c). */
+static i64 sys_hostile(struct percpu *pc, u64 step, u64 out)
+{
+    u64 root = pc->root;
+    switch (step) {
+    case 0: { /* a user mapping inside the hole (PML4 slot 510) */
+        u64 f = alloc_frames(1, PAGE_SIZE);
+        *(volatile u64 *)f = 0x686f6c655f6d6170UL;
+        u64 *p = pte_ptr(root, HOLE_VA, 1, 1);
+        pte_write(p, f | PTE_P | PTE_W | PTE_U);
+        tlb_flush();
+        return 0;
+    }
+    case 1: { /* user PTEs at the hidden region and beyond RAM */
+        u64 *p = pte_ptr(root, HOSTILE_VA, 1, 1);
+        pte_write(p, HIDDEN_GPA | PTE_P | PTE_W | PTE_U);
+        u64 beyond = ram + (16UL << 20);
+        if (beyond - 0xf0000000UL < 0x10000000UL)
+            beyond = 0xe0000000UL;
+        pte_write(p + 1, beyond | PTE_P | PTE_W | PTE_U);
+        tlb_flush();
+        return 0;
+    }
+    case 2: /* recursive: PML4[5] -> the PML4 itself */
+        pte_write(&((u64 *)root)[RECURSIVE_SLOT], root | PTE_P | PTE_W | PTE_U);
+        tlb_flush();
+        return (i64)root;
+    case 3: { /* looping: the hostile PD's last entry points at that PD */
+        u64 *pd = pte_ptr(root, HOSTILE_VA, 2, 0);
+        if (!pd)
+            return -1;
+        u64 pdg = (u64)pd & ~(PAGE_SIZE - 1);
+        pte_write(&((u64 *)pdg)[511], pdg | PTE_P | PTE_W | PTE_U);
+        tlb_flush();
+        return (i64)(*pd & PTE_ADDR); /* the PT the loop exposes as data */
+    }
+    case 4: { /* garbage hypercall arguments; results into records[out..] */
+        static const u64 calls[][5] = {
+            {0, 0, 0, 0, 0},
+            {1000, 0, 0, 0, 0},
+            {HC_CONSOLE_WRITE, ~0UL - 4, 8, 0, 0},
+            {HC_CONSOLE_WRITE, 0x1000, 5000, 0, 0},
+            {HC_START_VCPU, 99, 0, 0, 0},
+            {HC_START_VCPU, 0, 0, 0, 0},
+            {HC_LOAD_CR3, 0x1234, 0, 0, 0},
+            {HC_LOAD_CR3, HIDDEN_GPA, 0, 0, 0},
+            {HC_INVLPG, 0x8000000000000000UL, 0, 0, 0},
+            {HC_MMU_UPDATE, HIDDEN_GPA, 1, 0, 0},
+            {HC_MMU_UPDATE, 0x1000, 257, 0, 0},
+            {HC_MMU_UPDATE, 0x1004, 1, 0, 0},
+            {HC_SET_TRAP_TABLE, 0x123, 0, 0, 0},
+            {HC_SET_PAGING_BITS, 0xfff0, 0, 0, 0},
+        };
+        u64 n = sizeof(calls) / sizeof(calls[0]);
+        if (RH_WORDS + out + n + 1 > res_words)
+            return -1;
+        for (u64 i = 0; i < n; i++)
+            res[RH_WORDS + out + i] =
+                (u64)hypercall(calls[i][0], calls[i][1], calls[i][2], calls[i][3], calls[i][4]);
+        /* a console write that runs 4 bytes past the end of RAM */
+        res[RH_WORDS + out + n] = (u64)hypercall(HC_CONSOLE_WRITE, ram - 4, 8, 0, 0);
+        return (i64)n + 1;
+    }
+    }
+    return -1;
+}
+
+static u64 user_gpa(struct percpu *pc, u64 va)
+{
+    u64 *p = pte_ptr(pc->root, va, 1, 0);
+    if (!p || !(*p & PTE_P))
+        return ~0UL;
+    return (*p & PTE_ADDR) | (va & (PAGE_SIZE - 1));
+}
+
+i64 syscall_dispatch(u64 a0, u64 a1, u64 a2, u64 a3, u64 a4, u64 nr)
+{
+    struct percpu *pc = this_cpu();
+    (void)a4;
+    i64 r;
+    switch (nr) {
+    case SYS_EXIT:
+        pt_commit();
+        kexit(a0);
+    case SYS_MAP:
+        r = sys_map(a0, a1, a2, a3);
+        break;
+    case SYS_NEW_SPACE:
+        r = (i64)new_space();
+        break;
+    case SYS_SWITCH:
+        if (a0 >= nspaces)
+            return -1;
+        pc->space = a0;
+        load_root(pc, space_root[a0]);
+        return 0;
+    case SYS_CLONE:
+        r = sys_clone(a0, a1, a2);
+        break;
+    case SYS_CLEAR_AD:
+        r = sys_clear_ad(pc, a0, a1);
+        break;
+    case SYS_READ_PTES:
+        r = sys_read_ptes(pc, a0, a1, a2, a3);
+        break;
+    case SYS_ACCESS:
+        r = sys_access(a0, a1, a2);
+        break;
+    case SYS_ACCESS_INIT:
+        r = access_init(pc);
+        break;
+    case SYS_SPLIT:
+        r = sys_split(pc, a0);
+        break;
+    case SYS_COLLAPSE:
+        r = sys_collapse(pc, a0);
+        break;
+    case SYS_MAP_1G:
+        r = sys_map_1g(pc, a0);
+        break;
+    case SYS_FLUSH:
+        if (a0 == ~0UL)
+            tlb_flush();
+        else
+            tlb_invlpg(a0);
+        r = 0;
+        break;
+    case SYS_START_CPU:
+        r = hypercall(HC_START_VCPU, a0, 0, 0, 0);
+        break;
+    case SYS_CONSOLE: {
+        u64 g = user_gpa(pc, a0);
+        if (g == ~0UL || a1 > 256 || (g & (PAGE_SIZE - 1)) + a1 > PAGE_SIZE)
+            return -1;
+        r = hypercall(HC_CONSOLE_WRITE, g, a1, 0, 0);
+        break;
+    }
+    case SYS_PHYS:
+        r = (i64)user_gpa(pc, a0);
+        break;
+    case SYS_REMAP:
+        r = sys_remap(pc, a0, a1, a2);
+        break;
+    case SYS_HOSTILE:
+        r = sys_hostile(pc, a0, a1);
+        break;
+    default:
+        r = -1;
+    }
+    pt_commit();
+    return r;
+}
+
+/* ------------------------------------------------------------------- boot */
+
+static void user_start(struct percpu *pc)
+{
+    load_root(pc, space_root[pc->space]);
+    u64 c = pc->cpu;
+    u64 sp = USER_STACK_VA + c * (USER_STACK_SIZE + PAGE_SIZE) + USER_STACK_SIZE;
+    enter_user((u64)user_entry, sp, UINFO_VA, c);
+}
+
+static void build_shared_tables(void)
+{
+    u64 limit = ram < KERNEL_DIRECT_MAX ? ram : KERNEL_DIRECT_MAX;
+    pdpt0 = alloc_table();
+    u64 pd = alloc_table();
+    ((u64 *)pdpt0)[0] = pd | PTE_P | PTE_W | PTE_U;
+    u64 *k = (u64 *)pd;
+    for (u64 a = 0; a < limit; a += LARGE_SIZE)
+        k[a >> 21] = a | PTE_P | PTE_W | PTE_PS;
+    /* pdpt0[1] (1 GiB - 2 GiB): the user image, stacks, results, doorbell. */
+    u64 root = alloc_table(); /* temporary root to reuse pte_ptr */
+    ((u64 *)root)[0] = pdpt0 | PTE_P | PTE_W | PTE_U;
+    u64 user_pages = ((u64)__user_end - (u64)__user_start) >> 12;
+    map_range(root, USER_IMAGE_VA, (u64)__user_lma, user_pages, PTE_P | PTE_W | PTE_U);
+    for (u64 c = 0; c < ncpus; c++) {
+        u64 n = USER_STACK_SIZE >> 12;
+        map_range(root, USER_STACK_VA + c * (USER_STACK_SIZE + PAGE_SIZE), alloc_frames(n, PAGE_SIZE), n,
+                  PTE_P | PTE_W | PTE_U);
+    }
+    map_range(root, RESULTS_VA, (u64)res, res_words >> 9, PTE_P | PTE_W | PTE_U);
+    map_range(root, DOORBELL_VA, doorbell, 1, PTE_P | PTE_W | PTE_U);
+    uinfo_gpa = alloc_table();
+    map_range(root, UINFO_VA, uinfo_gpa, 1, PTE_P | PTE_U);
+    struct uinfo *u = (struct uinfo *)uinfo_gpa;
+    u->workload = workload;
+    u->paging = shadow;
+    u->ncpus = ncpus;
+    u->ram = ram;
+    for (int i = 0; i < 8; i++)
+        u->params[i] = params[i];
+    u->results_words = res_words;
+}
+
+void kmain(struct bootinfo *bi, u64 cpu)
+{
+    struct percpu *pc = &percpu[cpu];
+    if (cpu == 0) {
+        u64 n = ((u64)__bss_end - (u64)__bss_start) >> 3;
+        u64 p = (u64)__bss_start;
+        __asm__ volatile("rep stosq" : "+D"(p), "+c"(n) : "a"(0UL) : "memory");
+        if (bi->magic != BOOT_MAGIC || bi->paging > 1) {
+            /* Without a valid boot info we cannot even tell how to call the
+             * VMM: stop with an exception it reports. */
+            __asm__ volatile("ud2");
+        }
+        shadow = bi->paging == 1;
+        ncpus = bi->ncpus ? bi->ncpus : 1;
+        if (ncpus > MAX_CPUS)
+            ncpus = MAX_CPUS;
+        ram = bi->ram;
+        workload = bi->workload;
+        for (int i = 0; i < 8; i++)
+            params[i] = bi->params[i];
+        doorbell = bi->doorbell;
+        u64 rg = params[P_RESULTS_GPA], rs = params[P_RESULTS_SIZE];
+        u64 top = ram < KERNEL_DIRECT_MAX ? ram : KERNEL_DIRECT_MAX;
+        if (rg < (u64)__image_end || (rg & (PAGE_SIZE - 1)) || rs < RH_WORDS * 8 ||
+            rs > RESULTS_MAX || (rs & (PAGE_SIZE - 1)) || rg + rs > top || doorbell & (PAGE_SIZE - 1)) {
+            kputs("kernel: bad results buffer or doorbell in the boot info\n");
+            kexit(ST_BAD_BOOT);
+        }
+        res = (u64 *)rg;
+        res_words = rs / 8;
+        res[RH_MAGIC] = RES_MAGIC;
+        res[RH_WORKLOAD] = workload;
+        next_frame = (u64)__image_end;
+        frame_limit = rg;
+        if (!shadow)
+            build_idt();
+        build_shared_tables();
+        new_space();
+    }
+    pc->cpu = cpu;
+    pc->kstack_top = (u64)kstacks + ((cpu + 1) << KSTACK_SHIFT);
+    pc->space = 0;
+    cpu_init(pc);
+    user_start(pc);
+}
+
+/* ------------------------------------------------------ PVH (Cloud Hypervisor) */
+
+static void com1_puts(const char *s)
+{
+    for (; *s; s++)
+        __asm__ volatile("outb %0, %1" : : "a"(*s), "Nd"((u16)0x3f8));
+}
+
+/* Entered from pvh_entry32 in long mode on the image's static identity map
+ * (1 GiB, 2 MiB pages). A self-test of the paging the kernel relies on, then
+ * a pass line on COM1 and an ACPI S5 exit. */
+void pvh_main(u32 start_info)
+{
+    int ok = *(volatile u32 *)(u64)start_info == 0x336ec578u;
+    /* mov cr3 / invlpg / a write through a fresh 4 KiB mapping. */
+    u64 f = ((u64)__image_end + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
+    u64 *root = (u64 *)f, *pdpt = (u64 *)(f + PAGE_SIZE), *pd = (u64 *)(f + 2 * PAGE_SIZE);
+    u64 *pt = (u64 *)(f + 3 * PAGE_SIZE), data = f + 4 * PAGE_SIZE;
+    zero_page((u64)root);
+    zero_page((u64)pdpt);
+    zero_page((u64)pt);
+    u64 cur;
+    __asm__ volatile("mov %%cr3, %0" : "=r"(cur));
+    root[0] = ((u64 *)cur)[0];               /* identity map */
+    root[1] = (u64)pdpt | PTE_P | PTE_W;     /* DATA_VA */
+    pdpt[0] = (u64)pd | PTE_P | PTE_W;
+    zero_page((u64)pd);
+    pd[0] = (u64)pt | PTE_P | PTE_W;
+    pt[3] = data | PTE_P | PTE_W;
+    *(volatile u64 *)data = 0;
+    write_cr3((u64)root);
+    *(volatile u64 *)(DATA_VA + 3 * PAGE_SIZE + 8) = 0x5348414430574d4dUL;
+    invlpg(DATA_VA + 3 * PAGE_SIZE);
+    ok = ok && *(volatile u64 *)(data + 8) == 0x5348414430574d4dUL;
+    write_cr3(cur);
+    com1_puts(ok ? "shadow-mmu-guest: pvh self-test passed\n" : "shadow-mmu-guest: pvh self-test FAILED\n");
+    __asm__ volatile("outb %0, %1" : : "a"((u8)0x34), "Nd"((u16)0x600));
+    for (;;)
+        __asm__ volatile("hlt");
+}

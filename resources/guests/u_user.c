@@ -1,0 +1,742 @@
+/* Copyright 2026 The shadow-mmu Authors.
+ * SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+ *
+ * The user-mode (CPL3) workloads. They run natively on this project's hosts,
+ * so everything that is measured happens here; the kernel is called with
+ * coarse syscalls. Each workload fills the results buffer (RESULTS_VA, see
+ * README.md) with records that must be identical under native and shadow
+ * paging, plus TSC deltas (not part of the checksum).
+ */
+#include "guest.h"
+
+#define DATA3_VA 0x8080000000UL /* demand-paged region of touch */
+#define STATUS_OK 0
+#define STATUS_MISMATCH 1
+#define STATUS_SETUP 2
+
+extern u64 uprobe_read(u64 va), uprobe_write(u64 va), uprobe_fetch(u64 va);
+
+
+static volatile u64 *const R = (volatile u64 *)RESULTS_VA;
+static const struct uinfo *ui;
+static u64 nrec, errors, rng_state;
+
+extern i64 usys(u64 a0, u64 a1, u64 a2, u64 a3, u64 a4, u64 nr);
+
+static inline i64 sys(u64 nr, u64 a0, u64 a1, u64 a2, u64 a3, u64 a4)
+{
+    return usys(a0, a1, a2, a3, a4, nr);
+}
+
+static inline u64 rdtsc(void)
+{
+    u32 lo, hi;
+    __asm__ volatile("lfence; rdtsc" : "=a"(lo), "=d"(hi) : : "memory");
+    return ((u64)hi << 32) | lo;
+}
+
+static u64 rnd(void)
+{
+    u64 x = rng_state;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    rng_state = x;
+    return x * 2685821657736338717UL;
+}
+
+static u64 param(int i, u64 dflt)
+{
+    return ui->params[i] ? ui->params[i] : dflt;
+}
+
+static void rec(u64 v)
+{
+    if (RH_WORDS + nrec < ui->results_words)
+        R[RH_WORDS + nrec] = v;
+    nrec++;
+}
+
+static void tsc_slot(int i, u64 delta)
+{
+    R[RH_TSC + i] = delta;
+    if ((u64)i + 1 > R[RH_NTSC])
+        R[RH_NTSC] = i + 1;
+}
+
+/* The compiler may emit calls to these. */
+void *memset(void *d, int c, unsigned long n)
+{
+    u8 *p = d;
+    while (n--)
+        *p++ = (u8)c;
+    return d;
+}
+
+void *memcpy(void *d, const void *s, unsigned long n)
+{
+    u8 *p = d;
+    const u8 *q = s;
+    while (n--)
+        *p++ = *q++;
+    return d;
+}
+
+static void doorbell_puts(const char *s)
+{
+    for (; *s; s++)
+        *(volatile u64 *)(DOORBELL_VA + 8) = (u8)*s;
+}
+
+static void __attribute__((noreturn)) doorbell_exit(u64 status)
+{
+    for (;;)
+        *(volatile u64 *)DOORBELL_VA = status;
+}
+
+static inline u64 pat(u64 region, u64 i)
+{
+    return (region << 56) ^ (i * 0x9e3779b97f4a7c15UL) ^ ui->params[P_SEED];
+}
+
+static inline volatile u64 *word(u64 va)
+{
+    return (volatile u64 *)va;
+}
+
+/* ------------------------------------------------------------------ touch */
+
+#define TOUCH_MAX_PAGES 65536
+static u32 perm[TOUCH_MAX_PAGES];
+
+static u64 w_touch(void)
+{
+    u64 n = param(1, 16) * 256, passes = param(2, 4), dn = param(3, 2) * 256;
+    if (n > TOUCH_MAX_PAGES)
+        n = TOUCH_MAX_PAGES;
+    if (dn > TOUCH_MAX_PAGES)
+        dn = TOUCH_MAX_PAGES;
+    if (sys(SYS_MAP, 0, DATA_VA, n, MAP_W, 0) < 0 || sys(SYS_MAP, 0, DATA2_VA, n, MAP_W, 0) < 0 ||
+        sys(SYS_MAP, 0, DATA3_VA, dn, MAP_W | MAP_DEMAND, 0) < 0)
+        return STATUS_SETUP;
+    for (u64 i = 0; i < n; i++)
+        perm[i] = (u32)i;
+    for (u64 i = n - 1; i > 0; i--) {
+        u64 j = rnd() % (i + 1);
+        u32 t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+    /* first touch: sequential, random order, demand-paged (guest #PF) */
+    u64 t = rdtsc();
+    for (u64 i = 0; i < n; i++)
+        *word(DATA_VA + i * PAGE_SIZE + (i & 63) * 64) = pat(1, i);
+    tsc_slot(0, rdtsc() - t);
+    t = rdtsc();
+    for (u64 k = 0; k < n; k++) {
+        u64 i = perm[k];
+        *word(DATA2_VA + i * PAGE_SIZE + (i & 63) * 64) = pat(2, i);
+    }
+    tsc_slot(1, rdtsc() - t);
+    t = rdtsc();
+    for (u64 i = 0; i < dn; i++)
+        *word(DATA3_VA + i * PAGE_SIZE) = pat(3, i);
+    tsc_slot(2, rdtsc() - t);
+    rec(n);
+    rec(dn);
+    rec(passes);
+    /* warm passes */
+    u64 tseq = 0, trand = 0;
+    for (u64 p = 0; p < passes; p++) {
+        u64 s1 = 0, s2 = 0, s3 = 0;
+        t = rdtsc();
+        for (u64 i = 0; i < n; i++) {
+            u64 v = *word(DATA_VA + i * PAGE_SIZE + (i & 63) * 64);
+            errors += v != pat(1, i);
+            s1 += v;
+        }
+        u64 t2 = rdtsc();
+        tseq += t2 - t;
+        for (u64 k = 0; k < n; k++) {
+            u64 i = perm[k];
+            u64 v = *word(DATA2_VA + i * PAGE_SIZE + (i & 63) * 64);
+            errors += v != pat(2, i);
+            s2 += v;
+        }
+        trand += rdtsc() - t2;
+        for (u64 i = 0; i < dn; i++) {
+            u64 v = *word(DATA3_VA + i * PAGE_SIZE);
+            errors += v != pat(3, i);
+            s3 += v;
+        }
+        rec(s1);
+        rec(s2);
+        rec(s3);
+    }
+    tsc_slot(3, tseq);
+    tsc_slot(4, trand);
+    /* calibration: 100 null system calls (CPL3 -> kernel -> CPL3) */
+    t = rdtsc();
+    for (int i = 0; i < 100; i++)
+        sys(SYS_PHYS, 0, 0, 0, 0, 0);
+    tsc_slot(5, rdtsc() - t);
+    /* calibration: 100 page faults caught by the kernel (not present) */
+    t = rdtsc();
+    for (int i = 0; i < 100; i++)
+        uprobe_read(HOSTILE_VA);
+    tsc_slot(6, rdtsc() - t);
+    return errors ? STATUS_MISMATCH : STATUS_OK;
+}
+
+/* ----------------------------------------------------------------- spaces */
+
+static u64 w_spaces(void)
+{
+    u64 k = param(1, 8), pages = param(2, 64), rounds = param(3, 50);
+    u64 ids[48];
+    if (k > 48)
+        k = 48;
+    ids[0] = 0;
+    for (u64 s = 1; s < k; s++) {
+        i64 id = sys(SYS_NEW_SPACE, 0, 0, 0, 0, 0);
+        if (id < 0)
+            return STATUS_SETUP;
+        ids[s] = (u64)id;
+    }
+    for (u64 s = 0; s < k; s++)
+        if (sys(SYS_MAP, ids[s], DATA_VA, pages, MAP_W, 0) < 0)
+            return STATUS_SETUP;
+    u64 t = rdtsc();
+    for (u64 s = 0; s < k; s++) {
+        sys(SYS_SWITCH, ids[s], 0, 0, 0, 0);
+        for (u64 p = 0; p < pages; p++)
+            *word(DATA_VA + p * PAGE_SIZE) = (s << 32) | p;
+    }
+    tsc_slot(0, rdtsc() - t);
+    t = rdtsc();
+    for (u64 r = 0; r < rounds; r++) {
+        for (u64 s = 0; s < k; s++) {
+            sys(SYS_SWITCH, ids[s], 0, 0, 0, 0);
+            for (u64 p = 0; p < pages; p++)
+                *word(DATA_VA + p * PAGE_SIZE) += 1;
+        }
+    }
+    tsc_slot(1, rdtsc() - t);
+    t = rdtsc();
+    for (u64 r = 0; r < rounds; r++)
+        for (u64 s = 0; s < k; s++)
+            sys(SYS_SWITCH, ids[s], 0, 0, 0, 0);
+    tsc_slot(2, rdtsc() - t);
+    rec(k);
+    rec(pages);
+    rec(rounds);
+    for (u64 s = 0; s < k; s++) {
+        sys(SYS_SWITCH, ids[s], 0, 0, 0, 0);
+        u64 sum = 0;
+        for (u64 p = 0; p < pages; p++) {
+            u64 v = *word(DATA_VA + p * PAGE_SIZE);
+            errors += v != ((s << 32) | p) + rounds;
+            sum += v;
+        }
+        rec(sum);
+    }
+    sys(SYS_SWITCH, 0, 0, 0, 0, 0);
+    return errors ? STATUS_MISMATCH : STATUS_OK;
+}
+
+/* -------------------------------------------------------------------- cow */
+
+static u64 cow_sum(u64 n, u64 who, int check)
+{
+    u64 sum = 0;
+    for (u64 i = 0; i < n; i++) {
+        for (u64 j = 0; j < 8; j++) {
+            u64 v = *word(DATA_VA + i * PAGE_SIZE + j * 512);
+            u64 e = pat(4, i * 8 + j);
+            if (j == 0 && who == 1 && i % 3 == 0)
+                e = ~e;
+            if (j == 1 && who == 2 && i % 5 == 0)
+                e ^= 0xc4170;
+            if (check)
+                errors += v != e;
+            sum = sum * 31 + v;
+        }
+    }
+    return sum;
+}
+
+static u64 w_cow(void)
+{
+    u64 n = param(1, 128);
+    if (n > 4096)
+        n = 4096;
+    n = (n + 7) & ~7UL;
+    if (sys(SYS_MAP, 0, DATA_VA, n, MAP_W, 0) < 0)
+        return STATUS_SETUP;
+    for (u64 i = 0; i < n; i++)
+        for (u64 j = 0; j < 8; j++)
+            *word(DATA_VA + i * PAGE_SIZE + j * 512) = pat(4, i * 8 + j);
+    u64 t = rdtsc();
+    i64 child = sys(SYS_CLONE, 0, DATA_VA, n, 0, 0);
+    tsc_slot(0, rdtsc() - t);
+    if (child < 0)
+        return STATUS_SETUP;
+    /* parent writes every third page: copy-on-write faults */
+    t = rdtsc();
+    for (u64 i = 0; i < n; i += 3)
+        *word(DATA_VA + i * PAGE_SIZE) = ~pat(4, i * 8);
+    tsc_slot(1, rdtsc() - t);
+    sys(SYS_SWITCH, (u64)child, 0, 0, 0, 0);
+    t = rdtsc();
+    rec(cow_sum(n, 0, 1)); /* the child still sees the original data */
+    tsc_slot(2, rdtsc() - t);
+    t = rdtsc();
+    for (u64 i = 0; i < n; i += 5)
+        *word(DATA_VA + i * PAGE_SIZE + 512) ^= 0xc4170;
+    tsc_slot(3, rdtsc() - t);
+    rec(cow_sum(n, 2, 1));
+    u64 out = RH_WORDS + nrec;
+    if (sys(SYS_READ_PTES, DATA_VA, n, out, 1, 0) < 0)
+        return STATUS_SETUP;
+    nrec += n / 8;
+    sys(SYS_SWITCH, 0, 0, 0, 0, 0);
+    rec(cow_sum(n, 1, 1));
+    out = RH_WORDS + nrec;
+    if (sys(SYS_READ_PTES, DATA_VA, n, out, 1, 0) < 0)
+        return STATUS_SETUP;
+    nrec += n / 8;
+    return errors ? STATUS_MISMATCH : STATUS_OK;
+}
+
+/* ----------------------------------------------------------------- adbits */
+
+#define AD_MAX 4096
+static u8 expect[AD_MAX];
+
+static u64 w_adbits(void)
+{
+    u64 n = (param(1, 256) + 7) & ~7UL, rounds = param(2, 8);
+    if (n > AD_MAX)
+        n = AD_MAX;
+    if (sys(SYS_MAP, 0, DATA_VA, n, MAP_W, 0) < 0)
+        return STATUS_SETUP;
+    for (u64 i = 0; i < n; i++)
+        *word(DATA_VA + i * PAGE_SIZE) = pat(5, i);
+    u64 ttouch = 0, tclear = 0;
+    rec(n);
+    rec(rounds);
+    for (u64 r = 0; r < rounds; r++) {
+        u64 t = rdtsc();
+        if (sys(SYS_CLEAR_AD, DATA_VA, n, 0, 0, 0) < 0)
+            return STATUS_SETUP;
+        tclear += rdtsc() - t;
+        for (u64 i = 0; i < n; i++)
+            expect[i] = (u8)(rnd() & 3);
+        t = rdtsc();
+        u64 sum = 0;
+        for (u64 i = 0; i < n; i++) {
+            if (expect[i] == 2)
+                sum += *word(DATA_VA + i * PAGE_SIZE);
+            else if (expect[i] == 3)
+                *word(DATA_VA + i * PAGE_SIZE + 8) = r;
+        }
+        ttouch += rdtsc() - t;
+        rec(sum);
+        u64 out = RH_WORDS + nrec;
+        if (out + n / 8 + n / 8 >= ui->results_words ||
+            sys(SYS_READ_PTES, DATA_VA, n, out, 1, 0) < 0)
+            return STATUS_SETUP;
+        volatile u8 *got = (volatile u8 *)&R[out];
+        nrec += n / 8;
+        volatile u8 *exp = (volatile u8 *)&R[RH_WORDS + nrec];
+        for (u64 i = 0; i < n; i++) {
+            u8 e = expect[i] == 2 ? PTE_A : expect[i] == 3 ? (PTE_A | PTE_D) : 0;
+            exp[i] = e;
+            errors += (got[i] & (PTE_A | PTE_D)) != e;
+        }
+        nrec += n / 8;
+    }
+    tsc_slot(0, tclear);
+    tsc_slot(1, ttouch);
+    return errors ? STATUS_MISMATCH : STATUS_OK;
+}
+
+/* ------------------------------------------------------------------- huge */
+
+static u64 huge_check(u64 first, u64 count, int written)
+{
+    u64 sum = 0;
+    for (u64 i = first; i < first + count; i++) {
+        u64 v = *word(DATA_VA + i * PAGE_SIZE);
+        errors += v != pat(6, i);
+        sum += v;
+        if (written) {
+            u64 w = *word(DATA_VA + i * PAGE_SIZE + 8);
+            errors += w != ((i & 1) ? i : 0);
+            sum += w;
+        }
+    }
+    return sum;
+}
+
+static u64 w_huge(void)
+{
+    u64 n2 = param(1, 8), opts = param(2, 0);
+    if (n2 < 2)
+        n2 = 2;
+    if (n2 > 64)
+        n2 = 64;
+    u64 pages = n2 * 512;
+    if (sys(SYS_MAP, 0, DATA_VA, pages, MAP_W | MAP_LARGE, 0) < 0)
+        return STATUS_SETUP;
+    u64 t = rdtsc();
+    for (u64 i = 0; i < pages; i++)
+        *word(DATA_VA + i * PAGE_SIZE) = pat(6, i);
+    tsc_slot(0, rdtsc() - t);
+    t = rdtsc();
+    rec(huge_check(0, pages, 0));
+    tsc_slot(1, rdtsc() - t);
+    rec(n2);
+    u64 out = RH_WORDS + nrec;
+    if (sys(SYS_READ_PTES, DATA_VA, n2, out, 2, 0) < 0)
+        return STATUS_SETUP;
+    nrec += (n2 + 7) / 8;
+    /* split the second 2 MiB page into 4 KiB pages, write half, collapse */
+    if (sys(SYS_SPLIT, DATA_VA + LARGE_SIZE, 0, 0, 0, 0) < 0)
+        return STATUS_SETUP;
+    t = rdtsc();
+    rec(huge_check(512, 512, 0));
+    for (u64 i = 512; i < 1024; i++)
+        *word(DATA_VA + i * PAGE_SIZE + 8) = (i & 1) ? i : 0;
+    tsc_slot(2, rdtsc() - t);
+    out = RH_WORDS + nrec;
+    if (sys(SYS_READ_PTES, DATA_VA + LARGE_SIZE, 512, out, 1, 0) < 0)
+        return STATUS_SETUP;
+    nrec += 64;
+    if (sys(SYS_COLLAPSE, DATA_VA + LARGE_SIZE, 0, 0, 0, 0) < 0)
+        return STATUS_SETUP;
+    rec(huge_check(512, 512, 1));
+    out = RH_WORDS + nrec;
+    if (sys(SYS_READ_PTES, DATA_VA, n2, out, 2, 0) < 0)
+        return STATUS_SETUP;
+    nrec += (n2 + 7) / 8;
+    /* 1 GiB pages: not on this host natively (HOST-NOTES); shadow only. */
+    if (ui->paging == 0 || !(opts & 1)) {
+        R[RH_FLAGS] |= RF_1G_SKIPPED;
+    } else {
+        if (sys(SYS_MAP_1G, HUGE1G_VA, 0, 0, 0, 0) < 0)
+            return STATUS_SETUP;
+        i64 phys = sys(SYS_PHYS, USER_IMAGE_VA, 0, 0, 0, 0);
+        if (phys < 0)
+            return STATUS_SETUP;
+        u64 a = *word(HUGE1G_VA + (u64)phys), b = *word(USER_IMAGE_VA);
+        errors += a != b;
+        R[RH_FLAGS] |= RF_1G_DONE;
+    }
+    return errors ? STATUS_MISMATCH : STATUS_OK;
+}
+
+/* ----------------------------------------------------------------- access */
+
+static u64 desc_ctrl(u64 combo)
+{
+    return ((combo & 1) ? AC_WP : 0) | ((combo & 2) ? AC_SMEP : 0) | ((combo & 4) ? AC_SMAP : 0) |
+           ((combo & 8) ? AC_NXE : 0);
+}
+
+static u32 access_desc(u64 combo)
+{
+    u64 r = rnd();
+    u32 d = (u32)r & 0x1fff;
+    if ((r >> 13) & 7)
+        d |= AC_PTE_P;
+    if ((r >> 16) & 7)
+        d |= AC_PDE_P;
+    if (((r >> 19) & 7) == 0) {
+        u32 rsvd = 1 + (u32)((r >> 22) % 3);
+        if (rsvd == 3 && !(d & AC_PDE_PS))
+            rsvd = 1;
+        d |= rsvd << AC_RSVD_SHIFT;
+    }
+    d |= (u32)((r >> 32) % 3) << AC_KIND_SHIFT;
+    if ((r >> 30) & 1)
+        d |= AC_USER;
+    else if ((r >> 40) & 1)
+        d |= AC_AC;
+    return d | (u32)desc_ctrl(combo);
+}
+
+static u64 access_va(u64 slot)
+{
+    return ACCESS_VA + slot * (LARGE_SIZE + PAGE_SIZE) + ACCESS_OFF;
+}
+
+/* The entries of a case: PTE and PDE flags from the descriptor, a reserved
+ * bit if it asks for one. */
+static void access_entries(const volatile struct acc_stage *st, u32 d, u64 *pte, u64 *pde)
+{
+    u64 e = st->frame4k;
+    if (d & AC_PTE_P) e |= PTE_P;
+    if (d & AC_PTE_W) e |= PTE_W;
+    if (d & AC_PTE_U) e |= PTE_U;
+    if (d & AC_PTE_A) e |= PTE_A;
+    if (d & AC_PTE_D) e |= PTE_D;
+    if (d & AC_PTE_NX) e |= PTE_NX;
+    u64 f = (d & AC_PDE_PS) ? (st->frame2m | PTE_PS) : st->pt;
+    if (d & AC_PDE_P) f |= PTE_P;
+    if (d & AC_PDE_W) f |= PTE_W;
+    if (d & AC_PDE_U) f |= PTE_U;
+    if (d & AC_PDE_A) f |= PTE_A;
+    if (d & AC_PDE_D) f |= PTE_D;
+    if (d & AC_PDE_NX) f |= PTE_NX;
+    switch ((d >> AC_RSVD_SHIFT) & 3) {
+    case 1: e |= 1UL << 51; break;
+    case 2: f |= 1UL << 51; break;
+    case 3: f |= 1UL << 13; break;
+    }
+    *pte = e;
+    *pde = f;
+}
+
+/* Cases in batches of up to ACC_SLOTS with the same paging bits (16 groups,
+ * one per combination of CR0.WP, CR4.SMEP, CR4.SMAP, EFER.NXE). */
+static u64 w_access(void)
+{
+    u64 n = param(1, 20000);
+    u64 max = ui->results_words - RH_WORDS;
+    if (n > max)
+        n = max;
+    if (sys(SYS_ACCESS_INIT, 0, 0, 0, 0, 0) < 0)
+        return STATUS_SETUP;
+    volatile struct acc_stage *st = (volatile struct acc_stage *)ACC_STAGE_VA;
+    const volatile u64 *apt = (const volatile u64 *)ACC_PT_VA;
+    const volatile u64 *apd = (const volatile u64 *)ACC_PD_VA;
+    u32 desc[ACC_SLOTS];
+    u64 kslot[ACC_SLOTS];
+    u64 tkern = 0, tuser = 0;
+    u64 t = rdtsc();
+    for (u64 combo = 0; combo < 16; combo++) {
+        u64 end = n * (combo + 1) / 16;
+        u64 ctrl = desc_ctrl(combo);
+        for (u64 first = n * combo / 16; first < end; first += ACC_SLOTS) {
+            u64 cnt = end - first < ACC_SLOTS ? end - first : ACC_SLOTS, nk = 0;
+            for (u64 i = 0; i < cnt; i++) {
+                u32 d = access_desc(combo);
+                u64 pte, pde;
+                access_entries(st, d, &pte, &pde);
+                desc[i] = d;
+                st->pte[i] = pte;
+                st->pde[i] = pde;
+                if (!(d & AC_USER)) {
+                    st->kcase[nk] = access_va(i) | ((d >> AC_KIND_SHIFT) & 3) | ((d & AC_AC) ? 4 : 0);
+                    kslot[nk++] = i;
+                }
+            }
+            u64 t1 = rdtsc();
+            if (sys(SYS_ACCESS, cnt, nk, ctrl, 0, 0) < 0)
+                return STATUS_SETUP;
+            u64 t2 = rdtsc();
+            tkern += t2 - t1;
+            for (u64 k = 0; k < nk; k++) {
+                u64 i = kslot[k], r = st->kres[k];
+                R[RH_WORDS + first + i] = desc[i] | ((r & 1) << 32) | (((r >> 8) & 0xff) << 40) |
+                                          ((apt[i] & 0xff) << 48) | ((apd[i] & 0xff) << 56);
+            }
+            for (u64 i = 0; i < cnt; i++) {
+                u32 d = desc[i];
+                if (!(d & AC_USER))
+                    continue;
+                u64 va = access_va(i), kind = (d >> AC_KIND_SHIFT) & 3, r;
+                r = kind == 0 ? uprobe_read(va) : kind == 1 ? uprobe_write(va) : uprobe_fetch(va);
+                R[RH_WORDS + first + i] = d | ((r & 1) << 32) | (((r >> 8) & 0xff) << 40) |
+                                          ((apt[i] & 0xff) << 48) | ((apd[i] & 0xff) << 56);
+            }
+            tuser += rdtsc() - t2;
+        }
+    }
+    if (sys(SYS_ACCESS, 0, 0, 0, 0, 0) < 0)
+        return STATUS_SETUP;
+    tsc_slot(0, rdtsc() - t);
+    tsc_slot(1, tkern);
+    tsc_slot(2, tuser);
+    nrec = n;
+    return STATUS_OK;
+}
+
+/* -------------------------------------------------------------------- smp */
+
+/* Shared between the two CPUs (the user image is mapped in every space). */
+static volatile u64 smp_gen, smp_verified, smp_phase, smp_stop, smp_ready, smp_done;
+static volatile u64 smp_bad_lockstep, smp_bad_racy, smp_npages;
+
+/* CPU 1: read the pages CPU 0 keeps remapping. Lockstep phase: after each
+ * new generation, flush this CPU's TLB and check that every page shows the
+ * new mapping. Racy phase: every value must belong to one of the two
+ * mappings of that page. */
+static void __attribute__((noreturn)) smp_ap(void)
+{
+    u64 n = smp_npages, last = 0;
+    smp_ready = 1;
+    while (!smp_stop) {
+        if (smp_phase == 1) {
+            u64 g = smp_gen;
+            if (g == last)
+                continue;
+            sys(SYS_FLUSH, ~0UL, 0, 0, 0, 0);
+            u64 region = (g & 1) ? 8 : 7;
+            for (u64 i = 0; i < n; i++)
+                smp_bad_lockstep += *word(DATA_VA + i * PAGE_SIZE) != pat(region, i);
+            last = g;
+            smp_verified = g;
+        } else if (smp_phase == 2) {
+            for (u64 i = 0; i < n; i++) {
+                u64 v = *word(DATA_VA + i * PAGE_SIZE);
+                smp_bad_racy += v != pat(7, i) && v != pat(8, i);
+            }
+        }
+    }
+    smp_done = 1;
+    for (;;)
+        __asm__ volatile("pause");
+}
+
+static u64 w_smp(void)
+{
+    u64 n = param(1, 16), iters = param(2, 100);
+    if (n > 512)
+        n = 512;
+    if (ui->ncpus < 2)
+        return STATUS_SETUP;
+    i64 fa = sys(SYS_MAP, 0, DATA_VA, n, MAP_W, 0);
+    i64 fb = sys(SYS_MAP, 0, DATA2_VA, n, MAP_W, 0);
+    if (fa < 0 || fb < 0)
+        return STATUS_SETUP;
+    for (u64 i = 0; i < n; i++) {
+        *word(DATA_VA + i * PAGE_SIZE) = pat(7, i);
+        *word(DATA2_VA + i * PAGE_SIZE) = pat(8, i);
+    }
+    smp_npages = n;
+    smp_phase = 1;
+    if (sys(SYS_START_CPU, 1, 0, 0, 0, 0) < 0)
+        return STATUS_SETUP;
+    while (!smp_ready)
+        __asm__ volatile("pause");
+    u64 t = rdtsc();
+    for (u64 g = 1; g <= iters; g++) {
+        if (sys(SYS_REMAP, DATA_VA, n, (u64)((g & 1) ? fb : fa), 0, 0) < 0)
+            return STATUS_SETUP;
+        smp_gen = g;
+        while (smp_verified != g)
+            __asm__ volatile("pause");
+    }
+    tsc_slot(0, rdtsc() - t);
+    smp_phase = 2;
+    t = rdtsc();
+    for (u64 g = 1; g <= iters; g++)
+        if (sys(SYS_REMAP, DATA_VA, n, (u64)((g & 1) ? fb : fa), 0, 0) < 0)
+            return STATUS_SETUP;
+    tsc_slot(1, rdtsc() - t);
+    smp_stop = 1;
+    while (!smp_done)
+        __asm__ volatile("pause");
+    /* CPU 0's own view after the last remap (iters even: mapping A) */
+    u64 sum = 0;
+    for (u64 i = 0; i < n; i++)
+        sum += *word(DATA_VA + i * PAGE_SIZE);
+    rec(n);
+    rec(iters);
+    rec(smp_bad_lockstep);
+    rec(smp_bad_racy);
+    rec(sum);
+    errors += smp_bad_lockstep + smp_bad_racy;
+    return errors ? STATUS_MISMATCH : STATUS_OK;
+}
+
+/* ---------------------------------------------------------------- hostile */
+
+/* Probe va (read, then write if asked) and record: the probe results and,
+ * if the read did not fault, the 8-byte value. */
+static void hostile_probe(u64 va, int write)
+{
+    u64 r = uprobe_read(va);
+    rec(r);
+    rec(r ? 0 : *word(va));
+    if (write)
+        rec(uprobe_write(va));
+}
+
+/* Outcomes differ between native and shadow paging by design (the hole is
+ * the VMM's under shadow paging): the records say what happened. */
+static u64 w_hostile(void)
+{
+    /* 1. a user mapping inside the hole */
+    if (sys(SYS_HOSTILE, 0, 0, 0, 0, 0) < 0)
+        return STATUS_SETUP;
+    hostile_probe(HOLE_VA, 0);
+    /* 2. PTEs at the hidden region and beyond RAM (MMIO or fault) */
+    if (sys(SYS_HOSTILE, 1, 0, 0, 0, 0) < 0)
+        return STATUS_SETUP;
+    hostile_probe(HOSTILE_VA, 1);
+    hostile_probe(HOSTILE_VA + PAGE_SIZE, 1);
+    /* 3. recursive PML4 entry: the PML4 read as data */
+    i64 root = sys(SYS_HOSTILE, 2, 0, 0, 0, 0);
+    if (root < 0)
+        return STATUS_SETUP;
+    u64 rva = (5UL << 39) | (5UL << 30) | (5UL << 21) | (5UL << 12);
+    u64 r = uprobe_read(rva + 5 * 8);
+    rec(r);
+    if (!r) {
+        u64 v = *word(rva + 5 * 8);
+        errors += (v & PTE_ADDR) != (u64)root;
+        rec(v & 0xfff);
+    }
+    /* 4. looping PD: entry 511 points at the PD, so the PT behind PD[0] is
+     * data at HOSTILE_VA + 511 * 2 MiB; its entry 0 maps the hidden region */
+    i64 pt = sys(SYS_HOSTILE, 3, 0, 0, 0, 0);
+    if (pt < 0)
+        return STATUS_SETUP;
+    r = uprobe_read(HOSTILE_VA + 511 * LARGE_SIZE);
+    rec(r);
+    if (!r)
+        rec(*word(HOSTILE_VA + 511 * LARGE_SIZE) & ~0x60UL);
+    /* 5. garbage hypercall arguments, made by the kernel */
+    i64 n = sys(SYS_HOSTILE, 4, nrec, 0, 0, 0);
+    if (n < 0)
+        return STATUS_SETUP;
+    nrec += (u64)n;
+    return errors ? STATUS_MISMATCH : STATUS_OK;
+}
+
+/* ------------------------------------------------------------------- main */
+
+static const char *const names[] = {"?", "touch", "spaces", "cow", "adbits", "huge", "access",
+                                    "smp", "hostile"};
+
+void __attribute__((noreturn)) user_main(const struct uinfo *info, u64 cpu)
+{
+    ui = info;
+    if (cpu != 0)
+        smp_ap();
+    rng_state = ui->params[P_SEED] * 0x9e3779b97f4a7c15UL + 0x2545f4914f6cdd1dUL;
+    if (!rng_state)
+        rng_state = 1;
+    u64 status;
+    switch (ui->workload) {
+    case WL_TOUCH: status = w_touch(); break;
+    case WL_SPACES: status = w_spaces(); break;
+    case WL_COW: status = w_cow(); break;
+    case WL_ADBITS: status = w_adbits(); break;
+    case WL_HUGE: status = w_huge(); break;
+    case WL_ACCESS: status = w_access(); break;
+    case WL_SMP: status = w_smp(); break;
+    case WL_HOSTILE: status = w_hostile(); break;
+    default: status = STATUS_SETUP; break;
+    }
+    R[RH_NRECORDS] = nrec;
+    R[RH_ERRORS] = errors;
+    R[RH_STATUS] = status;
+    doorbell_puts("guest: ");
+    doorbell_puts(ui->workload < 9 ? names[ui->workload] : "?");
+    doorbell_puts(status == STATUS_OK ? " ok\n" : " FAILED\n");
+    doorbell_exit(status);
+}
