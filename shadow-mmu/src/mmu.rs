@@ -116,6 +116,13 @@ pub struct MmuConfig {
     pub hidden: Vec<Range<u64>>,
     /// Guest frames to shadow-physical frames.
     pub frames: Box<dyn FrameMap>,
+    /// Where guest entries that point into the hidden region are mapped
+    /// instead: a page of a registered MMIO range with nothing behind it, so
+    /// that such accesses behave as they would on a machine without the
+    /// hidden region (reads of all-ones, dropped writes, as the VMM's MMIO
+    /// handler decides). `None`: such accesses are reported as MMIO and
+    /// never mapped.
+    pub hidden_sink: Option<u64>,
 }
 
 impl Default for MmuConfig {
@@ -132,6 +139,7 @@ impl Default for MmuConfig {
             hole: None,
             hidden: Vec::new(),
             frames: Box::new(IdentityFrames),
+            hidden_sink: None,
         }
     }
 }
@@ -343,6 +351,9 @@ impl Mmu {
         }
         if config.max_pages < 8 {
             return Err(MmuError::Config("max_pages must be at least 8"));
+        }
+        if config.hidden_sink.is_some_and(|s| !s.is_multiple_of(4096)) {
+            return Err(MmuError::Config("hidden_sink must be page-aligned"));
         }
         let arena = Arena::new(config.arena_base, config.max_pages)?;
         config

@@ -143,13 +143,22 @@ impl MmuState {
         }
     }
 
-    /// Clears an entry and forgets what it referenced.
+    /// Clears an entry and forgets what it referenced. The hole's entry in
+    /// a top-level page is the VMM's and is never cleared.
     pub fn drop_spte(&mut self, ptr: SptePtr) {
         let Some(page) = self.pages.get(ptr.page) else {
             return;
         };
         let level = page.role.level();
         let index = usize::from(ptr.index);
+        if level >= 4
+            && self
+                .cfg
+                .hole
+                .is_some_and(|h| usize::from(h.root_index) == index)
+        {
+            return;
+        }
         let old = self.pages.arena.load(ptr.page, index);
         if !spte::is_present(old) {
             return;
@@ -436,11 +445,18 @@ impl MmuState {
     /// The shadow-physical frame for `gfn`, if a leaf may map it: RAM, or a
     /// registered MMIO range, and never the hidden region.
     pub fn frame_of(&self, mem: &GuestMemoryMmap, gfn: Gfn) -> Option<u64> {
+        let gpa = gfn.gpa().0;
         let frame = match self.cfg.frames.frame(mem, gfn) {
             Some(f) => f,
+            None if self.in_hidden(gpa) => {
+                // The guest names the hidden region: send it to the sink.
+                return self
+                    .cfg
+                    .hidden_sink
+                    .filter(|&s| self.is_mmio(s) && !self.in_hidden(s));
+            }
             None => {
-                let gpa = gfn.gpa().0;
-                if !self.mmio.iter().any(|r| r.contains(&gpa)) {
+                if !self.is_mmio(gpa) {
                     return None;
                 }
                 gpa
@@ -450,6 +466,11 @@ impl MmuState {
             return None;
         }
         Some(frame)
+    }
+
+    /// Whether `gpa` lies in a registered MMIO range.
+    pub fn is_mmio(&self, gpa: u64) -> bool {
+        self.mmio.iter().any(|r| r.contains(&gpa))
     }
 
     /// Whether shadow-physical `addr` lies in the hidden region.

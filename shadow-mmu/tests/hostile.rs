@@ -143,6 +143,36 @@ fn hole_is_refused() {
     m.audit().unwrap();
 }
 
+/// The guest writes its own PML4 slot that the hole occupies (an emulated
+/// write to the shadowed root): the hole's entry must survive.
+#[test]
+fn guest_writes_to_the_hole_slot_leave_the_hole_alone() {
+    let hole_entry = (1 << 45) | PTE_P | PTE_W;
+    let m = mmu_with(MmuConfig {
+        hole: Some(Hole {
+            root_index: 510,
+            entry: hole_entry,
+        }),
+        ..MmuConfig::default()
+    });
+    w64(&m, 0x1000, 0x2000 | UPPER);
+    let s = long_mode(0x1000);
+    let root = load(&m, 0, &s);
+    assert_eq!(m.read_spte(root + 510 * 8), Some(hole_entry));
+    assert!(m.is_write_protected(shadow_mmu::Gfn(1)));
+    for value in [0x3000 | UPPER | A, 0, 0x1000 | UPPER | A] {
+        w64(&m, 0x1000 + 510 * 8, value);
+        apply(&m, m.track_write(GuestAddress(0x1000 + 510 * 8), 8));
+        assert_eq!(m.read_spte(root + 510 * 8), Some(hole_entry));
+    }
+    // Also through a misaligned write (which zaps the whole page) and a
+    // memory swap (which zaps everything).
+    apply(&m, m.track_write(GuestAddress(0x1000 + 510 * 8 + 4), 8));
+    apply(&m, m.memory_changed());
+    assert_eq!(m.read_spte(root + 510 * 8), Some(hole_entry));
+    m.audit().unwrap();
+}
+
 #[test]
 fn reserved_bits_at_every_level() {
     // (level, gpa of the entry, reserved bit)

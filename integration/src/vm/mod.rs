@@ -39,7 +39,7 @@ use vm_memory::{
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
 pub use elf::{ElfError, LoadedKernel};
-pub use paging::{Paging, PagingMode, ShadowPaging};
+pub use paging::{Paging, PagingMode, ShadowPaging, TrampolineOutcome, HIDDEN_BASE};
 pub use results::Results;
 pub use workload::Workload;
 
@@ -70,9 +70,9 @@ pub enum VmError {
     /// The kernel ELF was refused.
     #[error("kernel ELF: {0}")]
     Elf(#[from] ElfError),
-    /// Shadow paging is selected but `shadow_mmu::kvm` is not connected.
-    #[error("shadow paging not wired yet")]
-    ShadowNotWired,
+    /// The shadow MMU or its KVM glue failed.
+    #[error("shadow paging: {0}")]
+    Shadow(String),
     /// The guest did something this VMM stops on.
     #[error("vCPU {vcpu}: {what} at RIP {rip:#x}")]
     Guest {
@@ -168,6 +168,17 @@ pub struct RunReport {
     pub wall: Duration,
     /// Exit counters.
     pub exits: ExitCounts,
+    /// Shadow paging only: the MMU's counters and its audit at the end.
+    pub shadow: Option<ShadowReport>,
+}
+
+/// What the shadow MMU reports after a run.
+#[derive(Clone, Debug)]
+pub struct ShadowReport {
+    /// Counters.
+    pub stats: shadow_mmu::Stats,
+    /// `audit()` of the final shadow state.
+    pub audit: Result<(), String>,
 }
 
 impl RunReport {
@@ -513,6 +524,16 @@ pub fn run_kernel(config: &VmConfig, kernel: &[u8]) -> Result<RunReport, VmError
             doorbell: shared.doorbell.load(Ordering::Relaxed),
             trampoline: shared.trampoline.load(Ordering::Relaxed),
             unmapped_mmio: shared.unmapped_mmio.load(Ordering::Relaxed),
+        },
+        shadow: match &shared.paging {
+            Paging::Shadow(s) => s.shadow_vm().map(|vm| {
+                use shadow_mmu::ShadowMmu;
+                ShadowReport {
+                    stats: vm.mmu().stats(),
+                    audit: vm.mmu().audit().map_err(|e| e.to_string()),
+                }
+            }),
+            Paging::Native => None,
         },
     })
 }

@@ -6,15 +6,18 @@
 //! differ; everything else (boot state, hypercalls 6-8, the doorbell) is
 //! common.
 //!
-//! **Shadow paging is not wired yet**: [`ShadowPaging`] is where
-//! `shadow_mmu::kvm` plugs in. Each of its hooks fails with
-//! [`VmError::ShadowNotWired`] until then.
+//! Shadow paging is [`ShadowPaging`], which hands the hooks to
+//! `shadow_mmu::kvm`.
 
 use std::fmt;
 use std::str::FromStr;
 
+use std::sync::OnceLock;
+
 use kvm_bindings::kvm_sregs;
 use kvm_ioctls::{VcpuFd, VmFd};
+use shadow_mmu::kvm::{Exit, ShadowVm, ShadowVmConfig};
+use shadow_mmu::{Cr0, Cr4, Efer, MmuConfig, PagingState, ShadowMmu};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
 use super::boot::BOOT_PML4;
@@ -90,7 +93,7 @@ pub enum Paging {
     /// KVM walks the guest's tables.
     Native,
     /// The shadow MMU builds the tables the CPU walks.
-    Shadow(ShadowPaging),
+    Shadow(Box<ShadowPaging>),
 }
 
 impl Paging {
@@ -98,7 +101,7 @@ impl Paging {
     pub fn new(mode: PagingMode) -> Paging {
         match mode {
             PagingMode::Native => Paging::Native,
-            PagingMode::Shadow => Paging::Shadow(ShadowPaging::new()),
+            PagingMode::Shadow => Paging::Shadow(Box::default()),
         }
     }
 
@@ -138,7 +141,11 @@ impl Paging {
     }
 
     /// Hook (b): an `out` to port 0x5a1, the shadow trampoline's exit.
-    pub fn trampoline_exit(&self, ctx: &mut VcpuContext<'_>, data: u32) -> Result<(), VmError> {
+    pub fn trampoline_exit(
+        &self,
+        ctx: &mut VcpuContext<'_>,
+        data: u32,
+    ) -> Result<TrampolineOutcome, VmError> {
         match self {
             Paging::Native => Err(VmError::Guest {
                 vcpu: ctx.index,
@@ -170,52 +177,137 @@ pub fn rip_of(vcpu: &VcpuFd) -> u64 {
     vcpu.get_regs().map(|r| r.rip).unwrap_or(0)
 }
 
-/// Shadow paging through `shadow_mmu::kvm`.
-///
-/// NOT WIRED YET: this is the hook point for the `shadow_mmu::kvm` glue. Every
-/// method fails with [`VmError::ShadowNotWired`]; nothing here pretends to
-/// work.
+/// Shadow paging through `shadow_mmu::kvm`: the hidden region is registered
+/// above guest RAM, every vCPU runs on a shadow root, and trampoline exits
+/// go to [`ShadowVm::handle_exit`].
 pub struct ShadowPaging {
-    _private: (),
+    vm: OnceLock<ShadowVm>,
+}
+
+/// Guest-physical base of the hidden region: far above any guest RAM this
+/// VMM creates, below the host's MAXPHYADDR (48).
+pub const HIDDEN_BASE: u64 = 1 << 40;
+
+/// What a trampoline exit asks of the VMM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrampolineOutcome {
+    /// Run the vCPU again.
+    Resume,
+    /// Serve the hypercall whose block is at this GPA (console, exit, start
+    /// vCPU, unknown numbers), then run the vCPU again.
+    Hypercall(u32),
 }
 
 impl ShadowPaging {
-    /// The unwired backend.
+    /// A backend whose VM state is created by `setup_vm`.
     pub fn new() -> ShadowPaging {
-        ShadowPaging { _private: () }
+        ShadowPaging {
+            vm: OnceLock::new(),
+        }
     }
 
-    // TODO(shadow): register the hidden memslot (shadow-page arena,
-    // trampoline, GDT/IDT/TSS, mailboxes) above guest RAM.
-    fn setup_vm(&self, _ctx: &VmContext<'_>) -> Result<(), VmError> {
-        Err(VmError::ShadowNotWired)
+    /// The shadow VM, once `setup_vm` ran.
+    pub fn shadow_vm(&self) -> Option<&ShadowVm> {
+        self.vm.get()
     }
 
-    // TODO(shadow): CR3 = shadow root of the boot tables at BOOT_PML4, the
-    // VMM's GDT/IDT/TSS in the hole.
-    fn vcpu_sregs(
+    fn setup_vm(&self, ctx: &VmContext<'_>) -> Result<(), VmError> {
+        let config = ShadowVmConfig {
+            hidden_base: HIDDEN_BASE,
+            first_slot: 1,
+            mmu: MmuConfig {
+                vcpus: ctx.vcpus as usize,
+                // 64 MiB of shadow pages: room for the workloads' address
+                // spaces without reclaim at the default sizes.
+                max_pages: 16384,
+                // Guest entries naming the hidden region reach a page with
+                // nothing behind it, as they would natively.
+                hidden_sink: Some(HIDDEN_BASE - 0x1000),
+                ..MmuConfig::default()
+            },
+        };
+        let vm = ShadowVm::new(ctx.vm, ctx.memory.clone(), config)
+            .map_err(|e| VmError::Shadow(e.to_string()))?;
+        // Everything between RAM and the hidden region is MMIO to this VMM
+        // (the doorbell, and nothing elsewhere): mapped, so that accesses
+        // exit to the VMM as MMIO exactly as under native paging.
+        vm.mmu().register_mmio(ctx.ram_size..HIDDEN_BASE);
+        self.vm
+            .set(vm)
+            .map_err(|_| VmError::Shadow("shadow VM set up twice".into()))
+    }
+
+    fn vm(&self) -> Result<&ShadowVm, VmError> {
+        self.vm
+            .get()
+            .ok_or_else(|| VmError::Shadow("shadow VM not set up".into()))
+    }
+
+    fn vcpu_sregs(&self, ctx: &mut VcpuContext<'_>, sregs: &mut kvm_sregs) -> Result<(), VmError> {
+        let guest = PagingState {
+            cr0: Cr0::PE | Cr0::PG | Cr0::WP,
+            cr3: BOOT_PML4,
+            cr4: Cr4::PAE,
+            efer: Efer::LME | Efer::LMA | Efer::NXE | Efer::SCE,
+            // What KVM offers here (HOST-NOTES.md): no 1 GiB pages.
+            gbpages: false,
+            ..Default::default()
+        };
+        self.vm()?
+            .prepare_vcpu(ctx.index as usize, &guest, sregs)
+            .map_err(|e| VmError::Shadow(e.to_string()))
+    }
+
+    fn trampoline_exit(
         &self,
-        _ctx: &mut VcpuContext<'_>,
-        _sregs: &mut kvm_sregs,
-    ) -> Result<(), VmError> {
-        Err(VmError::ShadowNotWired)
+        ctx: &mut VcpuContext<'_>,
+        _data: u32,
+    ) -> Result<TrampolineOutcome, VmError> {
+        let exit = self
+            .vm()?
+            .handle_exit(ctx.index as usize)
+            .map_err(|e| VmError::Shadow(e.to_string()))?;
+        let rip = |r: u64| r;
+        match exit {
+            Exit::Resume => Ok(TrampolineOutcome::Resume),
+            Exit::Hypercall { block, .. } => Ok(TrampolineOutcome::Hypercall(block.0 as u32)),
+            Exit::Mmio { gpa, rip: at } => Err(VmError::Guest {
+                vcpu: ctx.index,
+                what: format!("access to {:#x}, which is neither RAM nor MMIO this VMM emulates", gpa.0),
+                rip: rip(at),
+            }),
+            Exit::Emulate { gpa, rip: at } => Err(VmError::Guest {
+                vcpu: ctx.index,
+                what: format!(
+                    "write to the shadowed page table at {:#x} that needs instruction emulation",
+                    gpa.0
+                ),
+                rip: rip(at),
+            }),
+            Exit::Unhandled {
+                vector,
+                error_code,
+                rip: at,
+                cr2,
+            } => Err(VmError::Guest {
+                vcpu: ctx.index,
+                what: format!(
+                    "exception {vector} (error code {error_code:#x}, cr2 {cr2:#x}) with no guest handler"
+                ),
+                rip: rip(at),
+            }),
+        }
     }
 
-    // TODO(shadow): read the mailbox, run the fault path, deliver guest
-    // exceptions through the trap table.
-    fn trampoline_exit(&self, _ctx: &mut VcpuContext<'_>, _data: u32) -> Result<(), VmError> {
-        Err(VmError::ShadowNotWired)
-    }
-
-    // TODO(shadow): LOAD_CR3, INVLPG, FLUSH_TLB, SET_TRAP_TABLE,
-    // SET_PAGING_BITS, MMU_UPDATE.
     fn hypercall(
         &self,
         _ctx: &mut VcpuContext<'_>,
         _nr: u64,
         _args: [u64; 4],
     ) -> Result<i64, VmError> {
-        Err(VmError::ShadowNotWired)
+        // Under shadow paging these come through the trampoline (the marked
+        // ud2); an `out` hypercall asking for them is the native ABI.
+        Ok(HC_NOT_AVAILABLE)
     }
 }
 

@@ -12,7 +12,7 @@ use kvm_ioctls::{VcpuExit, VcpuFd};
 use vm_memory::{Bytes, GuestAddress, GuestAddressSpace};
 
 use super::boot::{self, DOORBELL};
-use super::paging::{rip_of, Paging, VcpuContext, VmContext};
+use super::paging::{rip_of, Paging, TrampolineOutcome, VcpuContext, VmContext};
 use super::{lock, Shared, VmError};
 
 /// Hypercall port (native paging).
@@ -225,7 +225,7 @@ fn run_loop(shared: &Shared, fd: &mut VcpuFd, index: u32) -> Result<Option<u64>,
             Exit::Out(TRAMPOLINE_PORT, data) => {
                 shared.trampoline.fetch_add(1, Ordering::Relaxed);
                 let vm = vm_context(shared);
-                shared.paging.trampoline_exit(
+                let outcome = shared.paging.trampoline_exit(
                     &mut VcpuContext {
                         vm: &vm,
                         vcpu: fd,
@@ -233,6 +233,12 @@ fn run_loop(shared: &Shared, fd: &mut VcpuFd, index: u32) -> Result<Option<u64>,
                     },
                     data,
                 )?;
+                if let TrampolineOutcome::Hypercall(block) = outcome {
+                    shared.hypercalls.fetch_add(1, Ordering::Relaxed);
+                    if let Some(status) = hypercall(shared, fd, index, block)? {
+                        return Ok(Some(status));
+                    }
+                }
             }
             Exit::Out(port, data) => {
                 return Err(guest_error(

@@ -20,11 +20,13 @@ mod system;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use kvm_bindings::{kvm_regs, kvm_segment, kvm_userspace_memory_region};
+use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs, kvm_userspace_memory_region};
 use kvm_ioctls::{VcpuFd, VmFd};
 use parking_lot::Mutex;
 use thiserror::Error;
-use vm_memory::{Bytes, GuestAddress, GuestAddressSpace, MmapRegion, VolatileMemory};
+use vm_memory::{
+    Bytes, GuestAddress, GuestAddressSpace, GuestMemoryBackend, MmapRegion, VolatileMemory,
+};
 
 use crate::abi::{self, Hypercall};
 use crate::addr::Gva;
@@ -275,7 +277,30 @@ impl ShadowVm {
         guest: &PagingState,
         regs: &kvm_regs,
     ) -> Result<(), KvmGlueError> {
-        let (root, changes) = self.mmu.load_paging_state(index, guest)?;
+        let mut sregs = vcpu.get_sregs()?;
+        self.prepare_vcpu(index, guest, &mut sregs)?;
+        vcpu.set_sregs(&sregs)?;
+        vcpu.set_regs(regs)?;
+        Ok(())
+    }
+
+    /// Fills `sregs` for vCPU `index` to run in 64-bit mode on the shadow of
+    /// the guest tables `guest` describes: CR3 is the shadow root, GDT, IDT
+    /// and TR are the VMM's in the hole. For VMMs that set the registers
+    /// themselves (see [`ShadowVm::setup_vcpu`] for one that does it all).
+    pub fn prepare_vcpu(
+        &self,
+        index: usize,
+        guest: &PagingState,
+        sregs: &mut kvm_sregs,
+    ) -> Result<(), KvmGlueError> {
+        let (root, changes) = loop {
+            match self.mmu.load_paging_state(index, guest) {
+                Err(MmuError::OutOfPages) => self.mmu.flush_completed(),
+                other => break other?,
+            }
+        };
+        // The vCPU has not run: nothing is cached anywhere yet.
         self.mmu.flush_completed();
         drop(changes);
         let glue = self
@@ -287,7 +312,6 @@ impl ShadowVm {
             g.guest = Some(*guest);
             g.root = root;
         }
-        let mut sregs = vcpu.get_sregs()?;
         let code = kvm_segment {
             base: 0,
             limit: 0xffff_ffff,
@@ -335,8 +359,6 @@ impl ShadowVm {
         sregs.cr4 = real_cr4(guest);
         sregs.efer = (Efer::LME | Efer::LMA | Efer::NXE | Efer::SCE).bits();
         sregs.cr3 = root;
-        vcpu.set_sregs(&sregs)?;
-        vcpu.set_regs(regs)?;
         Ok(())
     }
 
@@ -540,9 +562,20 @@ impl ShadowVm {
         let result = match block.decode() {
             Err(_) => abi::result::E_INVALID,
             Ok(Hypercall::LoadCr3 { cr3 }) => {
-                guest.cr3 = cr3;
-                self.reload(g, index, guest, cmds)?;
-                abi::result::OK
+                // Without PCIDE only PWT and PCD may be set below bit 12;
+                // the top table must be RAM below MAXPHYADDR.
+                let table = cr3 & !0xfff;
+                let flags_ok = guest.cr4.contains(Cr4::PCIDE) || cr3 & 0xfe7 == 0;
+                if !flags_ok
+                    || table & !guest.phys_mask() != 0
+                    || !mem.address_in_range(GuestAddress(table))
+                {
+                    abi::result::E_INVALID
+                } else {
+                    guest.cr3 = cr3;
+                    self.reload(g, index, guest, cmds)?;
+                    abi::result::OK
+                }
             }
             Ok(Hypercall::Invlpg { gva }) => {
                 let changes = self.mmu.invlpg(index, Gva(gva))?;
