@@ -14,4 +14,5 @@
 
 pub mod run;
 pub mod scenario;
+pub mod suite;
 pub mod vm;

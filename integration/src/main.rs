@@ -18,16 +18,28 @@ use std::time::Duration;
 
 use shadow_mmu_integration::run::run;
 use shadow_mmu_integration::scenario::Scenario;
+use shadow_mmu_integration::suite;
 use shadow_mmu_integration::vm::{self, PagingMode, VmConfig, Workload};
 
 const USAGE: &str = "\
-usage: shadow-run walk SCENARIO.json
+usage: shadow-run [--json PATH]
+       shadow-run bench [--runs N] [--json PATH]
+       shadow-run walk SCENARIO.json
        shadow-run run WORKLOAD --paging native|shadow [--vcpus N] [--mem MIB]
                       [--seed S] [--param NAME=VALUE]... [--timeout SECS]
                       [--console] [--records]
        shadow-run --help | --version
 
+With no subcommand, runs every workload with shadow paging and, as the
+reference, native paging; prints a Markdown table (pass/fail, faults by
+cause, exits, SPTEs prefetched, wall times, shadow/native) and, with --json,
+writes the same as JSON.
+
 Subcommands:
+  bench                run touch (64 MiB), spaces (64) and cow (16 MiB) N
+                       times per paging mode (default 5), alternating, and
+                       print the shadow/native ratios of the medians; with
+                       --json PATH also write PATH, PATH.md and PATH.svg
   walk SCENARIO.json   translate the scenario's accesses with the shadow-mmu
                        guest page-table walker and print one JSON line per
                        access, then the final memory line ('-' reads the
@@ -35,8 +47,7 @@ Subcommands:
   run WORKLOAD         boot the guest kernel of resources/guests/ on /dev/kvm
                        and run WORKLOAD (touch, spaces, cow, adbits, huge,
                        access, smp, hostile) in user mode; print a one-line
-                       summary with the results checksum. --paging shadow
-                       needs the shadow_mmu::kvm glue (not wired yet).
+                       summary with the results checksum.
                        Parameters per workload (0 = default): touch mib,
                        passes, demand-mib; spaces spaces, pages, rounds; cow
                        pages; adbits pages, rounds; huge large-pages, try-1g;
@@ -70,9 +81,87 @@ fn main() -> ExitCode {
             Ok((cfg, records)) => run_vm(&cfg, records),
             Err(msg) => usage_error(&format!("run: {msg}")),
         },
-        [] => usage_error("missing subcommand"),
+        [] => suite(None),
+        ["--json", path] => suite(Some(path)),
+        ["bench", rest @ ..] => match parse_bench(rest) {
+            Ok((runs, json)) => bench(runs, json),
+            Err(msg) => usage_error(&format!("bench: {msg}")),
+        },
         [other, ..] => usage_error(&format!("unknown subcommand {other:?}")),
     }
+}
+
+fn vm_error(e: &vm::VmError) -> ExitCode {
+    eprintln!("shadow-run: {e}");
+    match e {
+        vm::VmError::NoKvm(_) | vm::VmError::Config(_) => ExitCode::from(2),
+        _ => ExitCode::from(1),
+    }
+}
+
+fn suite(json: Option<&str>) -> ExitCode {
+    let rows = match suite::run_suite(&suite::SUITE) {
+        Ok(r) => r,
+        Err(e) => return vm_error(&e),
+    };
+    println!("{}", suite::suite_markdown(&rows));
+    if let Some(path) = json {
+        let text = suite::suite_json(&rows).to_string();
+        if let Err(e) = std::fs::write(path, text + "\n") {
+            eprintln!("shadow-run: cannot write {path}: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    if rows.iter().all(suite::SuiteRow::pass) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn parse_bench<'a>(args: &[&'a str]) -> Result<(usize, Option<&'a str>), String> {
+    let (mut runs, mut json) = (5usize, None);
+    let mut it = args.iter();
+    while let Some(&a) = it.next() {
+        match a {
+            "--runs" => {
+                runs = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|&n: &usize| (1..=100).contains(&n))
+                    .ok_or("--runs needs a number from 1 to 100")?;
+            }
+            "--json" => json = Some(*it.next().ok_or("--json needs a path")?),
+            other => return Err(format!("unexpected argument {other:?}")),
+        }
+    }
+    Ok((runs, json))
+}
+
+fn bench(runs: usize, json: Option<&str>) -> ExitCode {
+    let rows = match suite::run_bench(runs) {
+        Ok(r) => r,
+        Err(e) => return vm_error(&e),
+    };
+    let md = suite::bench_markdown(&rows, runs);
+    println!("{md}");
+    if let Some(path) = json {
+        let out = [
+            (
+                path.to_string(),
+                suite::bench_json(&rows, runs).to_string() + "\n",
+            ),
+            (format!("{path}.md"), md),
+            (format!("{path}.svg"), suite::bench_svg(&rows)),
+        ];
+        for (p, text) in out {
+            if let Err(e) = std::fs::write(&p, text) {
+                eprintln!("shadow-run: cannot write {p}: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn usage_error(msg: &str) -> ExitCode {

@@ -1,0 +1,406 @@
+// Copyright 2026 The shadow-mmu Authors.
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! The main job (`shadow-run` with no arguments) and `shadow-run bench`.
+//!
+//! The suite runs every workload with shadow paging and, as the reference,
+//! with native paging, and reports per workload whether the shadow run
+//! passed (guest status, identical records, clean audit), how the MMU
+//! resolved its faults, and the shadow/native wall-time ratio. The bench
+//! runs the measured workloads several times in alternation and reports the
+//! medians of the guest's own TSC-timed phases, shadow over native, side by
+//! side in one run.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+
+use serde_json::{json, Value};
+
+use crate::vm::{self, PagingMode, RunReport, VmConfig, VmError, Workload};
+
+/// One workload of the suite.
+#[derive(Debug)]
+pub struct SuiteRow {
+    /// The workload.
+    pub workload: Workload,
+    /// The native reference run.
+    pub native: RunReport,
+    /// The shadow run.
+    pub shadow: RunReport,
+}
+
+impl SuiteRow {
+    /// Records identical to the native run's (hostile differs by design
+    /// where it reaches for the hole: its own checks are in the tests).
+    pub fn same_results(&self) -> bool {
+        self.workload == Workload::Hostile
+            || self.native.results.records == self.shadow.results.records
+    }
+
+    /// Whether the shadow run passed.
+    pub fn pass(&self) -> bool {
+        let ok =
+            |r: &RunReport| r.exit_status == 0 && r.results.status == 0 && r.results.errors == 0;
+        ok(&self.native)
+            && ok(&self.shadow)
+            && self.same_results()
+            && self.shadow.shadow.as_ref().is_some_and(|s| s.audit.is_ok())
+    }
+
+    fn ratio(&self) -> f64 {
+        self.shadow.wall.as_secs_f64() / self.native.wall.as_secs_f64().max(1e-9)
+    }
+}
+
+/// The workloads of the default suite, in order.
+pub const SUITE: [Workload; 8] = [
+    Workload::Touch,
+    Workload::Spaces,
+    Workload::Cow,
+    Workload::Adbits,
+    Workload::Huge,
+    Workload::Access,
+    Workload::Smp,
+    Workload::Hostile,
+];
+
+/// Runs the suite, printing a progress line per run on standard error.
+pub fn run_suite(workloads: &[Workload]) -> Result<Vec<SuiteRow>, VmError> {
+    let mut rows = Vec::new();
+    for (i, &w) in workloads.iter().enumerate() {
+        let mut runs = Vec::new();
+        for paging in [PagingMode::Native, PagingMode::Shadow] {
+            eprint!(
+                "\r[{}/{}] {w} {paging}...                 ",
+                i + 1,
+                workloads.len()
+            );
+            let _ = std::io::stderr().flush();
+            runs.push(vm::run(&VmConfig::new(w, paging))?);
+        }
+        let shadow = runs.pop().expect("two runs");
+        let native = runs.pop().expect("two runs");
+        rows.push(SuiteRow {
+            workload: w,
+            native,
+            shadow,
+        });
+    }
+    eprintln!("\rdone.                                        ");
+    Ok(rows)
+}
+
+/// The suite as a Markdown table.
+pub fn suite_markdown(rows: &[SuiteRow]) -> String {
+    let mut s = String::from(
+        "| workload | result | faults: no SPTE / dirty / write-prot. / guest / MMIO | exits (trampoline + hypercalls) | SPTEs prefetched | syncs | wall shadow | wall native | shadow/native |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        let st = r
+            .shadow
+            .shadow
+            .as_ref()
+            .map(|s| s.stats)
+            .unwrap_or_default();
+        let e = &r.shadow.exits;
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} / {} / {} / {} / {} | {} | {} | {} | {:.3} s | {:.3} s | {:.2} |",
+            r.workload,
+            if r.pass() { "pass" } else { "FAIL" },
+            st.fault_no_spte,
+            st.fault_dirty_tracking,
+            st.fault_write_protected,
+            st.fault_guest,
+            st.fault_mmio,
+            e.trampoline + e.hypercalls,
+            st.prefetched,
+            st.syncs,
+            r.shadow.wall.as_secs_f64(),
+            r.native.wall.as_secs_f64(),
+            r.ratio(),
+        );
+    }
+    s
+}
+
+/// The suite as JSON.
+pub fn suite_json(rows: &[SuiteRow]) -> Value {
+    let rows: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            let st = r
+                .shadow
+                .shadow
+                .as_ref()
+                .map(|s| s.stats)
+                .unwrap_or_default();
+            json!({
+                "workload": r.workload.to_string(),
+                "pass": r.pass(),
+                "same_results_as_native": r.same_results(),
+                "audit": r.shadow.shadow.as_ref().map(|s| match &s.audit {
+                    Ok(()) => "clean".to_string(),
+                    Err(e) => e.clone(),
+                }),
+                "checksum_native": format!("{:#x}", r.native.results.checksum),
+                "checksum_shadow": format!("{:#x}", r.shadow.results.checksum),
+                "faults": {
+                    "no_spte": st.fault_no_spte,
+                    "dirty_tracking": st.fault_dirty_tracking,
+                    "write_protected": st.fault_write_protected,
+                    "spurious": st.fault_spurious,
+                    "guest": st.fault_guest,
+                    "mmio": st.fault_mmio,
+                    "retry": st.fault_retry,
+                    "emulate": st.fault_emulate,
+                },
+                "exits": {
+                    "trampoline": r.shadow.exits.trampoline,
+                    "hypercalls": r.shadow.exits.hypercalls,
+                    "doorbell": r.shadow.exits.doorbell,
+                },
+                "prefetched": st.prefetched,
+                "syncs": st.syncs,
+                "unsyncs": st.unsyncs,
+                "zapped_pages": st.zapped_pages,
+                "pages_in_use": st.pages_in_use,
+                "wall_shadow_s": r.shadow.wall.as_secs_f64(),
+                "wall_native_s": r.native.wall.as_secs_f64(),
+                "ratio": r.ratio(),
+            })
+        })
+        .collect();
+    json!({ "suite": rows })
+}
+
+/// One benchmarked figure.
+#[derive(Clone, Debug)]
+pub struct BenchRow {
+    /// Short name (P3, P3b...).
+    pub id: &'static str,
+    /// What is measured.
+    pub what: &'static str,
+    /// The goal for shadow/native.
+    pub goal: f64,
+    /// Median of the native runs, in TSC ticks.
+    pub native: u64,
+    /// Median of the shadow runs, in TSC ticks.
+    pub shadow: u64,
+    /// TSC frequency, if known, for milliseconds.
+    pub tsc_khz: Option<u32>,
+}
+
+impl BenchRow {
+    /// Shadow over native.
+    pub fn ratio(&self) -> f64 {
+        self.shadow as f64 / (self.native as f64).max(1.0)
+    }
+
+    fn ms(&self, ticks: u64) -> String {
+        match self.tsc_khz {
+            Some(k) if k > 0 => format!("{:.2} ms", ticks as f64 / f64::from(k)),
+            _ => format!("{ticks} tsc"),
+        }
+    }
+}
+
+fn median(mut v: Vec<u64>) -> u64 {
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or(0)
+}
+
+struct Case {
+    id: &'static str,
+    what: &'static str,
+    goal: f64,
+    workload: Workload,
+    params: [u64; 5],
+    /// Indices of the TSC slots summed for the figure.
+    slots: &'static [usize],
+}
+
+const CASES: [Case; 5] = [
+    Case {
+        id: "P3",
+        what: "first touch of 64 MiB, sequential",
+        goal: 1.25,
+        workload: Workload::Touch,
+        params: [64, 0, 0, 0, 0],
+        slots: &[0],
+    },
+    Case {
+        id: "P3b",
+        what: "first touch of 64 MiB, random order",
+        goal: 3.0,
+        workload: Workload::Touch,
+        params: [64, 0, 0, 0, 0],
+        slots: &[1],
+    },
+    Case {
+        id: "P3c",
+        what: "warm passes over 128 MiB",
+        goal: 1.02,
+        workload: Workload::Touch,
+        params: [64, 0, 0, 0, 0],
+        slots: &[3, 4],
+    },
+    Case {
+        id: "P4",
+        what: "64 address spaces round-robin (switch + touch)",
+        goal: 1.5,
+        workload: Workload::Spaces,
+        params: [64, 0, 0, 0, 0],
+        slots: &[1],
+    },
+    Case {
+        id: "P5",
+        what: "COW clone of 16 MiB plus writes",
+        goal: 3.0,
+        workload: Workload::Cow,
+        params: [4096, 0, 0, 0, 0],
+        slots: &[0, 1, 3],
+    },
+];
+
+/// Runs every bench case `runs` times per paging mode, alternating.
+pub fn run_bench(runs: usize) -> Result<Vec<BenchRow>, VmError> {
+    // Touch runs serve P3, P3b and P3c together.
+    let mut rows = Vec::new();
+    let mut done: Vec<(Workload, [u64; 5], Vec<RunReport>, Vec<RunReport>)> = Vec::new();
+    for case in &CASES {
+        let cached = done
+            .iter()
+            .position(|(w, p, _, _)| *w == case.workload && *p == case.params);
+        let idx = match cached {
+            Some(i) => i,
+            None => {
+                let (mut native, mut shadow) = (Vec::new(), Vec::new());
+                for i in 0..runs {
+                    for paging in [PagingMode::Native, PagingMode::Shadow] {
+                        eprint!(
+                            "\r{} run {}/{runs} {paging}...           ",
+                            case.workload,
+                            i + 1
+                        );
+                        let _ = std::io::stderr().flush();
+                        let mut cfg = VmConfig::new(case.workload, paging);
+                        cfg.params = case.params;
+                        let r = vm::run(&cfg)?;
+                        if paging == PagingMode::Native {
+                            native.push(r);
+                        } else {
+                            shadow.push(r);
+                        }
+                    }
+                }
+                done.push((case.workload, case.params, native, shadow));
+                done.len() - 1
+            }
+        };
+        let (_, _, native, shadow) = &done[idx];
+        let pick = |rs: &[RunReport]| {
+            median(
+                rs.iter()
+                    .map(|r| {
+                        case.slots
+                            .iter()
+                            .map(|&s| r.results.tsc.get(s).copied().unwrap_or(0))
+                            .sum()
+                    })
+                    .collect(),
+            )
+        };
+        rows.push(BenchRow {
+            id: case.id,
+            what: case.what,
+            goal: case.goal,
+            native: pick(native),
+            shadow: pick(shadow),
+            tsc_khz: native.first().and_then(|r| r.tsc_khz),
+        });
+    }
+    eprintln!("\rdone.                                   ");
+    Ok(rows)
+}
+
+/// The bench as a Markdown table.
+pub fn bench_markdown(rows: &[BenchRow], runs: usize) -> String {
+    let mut s = format!(
+        "Medians of {runs} runs per mode, alternating native and shadow, guest TSC-timed phases.\n\n\
+         | # | workload | native | shadow | shadow/native | goal | met |\n|---|---|---|---|---|---|---|\n"
+    );
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {:.2} | ≤ {} | {} |",
+            r.id,
+            r.what,
+            r.ms(r.native),
+            r.ms(r.shadow),
+            r.ratio(),
+            r.goal,
+            if r.ratio() <= r.goal { "yes" } else { "no" }
+        );
+    }
+    s
+}
+
+/// The bench as JSON.
+pub fn bench_json(rows: &[BenchRow], runs: usize) -> Value {
+    json!({
+        "runs_per_mode": runs,
+        "rows": rows.iter().map(|r| json!({
+            "id": r.id,
+            "what": r.what,
+            "native_tsc": r.native,
+            "shadow_tsc": r.shadow,
+            "tsc_khz": r.tsc_khz,
+            "ratio": r.ratio(),
+            "goal": r.goal,
+            "met": r.ratio() <= r.goal,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// A bar chart of the ratios (log scale), with each goal marked.
+pub fn bench_svg(rows: &[BenchRow]) -> String {
+    let (w, bar_h, gap, left) = (640.0, 22.0, 10.0, 60.0);
+    let h = 40.0 + rows.len() as f64 * (bar_h + gap);
+    let max = rows
+        .iter()
+        .map(|r| r.ratio().max(r.goal))
+        .fold(2.0f64, f64::max)
+        .log10();
+    let x = |v: f64| left + (v.max(1.0).log10() / max) * (w - left - 80.0);
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <text x=\"{left}\" y=\"16\">shadow/native (log scale; | = goal)</text>\n"
+    );
+    for (i, r) in rows.iter().enumerate() {
+        let y = 28.0 + i as f64 * (bar_h + gap);
+        let color = if r.ratio() <= r.goal {
+            "#4a9d5b"
+        } else {
+            "#c8553d"
+        };
+        let _ = writeln!(
+            s,
+            "<text x=\"4\" y=\"{:.1}\">{}</text><rect x=\"{left}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{bar_h}\" fill=\"{color}\"/>\
+             <line x1=\"{gx:.1}\" x2=\"{gx:.1}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"black\" stroke-width=\"2\"/>\
+             <text x=\"{:.1}\" y=\"{:.1}\">{:.2}</text>",
+            y + 15.0,
+            r.id,
+            (x(r.ratio()) - left).max(1.0),
+            y - 2.0,
+            y + bar_h + 2.0,
+            x(r.ratio()) + 6.0,
+            y + 15.0,
+            r.ratio(),
+            gx = x(r.goal),
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
