@@ -264,11 +264,15 @@ const CASES: [Case; 5] = [
     },
 ];
 
+/// The runs of one workload configuration: (workload, parameters, native
+/// runs, shadow runs).
+type Measured = (Workload, [u64; 5], Vec<RunReport>, Vec<RunReport>);
+
 /// Runs every bench case `runs` times per paging mode, alternating.
 pub fn run_bench(runs: usize) -> Result<Vec<BenchRow>, VmError> {
     // Touch runs serve P3, P3b and P3c together.
     let mut rows = Vec::new();
-    let mut done: Vec<(Workload, [u64; 5], Vec<RunReport>, Vec<RunReport>)> = Vec::new();
+    let mut done: Vec<Measured> = Vec::new();
     for case in &CASES {
         let cached = done
             .iter()
