@@ -91,9 +91,18 @@ fn huge() {
     same_records(Workload::Huge, SEED);
 }
 
+/// Two vCPUs remapping pages the other uses: shadow changes reach the other
+/// vCPU's TLB through the flush NMI.
 #[test]
 fn smp() {
     same_records(Workload::Smp, SEED);
+    let shadow = run(Workload::Smp, PagingMode::Shadow, SEED);
+    let report = shadow.shadow.expect("shadow report");
+    eprintln!("smp: {} remote flushes by NMI", report.nmi_flushes);
+    assert!(
+        report.nmi_flushes > 0,
+        "the other vCPU was never flushed by NMI"
+    );
 }
 
 /// The sampled access matrix: 20 000 cases per seed, each recording fault

@@ -179,6 +179,8 @@ pub struct ShadowReport {
     pub stats: shadow_mmu::Stats,
     /// `audit()` of the final shadow state.
     pub audit: Result<(), String>,
+    /// Remote TLB flushes carried out by the flush NMI.
+    pub nmi_flushes: u64,
 }
 
 impl RunReport {
@@ -255,6 +257,9 @@ struct Shared {
     doorbell: AtomicU64,
     trampoline: AtomicU64,
     unmapped_mmio: AtomicU64,
+    /// The pthread of each running vCPU thread (for flush kicks).
+    threads: Mutex<Vec<Option<libc::pthread_t>>>,
+    kick_signal: libc::c_int,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -412,6 +417,8 @@ pub fn run_kernel(config: &VmConfig, kernel: &[u8]) -> Result<RunReport, VmError
         doorbell: AtomicU64::new(0),
         trampoline: AtomicU64::new(0),
         unmapped_mmio: AtomicU64::new(0),
+        threads: Mutex::new(vec![None; config.vcpus as usize]),
+        kick_signal: signal,
     });
     let vm_ctx = paging::VmContext {
         vm: &shared.vm,
@@ -531,6 +538,7 @@ pub fn run_kernel(config: &VmConfig, kernel: &[u8]) -> Result<RunReport, VmError
                 ShadowReport {
                     stats: vm.mmu().stats(),
                     audit: vm.mmu().audit().map_err(|e| e.to_string()),
+                    nmi_flushes: vm.nmi_flushes(),
                 }
             }),
             Paging::Native => None,

@@ -105,6 +105,14 @@ impl Paging {
         }
     }
 
+    /// The shadow VM, under shadow paging once set up.
+    pub fn shadow_vm(&self) -> Option<&ShadowVm> {
+        match self {
+            Paging::Native => None,
+            Paging::Shadow(s) => s.shadow_vm(),
+        }
+    }
+
     /// The mode.
     pub fn mode(&self) -> PagingMode {
         match self {

@@ -109,10 +109,44 @@ pub(super) fn thread(shared: Arc<Shared>, mut fd: VcpuFd, index: u32) {
             return;
         }
     }
-    match run_loop(&shared, &mut fd, index) {
+    // SAFETY: pthread_self has no preconditions.
+    let me = unsafe { libc::pthread_self() };
+    lock(&shared.threads)[index as usize] = Some(me);
+    let shadow = shared.paging.shadow_vm();
+    if let Some(s) = shadow {
+        s.set_running(index as usize, true);
+    }
+    let result = run_loop(&shared, &mut fd, index);
+    if let Some(s) = shadow {
+        s.set_running(index as usize, false);
+    }
+    lock(&shared.threads)[index as usize] = None;
+    match result {
         Ok(Some(status)) => shared.finish(Ok(status)),
         Ok(None) => {}
         Err(e) => shared.finish(Err(e)),
+    }
+}
+
+/// Knocks the vCPUs that owe a shadow TLB flush out of `KVM_RUN`; their
+/// threads send themselves the flush NMI before running again.
+fn kick_for_flush(shared: &Shared, me: u32) {
+    let Some(s) = shared.paging.shadow_vm() else {
+        return;
+    };
+    let threads = lock(&shared.threads);
+    for i in s.vcpus_owing_flush() {
+        if i == me as usize {
+            continue;
+        }
+        if let Some(Some(t)) = threads.get(i) {
+            // SAFETY: `t` is the pthread of a vCPU thread that registered
+            // itself and unregisters (under this lock) before it exits, so
+            // it is alive; the kick signal has a no-op handler installed.
+            unsafe {
+                libc::pthread_kill(*t, shared.kick_signal);
+            }
+        }
     }
 }
 
@@ -168,6 +202,10 @@ fn run_loop(shared: &Shared, fd: &mut VcpuFd, index: u32) -> Result<Option<u64>,
     loop {
         if shared.stop.load(Ordering::SeqCst) {
             return Ok(None);
+        }
+        if let Some(s) = shared.paging.shadow_vm() {
+            s.before_run(index as usize, fd)
+                .map_err(|e| VmError::Shadow(e.to_string()))?;
         }
         let exit = match fd.run() {
             Ok(VcpuExit::IoOut(port, data)) => {
@@ -233,6 +271,7 @@ fn run_loop(shared: &Shared, fd: &mut VcpuFd, index: u32) -> Result<Option<u64>,
                     },
                     data,
                 )?;
+                kick_for_flush(shared, index);
                 if let TrampolineOutcome::Hypercall(block) = outcome {
                     shared.hypercalls.fetch_add(1, Ordering::Relaxed);
                     if let Some(status) = hypercall(shared, fd, index, block)? {

@@ -37,7 +37,12 @@ pub const VCPU_BLOCKS: u64 = 0x10000;
 /// Size (and alignment) of a vCPU block.
 pub const VCPU_BLOCK_SIZE: u64 = 0x4000;
 /// Most vCPUs the system area holds.
-pub const MAX_VCPUS: usize = 64;
+pub const MAX_VCPUS: usize = 32;
+/// The per-vCPU NMI stacks (IST 2), one 16 KiB block each after the vCPU
+/// blocks; the first word of a block counts the flushes its NMIs made.
+pub const NMI_BLOCKS: u64 = VCPU_BLOCKS + MAX_VCPUS as u64 * VCPU_BLOCK_SIZE;
+/// Offset of the NMI entry in the trampoline.
+pub const NMI_STUB: u64 = 0x200;
 
 /// Selectors of the GDT (the ABI's).
 pub const KERNEL_CS: u16 = 0x08;
@@ -53,6 +58,11 @@ pub const TSS_SELECTOR: u16 = 0x28;
 /// Offset of vCPU `index`'s block in the system area.
 pub const fn vcpu_block(index: usize) -> u64 {
     VCPU_BLOCKS + index as u64 * VCPU_BLOCK_SIZE
+}
+
+/// Offset of vCPU `index`'s NMI block in the system area.
+pub const fn nmi_block(index: usize) -> u64 {
+    NMI_BLOCKS + index as u64 * VCPU_BLOCK_SIZE
 }
 
 /// The guest-virtual address of system-area offset `off`.

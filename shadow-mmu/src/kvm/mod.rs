@@ -18,7 +18,7 @@ pub mod mailbox;
 mod system;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs, kvm_userspace_memory_region};
 use kvm_ioctls::{VcpuFd, VmFd};
@@ -167,6 +167,25 @@ pub struct ShadowVm {
     system: MmapRegion<()>,
     hidden_base: u64,
     vcpus: Vec<Mutex<VcpuGlue>>,
+    flush: RemoteFlush,
+}
+
+/// Remote TLB flushes: a change that other vCPUs may have cached bumps the
+/// generation; each running vCPU acknowledges it by reloading CR3, either on
+/// its next trampoline exit or, when the VMM kicks it, through an NMI whose
+/// handler reloads CR3 and counts the flush. Freed shadow pages are reused
+/// only once every running vCPU has acknowledged the latest generation.
+#[derive(Debug)]
+struct RemoteFlush {
+    generation: AtomicU64,
+    /// Per vCPU: the generation it has flushed up to.
+    flushed: Vec<AtomicU64>,
+    /// Per vCPU: whether it runs guest code (a vCPU that never ran has
+    /// nothing cached).
+    running: Vec<AtomicBool>,
+    /// Per vCPU: an NMI in flight: (flush count that acknowledges it, the
+    /// generation it covers).
+    nmi: Vec<Mutex<Option<(u64, u64)>>>,
 }
 
 impl std::fmt::Debug for ShadowVm {
@@ -201,7 +220,7 @@ impl ShadowVm {
             return Err(KvmGlueError::Config("hidden_base must be 2 MiB aligned"));
         }
         if cfg.mmu.vcpus == 0 || cfg.mmu.vcpus > MAX_VCPUS {
-            return Err(KvmGlueError::Config("between 1 and 64 vCPUs"));
+            return Err(KvmGlueError::Config("between 1 and 32 vCPUs"));
         }
         // The hole maps the arena with 2 MiB pages: round it up.
         let pages = u64::from(cfg.mmu.max_pages).next_multiple_of(512);
@@ -248,6 +267,12 @@ impl ShadowVm {
             vcpus: (0..vcpus)
                 .map(|_| Mutex::new(VcpuGlue::default()))
                 .collect(),
+            flush: RemoteFlush {
+                generation: AtomicU64::new(0),
+                flushed: (0..vcpus).map(|_| AtomicU64::new(0)).collect(),
+                running: (0..vcpus).map(|_| AtomicBool::new(false)).collect(),
+                nmi: (0..vcpus).map(|_| Mutex::new(None)).collect(),
+            },
         })
     }
 
@@ -362,6 +387,89 @@ impl ShadowVm {
         Ok(())
     }
 
+    /// Tells the glue whether vCPU `index` runs guest code. A vCPU that does
+    /// not run (not started, stopped) holds no stale translations.
+    pub fn set_running(&self, index: usize, running: bool) {
+        if let Some(r) = self.flush.running.get(index) {
+            if running {
+                // Its TLB starts empty: nothing older to flush.
+                let generation = self.flush.generation.load(Ordering::Acquire);
+                self.flush.flushed[index].fetch_max(generation, Ordering::AcqRel);
+            }
+            r.store(running, Ordering::Release);
+            self.try_complete_flush();
+        }
+    }
+
+    /// The running vCPUs that still owe a flush: the VMM should kick them out
+    /// of `KVM_RUN` (a signal), so that [`ShadowVm::before_run`] sends them
+    /// the flush NMI.
+    pub fn vcpus_owing_flush(&self) -> Vec<usize> {
+        let generation = self.flush.generation.load(Ordering::Acquire);
+        (0..self.vcpus.len())
+            .filter(|&i| {
+                self.flush.running[i].load(Ordering::Acquire)
+                    && self.flush.flushed[i].load(Ordering::Acquire) < generation
+            })
+            .collect()
+    }
+
+    /// Call on vCPU `index`'s thread before every `KVM_RUN`: if it owes a
+    /// flush, queue the NMI whose handler (in the trampoline) reloads CR3.
+    pub fn before_run(&self, index: usize, vcpu: &VcpuFd) -> Result<(), KvmGlueError> {
+        self.check_nmi_ack(index);
+        let generation = self.flush.generation.load(Ordering::Acquire);
+        let Some(flushed) = self.flush.flushed.get(index) else {
+            return Ok(());
+        };
+        if flushed.load(Ordering::Acquire) >= generation {
+            return Ok(());
+        }
+        let mut nmi = self.flush.nmi[index].lock();
+        if nmi.is_none() {
+            let count = self.sys_load(nmi_block(index));
+            *nmi = Some((count + 1, generation));
+            vcpu.nmi()?;
+        }
+        Ok(())
+    }
+
+    /// How many flush NMIs the vCPUs' handlers have carried out.
+    pub fn nmi_flushes(&self) -> u64 {
+        (0..self.vcpus.len())
+            .map(|i| self.sys_load(nmi_block(i)))
+            .sum()
+    }
+
+    /// Marks vCPU `index`'s NMI flush done once its handler has counted it.
+    fn check_nmi_ack(&self, index: usize) {
+        let Some(slot) = self.flush.nmi.get(index) else {
+            return;
+        };
+        let mut nmi = slot.lock();
+        if let Some((want, generation)) = *nmi {
+            if self.sys_load(nmi_block(index)) >= want {
+                self.flush.flushed[index].fetch_max(generation, Ordering::AcqRel);
+                *nmi = None;
+                drop(nmi);
+                self.try_complete_flush();
+            }
+        }
+    }
+
+    /// Releases freed shadow pages once every running vCPU has flushed the
+    /// latest generation.
+    fn try_complete_flush(&self) {
+        let generation = self.flush.generation.load(Ordering::Acquire);
+        let done = (0..self.vcpus.len()).all(|i| {
+            !self.flush.running[i].load(Ordering::Acquire)
+                || self.flush.flushed[i].load(Ordering::Acquire) >= generation
+        });
+        if done {
+            self.mmu.flush_completed();
+        }
+    }
+
     /// The vCPU exited through the trampoline (an `out` to [`EXIT_PORT`]).
     pub fn handle_exit(&self, index: usize) -> Result<Exit, KvmGlueError> {
         let glue = self
@@ -370,6 +478,7 @@ impl ShadowVm {
             .ok_or(KvmGlueError::Mmu(MmuError::NoSuchVcpu(index)))?;
         let mut g = glue.lock();
         let mb = vcpu_block(index);
+        self.check_nmi_ack(index);
         if let Some(batch) = g.pending.pop_front() {
             let more = !g.pending.is_empty();
             self.post_batch(mb, &batch, more);
@@ -388,12 +497,19 @@ impl ShadowVm {
             rd(stack::SS),
         ];
         let mut cmds = Commands::default();
+        // A flush this vCPU owes is done by the reload on the way back.
+        let generation = self.flush.generation.load(Ordering::Acquire);
+        if self.flush.flushed[index].load(Ordering::Acquire) < generation {
+            cmds.cr3.get_or_insert(g.root);
+            self.flush.flushed[index].fetch_max(generation, Ordering::AcqRel);
+            self.try_complete_flush();
+        }
         let exit = match vector {
             14 => {
                 self.mmu.set_eflags_ac(index, frame[2] & RFLAGS_AC != 0)?;
                 let ec = PfErrorCode::from_bits_truncate(error_code as u32);
                 let (outcome, changes) = self.mmu.page_fault(index, Gva(cr2), ec)?;
-                self.add_changes(&g, &mut cmds, changes);
+                self.add_changes(&g, index, &mut cmds, changes);
                 match outcome {
                     FaultOutcome::Fixed | FaultOutcome::Retry => Exit::Resume,
                     FaultOutcome::Inject(GuestException::PageFault { error_code, cr2 }) => self
@@ -455,7 +571,7 @@ impl ShadowVm {
         let _ = mem.write_obj(result, GuestAddress(block.0 + 40));
     }
 
-    fn add_changes(&self, g: &VcpuGlue, cmds: &mut Commands, changes: Changes) {
+    fn add_changes(&self, g: &VcpuGlue, index: usize, cmds: &mut Commands, changes: Changes) {
         let arena = self.hidden_base + SYSTEM_SIZE;
         cmds.touches.extend(
             changes
@@ -474,8 +590,13 @@ impl ShadowVm {
             cmds.cr3.get_or_insert(g.root);
         }
         if changes.flush_all {
-            // One vCPU per VM so far: the local reload is every vCPU's flush.
-            self.mmu.flush_completed();
+            // This vCPU reloads CR3 before it runs guest code again; the
+            // others acknowledge the new generation later.
+            let generation = self.flush.generation.fetch_add(1, Ordering::AcqRel) + 1;
+            if let Some(f) = self.flush.flushed.get(index) {
+                f.fetch_max(generation, Ordering::AcqRel);
+            }
+            self.try_complete_flush();
         }
     }
 
@@ -579,12 +700,12 @@ impl ShadowVm {
             }
             Ok(Hypercall::Invlpg { gva }) => {
                 let changes = self.mmu.invlpg(index, Gva(gva))?;
-                self.add_changes(g, cmds, changes);
+                self.add_changes(g, index, cmds, changes);
                 abi::result::OK
             }
             Ok(Hypercall::FlushTlb) => {
                 let changes = self.mmu.flush_tlb(index)?;
-                self.add_changes(g, cmds, changes);
+                self.add_changes(g, index, cmds, changes);
                 abi::result::OK
             }
             Ok(Hypercall::SetTrapTable { table, kernel_rsp }) => {
@@ -608,7 +729,7 @@ impl ShadowVm {
                             // Checked to be RAM by read_mmu_updates.
                             let _ = mem.write_obj(value, gpa);
                             let changes = self.mmu.track_write(gpa, 8);
-                            self.add_changes(g, cmds, changes);
+                            self.add_changes(g, index, cmds, changes);
                         }
                         abi::result::OK
                     }
@@ -642,7 +763,7 @@ impl ShadowVm {
         };
         g.guest = Some(guest);
         g.root = root;
-        self.add_changes(g, cmds, changes);
+        self.add_changes(g, index, cmds, changes);
         cmds.cr3 = Some(root);
         Ok(())
     }

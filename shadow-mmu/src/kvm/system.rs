@@ -17,12 +17,12 @@ fn store(region: &MmapRegion<()>, off: u64, value: u64) {
     }
 }
 
-/// A 64-bit interrupt gate to hole offset `target`, IST 1, DPL 0.
-fn gate(target: u64) -> (u64, u64) {
+/// A 64-bit interrupt gate to hole offset `target` on stack `ist`, DPL 0.
+fn gate(target: u64, ist: u64) -> (u64, u64) {
     let va = hole_va(target);
     let low = (va & 0xffff)
         | (u64::from(KERNEL_CS) << 16)
-        | (1 << 32) // IST 1
+        | (ist << 32)
         | (0x8e << 40) // present, DPL 0, interrupt gate
         | (((va >> 16) & 0xffff) << 48);
     (low, va >> 32)
@@ -55,11 +55,13 @@ pub(super) fn build(
     }
     // The system area itself, except the hole's own tables.
     let code_pages = (TRAMPOLINE_CODE.len() as u64).div_ceil(4096);
-    let last_block = vcpu_block(vcpus);
+    let last_block = nmi_block(MAX_VCPUS);
     for page in (GDT / 4096)..(last_block / 4096) {
         let off = page * 4096;
         let is_code = (TRAMPOLINE..TRAMPOLINE + code_pages * 4096).contains(&off);
-        let used = off < TRAMPOLINE + code_pages * 4096 || off >= VCPU_BLOCKS;
+        let used = off < TRAMPOLINE + code_pages * 4096
+            || (VCPU_BLOCKS..vcpu_block(vcpus)).contains(&off)
+            || (NMI_BLOCKS..nmi_block(vcpus)).contains(&off);
         if !used {
             continue;
         }
@@ -88,12 +90,19 @@ pub(super) fn build(
         let top = hole_va(vcpu_block(i as usize) + VCPU_BLOCK_SIZE);
         write_unaligned(region, tss + 4, top);
         write_unaligned(region, tss + 36, top);
+        let nmi_top = hole_va(nmi_block(i as usize) + VCPU_BLOCK_SIZE);
+        write_unaligned(region, tss + 44, nmi_top);
         write_unaligned16(region, tss + 102, 104);
     }
-    // IDT: exceptions 0-31.
+    // IDT: exceptions 0-31; the NMI (a flush request) has its own entry
+    // and stack.
     for vector in 0..32u8 {
-        if let Some(stub) = stub_offset(vector) {
-            let (lo, hi) = gate(TRAMPOLINE + stub);
+        let gate = if vector == 2 {
+            Some(gate(TRAMPOLINE + NMI_STUB, 2))
+        } else {
+            stub_offset(vector).map(|stub| gate(TRAMPOLINE + stub, 1))
+        };
+        if let Some((lo, hi)) = gate {
             store(region, IDT + 16 * u64::from(vector), lo);
             store(region, IDT + 16 * u64::from(vector) + 8, hi);
         }
@@ -122,7 +131,7 @@ mod tests {
 
     #[test]
     fn gate_encoding() {
-        let (lo, hi) = gate(0x6010);
+        let (lo, hi) = gate(0x6010, 1);
         // Offset 0xffff_ff00_0000_6010 split across the gate.
         assert_eq!(lo & 0xffff, 0x6010);
         assert_eq!((lo >> 48) & 0xffff, 0x0000);

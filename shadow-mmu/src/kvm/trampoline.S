@@ -97,6 +97,23 @@ stubs:
         stub 31, 0
 
 /*
+ * NMI entry (IST 2, its own stack, so that an NMI inside the trampoline
+ * clobbers nothing): the VMM sends an NMI to make this vCPU flush its TLB
+ * for a change another vCPU made. Reload CR3, count the flush in the word
+ * at the base of the NMI stack's 16 KiB block, and return.
+ */
+        .balign 16
+nmi:
+        push rax
+        mov rax, cr3
+        mov cr3, rax
+        mov rax, rsp
+        and rax, -0x4000
+        inc qword ptr [rax]
+        pop rax
+        iretq
+
+/*
  * Stack on entry to common (IST, 16-byte aligned by the CPU):
  *   [rsp+0] vector  [rsp+8] error code  [rsp+16] rip  [rsp+24] cs
  *   [rsp+32] rflags [rsp+40] rsp        [rsp+48] ss
