@@ -163,6 +163,7 @@ impl PagingMode {
     /// The number of paging-structure levels the CPU walks (0 when paging is
     /// off). For PAE the PDPTE level counts although its entries are held in
     /// registers.
+    #[inline]
     pub const fn levels(self) -> u8 {
         match self {
             PagingMode::Off => 0,
@@ -174,6 +175,7 @@ impl PagingMode {
     }
 
     /// Whether the mode uses 8-byte paging-structure entries.
+    #[inline]
     pub const fn has_8_byte_entries(self) -> bool {
         matches!(
             self,
@@ -182,6 +184,7 @@ impl PagingMode {
     }
 
     /// Whether the mode is IA-32e paging (4-level or 5-level).
+    #[inline]
     pub const fn is_long(self) -> bool {
         matches!(self, PagingMode::Level4 | PagingMode::Level5)
     }
@@ -238,6 +241,7 @@ impl Access {
 
     /// The bits of a page-fault error code that describe the access alone
     /// (W, U and, when `report_fetch`, I/D).
+    #[inline]
     pub fn error_code_bits(self, report_fetch: bool) -> PfErrorCode {
         let mut ec = PfErrorCode::empty();
         if self.kind == AccessKind::Write {
@@ -281,13 +285,13 @@ pub struct PagingState {
     pub cpl: u8,
     /// EFLAGS.AC, which lets explicit supervisor accesses through SMAP.
     pub eflags_ac: bool,
-    /// The guest's MAXPHYADDR (CPUID 0x80000008 EAX[7:0]), 32..=52.
+    /// The guest's MAXPHYADDR (CPUID 0x80000008 EAX\[7:0\]), 32..=52.
     pub maxphyaddr: u8,
     /// PAE PDPTE registers, as loaded at the last CR3 load.
     pub pdptrs: [u64; 4],
-    /// CPUID says 1 GiB pages are supported (CPUID 0x80000001 EDX[26]).
+    /// CPUID says 1 GiB pages are supported (CPUID 0x80000001 EDX\[26\]).
     pub gbpages: bool,
-    /// CPUID says PSE-36 is supported (CPUID 1 EDX[17]).
+    /// CPUID says PSE-36 is supported (CPUID 1 EDX\[17\]).
     pub pse36: bool,
 }
 
@@ -312,6 +316,7 @@ impl Default for PagingState {
 
 impl PagingState {
     /// The paging mode these registers select.
+    #[inline]
     pub fn mode(&self) -> PagingMode {
         if !self.cr0.contains(Cr0::PG) {
             PagingMode::Off
@@ -332,16 +337,19 @@ impl PagingState {
     }
 
     /// Whether the XD bit is in use (EFER.NXE in a mode with 8-byte entries).
+    #[inline]
     pub fn nx_enabled(&self) -> bool {
         self.efer.contains(Efer::NXE) && self.mode().has_8_byte_entries()
     }
 
     /// Whether a page fault on a fetch reports I/D (SDM 4.7).
+    #[inline]
     pub fn reports_fetch(&self) -> bool {
         self.nx_enabled() || self.cr4.contains(Cr4::SMEP)
     }
 
     /// The guest-physical address mask (bits below MAXPHYADDR).
+    #[inline]
     pub fn phys_mask(&self) -> u64 {
         let bits = self.maxphyaddr.clamp(MIN_MAXPHYADDR, MAX_MAXPHYADDR);
         (1u64 << bits) - 1

@@ -5,11 +5,9 @@
 //! 64-bit formats differ only in entry width, index width, how large pages
 //! encode their frame, and which bits are reserved.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-
 use std::marker::PhantomData;
 use std::mem::{align_of, size_of};
-use std::sync::atomic::AtomicU8;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 use vm_memory::bitmap::BitmapSlice;
 use vm_memory::volatile_memory::PtrGuardMut;
@@ -130,6 +128,10 @@ impl<M: GuestMemoryBackend + ?Sized> PteMemory for M {
 /// vm-memory's `get_atomic_ref`, but with the region found once rather than
 /// at every access. Like `get_atomic_ref`, writes through the window are not
 /// recorded in the region's dirty bitmap.
+///
+/// Invariant (established by the only constructor, `HostWindow::new`):
+/// `host..host + len` is the memory of a vm-memory `VolatileSlice<'a>`,
+/// which `guard` keeps mapped.
 #[derive(Debug)]
 pub struct HostWindow<'a> {
     /// Guest-physical address of the first byte.
@@ -429,18 +431,7 @@ impl PteFormat for Pte64 {
 
     #[inline]
     fn reserved_bits(state: &PagingState) -> ReservedBits {
-        let maxphy = u32::from(state.maxphyaddr.clamp(32, 52));
-        // IA-32e entries ignore bits 62:52; PAE entries reserve them (SDM
-        // tables 4-9 to 4-11 against 4-15 to 4-20).
-        let top = if state.mode() == PagingMode::Pae {
-            62
-        } else {
-            51
-        };
-        let mut common = bit_range(top, maxphy);
-        if !state.efer.contains(Efer::NXE) {
-            common |= PTE_XD;
-        }
+        let common = pte64_common_reserved(state, state.mode());
         let mut rsvd = ReservedBits::default();
         rsvd.table[1] = common;
         rsvd.table[2] = common;
@@ -459,8 +450,93 @@ impl PteFormat for Pte64 {
     }
 }
 
+/// The reserved bits of [`PteFormat::reserved_bits`] in the form the walker
+/// uses: the few values that differ, computed once per walk, and the mask
+/// of one entry picked from them.
+pub(crate) trait WalkMasks: PteFormat {
+    /// What differs between the levels' masks.
+    type Reserved: Copy;
+
+    /// The masks of `state`, whose paging mode is `mode`.
+    fn walk_reserved(state: &PagingState, mode: PagingMode) -> Self::Reserved;
+
+    /// The reserved bits of an entry at `level` that is a leaf or not:
+    /// `reserved_bits(state).table[1]` for a 4 KiB leaf, `.large[level]`
+    /// for a large leaf, `.table[level]` otherwise.
+    fn reserved_mask(r: &Self::Reserved, level: u8, leaf: bool) -> u64;
+}
+
+impl WalkMasks for Pte32 {
+    /// The mask of a 4 MiB PDE; every other mask is empty.
+    type Reserved = u64;
+
+    #[inline]
+    fn walk_reserved(state: &PagingState, _mode: PagingMode) -> u64 {
+        bit_range(21, 13 + pse36_high_bits(state))
+    }
+
+    #[inline]
+    fn reserved_mask(large2: &u64, level: u8, leaf: bool) -> u64 {
+        if leaf && level == 2 {
+            *large2
+        } else {
+            0
+        }
+    }
+}
+
+/// The reserved bits of 8-byte entries: those of every entry, and those of
+/// a 1 GiB leaf (which depend on CPUID).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Reserved64 {
+    common: u64,
+    large3: u64,
+}
+
+impl WalkMasks for Pte64 {
+    type Reserved = Reserved64;
+
+    #[inline]
+    fn walk_reserved(state: &PagingState, mode: PagingMode) -> Reserved64 {
+        let common = pte64_common_reserved(state, mode);
+        Reserved64 {
+            common,
+            large3: if state.gbpages {
+                common | bit_range(29, 13)
+            } else {
+                common | PTE_PS
+            },
+        }
+    }
+
+    #[inline]
+    fn reserved_mask(r: &Reserved64, level: u8, leaf: bool) -> u64 {
+        match (leaf, level) {
+            (_, 1) | (false, 2..=3) => r.common,
+            (true, 2) => r.common | bit_range(20, 13),
+            (true, 3) => r.large3,
+            _ => r.common | PTE_PS,
+        }
+    }
+}
+
+/// Bits reserved in every 8-byte entry of `state`, whose mode is `mode`.
+#[inline]
+fn pte64_common_reserved(state: &PagingState, mode: PagingMode) -> u64 {
+    let maxphy = u32::from(state.maxphyaddr.clamp(32, 52));
+    // IA-32e entries ignore bits 62:52; PAE entries reserve them (SDM
+    // tables 4-9 to 4-11 against 4-15 to 4-20).
+    let top = if mode == PagingMode::Pae { 62 } else { 51 };
+    let mut common = bit_range(top, maxphy);
+    if !state.efer.contains(Efer::NXE) {
+        common |= PTE_XD;
+    }
+    common
+}
+
 /// Reserved bits of a PAE PDPTE register (SDM table 4-8): bits 2:1, 8:5 and
 /// 63:MAXPHYADDR. Checked when CR3 is loaded.
+#[inline]
 pub fn pae_pdpte_reserved(state: &PagingState) -> u64 {
     let maxphy = u32::from(state.maxphyaddr.clamp(32, 52));
     bit_range(63, maxphy) | bit_range(8, 5) | bit_range(2, 1)
@@ -510,6 +586,53 @@ mod tests {
         assert_eq!(r.table[1], 0x000f_ff00_0000_0000 | PTE_XD);
         assert_eq!(r.large[3] & PTE_PS, PTE_PS);
         assert_eq!(Pte64::index(0x0000_7fff_ffff_f000, 4), 0xff);
+    }
+
+    /// The walker's per-entry masks are exactly those of `reserved_bits`.
+    #[test]
+    fn walk_masks_match_reserved_bits() {
+        fn check<F: WalkMasks>(s: &PagingState) {
+            let all = F::reserved_bits(s);
+            let r = F::walk_reserved(s, s.mode());
+            for level in 1..=5u8 {
+                let l = usize::from(level);
+                assert_eq!(
+                    F::reserved_mask(&r, level, false),
+                    all.table[l],
+                    "{s:?} {level}"
+                );
+                let leaf = if level == 1 {
+                    all.table[1]
+                } else {
+                    all.large[l]
+                };
+                assert_eq!(F::reserved_mask(&r, level, true), leaf, "{s:?} {level}");
+            }
+        }
+        for maxphyaddr in [0, 31, 32, 36, 40, 46, 48, 52, 60] {
+            for flags in 0..32u32 {
+                let mut s = PagingState {
+                    cr0: Cr0::PG | Cr0::PE,
+                    cr4: Cr4::PAE,
+                    maxphyaddr,
+                    gbpages: flags & 1 != 0,
+                    pse36: flags & 2 != 0,
+                    ..Default::default()
+                };
+                if flags & 4 != 0 {
+                    s.efer |= Efer::NXE;
+                }
+                if flags & 8 != 0 {
+                    s.efer |= Efer::LME | Efer::LMA;
+                }
+                if flags & 16 != 0 {
+                    s.cr4 |= Cr4::LA57;
+                }
+                check::<Pte64>(&s);
+                s.cr4 = Cr4::PSE;
+                check::<Pte32>(&s);
+            }
+        }
     }
 
     #[test]

@@ -16,8 +16,8 @@ use crate::arch::{
     Access, AccessKind, Cr0, Cr4, Efer, KeyRights, PagingMode, PagingState, PfErrorCode, PteAccess,
 };
 use crate::pte::{
-    pae_pdpte_reserved, HostWindow, Pte32, Pte64, PteFormat, PteMemory, PTE_A, PTE_D, PTE_P,
-    PTE_PKEY_SHIFT, PTE_PS,
+    pae_pdpte_reserved, HostWindow, Pte32, Pte64, PteFormat, PteMemory, WalkMasks, PTE_A, PTE_D,
+    PTE_P, PTE_PKEY_SHIFT, PTE_PS, PTE_U, PTE_W, PTE_XD,
 };
 
 /// How many times a walk restarts after losing an A/D compare-exchange
@@ -184,14 +184,17 @@ fn walk_with<M: PteMemory + ?Sized, const SET_AD: bool, const CHECK: bool>(
             }
             Ok(GuestWalk::identity(gva))
         }
-        PagingMode::Bits32 => walk_format::<Pte32, M, SET_AD, CHECK>(mem, state, mode, gva, access),
-        PagingMode::Pae | PagingMode::Level4 | PagingMode::Level5 => {
-            walk_format::<Pte64, M, SET_AD, CHECK>(mem, state, mode, gva, access)
-        }
+        // One instance per mode: with the number of levels a constant, the
+        // level loop unrolls and each level's index, masks and slots fold.
+        PagingMode::Bits32 => walk_format::<Pte32, M, SET_AD, CHECK, 2>(mem, state, gva, access),
+        PagingMode::Pae => walk_format::<Pte64, M, SET_AD, CHECK, 3>(mem, state, gva, access),
+        PagingMode::Level4 => walk_format::<Pte64, M, SET_AD, CHECK, 4>(mem, state, gva, access),
+        PagingMode::Level5 => walk_format::<Pte64, M, SET_AD, CHECK, 5>(mem, state, gva, access),
     }
 }
 
 /// Whether `gva` is a valid linear address in `mode`.
+#[inline]
 fn address_is_valid(mode: PagingMode, gva: Gva) -> bool {
     let sign_bit = match mode {
         PagingMode::Off | PagingMode::Bits32 | PagingMode::Pae => {
@@ -207,7 +210,7 @@ fn address_is_valid(mode: PagingMode, gva: Gva) -> bool {
 /// How the walker reaches guest memory: through a [`HostWindow`] of the
 /// region it last used while addresses stay inside it, through `mem`
 /// otherwise. Both give the same answers; the window only saves the region
-/// lookup of every access.
+/// lookup at every access.
 struct Reader<'a, M: PteMemory + ?Sized> {
     mem: &'a M,
     window: Option<HostWindow<'a>>,
@@ -219,61 +222,92 @@ impl<'a, M: PteMemory + ?Sized> Reader<'a, M> {
         Reader { mem, window: None }
     }
 
-    /// The window holding `len` bytes at `gpa`, if there is one: the
-    /// current one, or a new one from `mem`.
+    /// The window holding the entry of format `F` at `gpa`, if `mem` has
+    /// one: the current window, or a new one.
     #[inline]
-    fn window(&mut self, gpa: GuestAddress, len: u64) -> Option<&HostWindow<'a>> {
-        if !self.window.as_ref().is_some_and(|w| w.contains(gpa, len)) {
+    fn window<F: PteFormat>(&mut self, gpa: GuestAddress) -> Option<&HostWindow<'a>> {
+        let hit = matches!(&self.window, Some(w) if w.contains(gpa, F::BYTES));
+        if !hit {
             self.window = self.mem.host_window(gpa);
         }
-        self.window.as_ref().filter(|w| w.contains(gpa, len))
+        self.window.as_ref()
     }
 
-    #[inline]
+    #[inline(always)]
     fn load<F: PteFormat>(&mut self, gpa: GuestAddress) -> Option<u64> {
+        if let Some(w) = &self.window {
+            if w.contains(gpa, F::BYTES) {
+                return F::load(w, gpa);
+            }
+        }
+        self.load_elsewhere::<F>(gpa)
+    }
+
+    /// [`Reader::load`] outside the current window (the first access of a
+    /// walk, or a table in another region).
+    #[inline(never)]
+    fn load_elsewhere<F: PteFormat>(&mut self, gpa: GuestAddress) -> Option<u64> {
         let mem = self.mem;
-        match self.window(gpa, F::BYTES) {
-            Some(w) => F::load(w, gpa),
-            None => F::load(mem, gpa),
+        match self.window::<F>(gpa) {
+            Some(w) if w.contains(gpa, F::BYTES) => F::load(w, gpa),
+            _ => F::load(mem, gpa),
         }
     }
 
     #[inline]
     fn cmpxchg<F: PteFormat>(&mut self, gpa: GuestAddress, old: u64, new: u64) -> Option<bool> {
         let mem = self.mem;
-        match self.window(gpa, F::BYTES) {
-            Some(w) => F::cmpxchg(w, gpa, old, new),
-            None => F::cmpxchg(mem, gpa, old, new),
+        match self.window::<F>(gpa) {
+            Some(w) if w.contains(gpa, F::BYTES) => F::cmpxchg(w, gpa, old, new),
+            _ => F::cmpxchg(mem, gpa, old, new),
         }
     }
 }
 
+/// The walk in the paging mode whose top table is at level `ROOT` (2:
+/// 32-bit paging, 3: PAE, 4 and 5: IA-32e paging) with entries of format
+/// `F`.
 #[inline]
-fn walk_format<F: PteFormat, M: PteMemory + ?Sized, const SET_AD: bool, const CHECK: bool>(
+fn walk_format<
+    F: WalkMasks,
+    M: PteMemory + ?Sized,
+    const SET_AD: bool,
+    const CHECK: bool,
+    const ROOT: u8,
+>(
     mem: &M,
     state: &PagingState,
-    mode: PagingMode,
     gva: Gva,
     access: Access,
 ) -> Result<GuestWalk, WalkError> {
+    let mode = match ROOT {
+        2 => PagingMode::Bits32,
+        3 => PagingMode::Pae,
+        4 => PagingMode::Level4,
+        _ => PagingMode::Level5,
+    };
+    debug_assert_eq!(mode, state.mode());
     if !address_is_valid(mode, gva) {
         return Err(WalkError::GeneralProtection);
     }
     // `state.nx_enabled()` and `state.reports_fetch()`, with the mode the
     // caller already derived.
     let nx = state.efer.contains(Efer::NXE) && mode.has_8_byte_entries();
-    let access_bits = access.error_code_bits(nx || state.cr4.contains(Cr4::SMEP));
-    let not_present = WalkError::PageFault(access_bits);
-    let reserved = WalkError::PageFault(access_bits | PfErrorCode::P | PfErrorCode::RSVD);
-    let rsvd = F::reserved_bits(state);
-    let root_level = mode.levels();
+    // The error codes, built only on the way out.
+    let fault = |bits: PfErrorCode| {
+        let access_bits = access.error_code_bits(nx || state.cr4.contains(Cr4::SMEP));
+        Err(WalkError::PageFault(access_bits | bits))
+    };
+    let not_present = PfErrorCode::empty();
+    let reserved = PfErrorCode::P | PfErrorCode::RSVD;
+    let rsvd = F::walk_reserved(state, mode);
+    let root_level = ROOT;
     let mut mem = Reader::new(mem);
 
     for _ in 0..MAX_WALK_RETRIES {
         let mut ptes = [0u64; 5];
         let mut pte_gpas = [GuestAddress(0); 5];
         let mut table_gfns = [Gfn(0); 5];
-        let mut rights = PteAccess::all();
         let mut level = root_level;
         let mut table = if mode == PagingMode::Pae {
             // The PDPTEs come from registers loaded at CR3 load; they carry
@@ -285,12 +319,12 @@ fn walk_format<F: PteFormat, M: PteMemory + ?Sized, const SET_AD: bool, const CH
             pte_gpas[2] = GuestAddress(pdpt + 8 * idx);
             table_gfns[2] = Gfn::containing(GuestAddress(pdpt));
             if pdpte & PTE_P == 0 {
-                return Err(not_present);
+                return fault(not_present);
             }
             // Only a state that bypassed `load_pdptrs` gets here with
             // reserved bits; report them as the walk-time check AMD does.
             if pdpte & pae_pdpte_reserved(state) != 0 {
-                return Err(reserved);
+                return fault(reserved);
             }
             level = 2;
             F::frame(pdpte) & state.phys_mask()
@@ -300,39 +334,39 @@ fn walk_format<F: PteFormat, M: PteMemory + ?Sized, const SET_AD: bool, const CH
             state.cr3 & state.phys_mask() & !0xfff
         };
 
+        // The rights are the AND of `F::rights` over the levels. Each right
+        // depends on one bit of the entry (W, U, XD) in `PteFormat::rights`,
+        // which neither format overrides, so they are those of an entry with
+        // W and U where every level has them and XD where any level has it.
+        let mut all_levels = !0u64;
+        let mut any_level = 0u64;
         let leaf_pte = loop {
             let li = usize::from(level) - 1;
             let pte_gpa = GuestAddress(table + F::index(gva.0, level) * F::BYTES);
             pte_gpas[li] = pte_gpa;
             table_gfns[li] = Gfn::containing(GuestAddress(table));
-            let pte = mem.load::<F>(pte_gpa).ok_or(not_present)?;
+            let Some(pte) = mem.load::<F>(pte_gpa) else {
+                return fault(not_present);
+            };
             ptes[li] = pte;
             if pte & PTE_P == 0 {
-                return Err(not_present);
+                return fault(not_present);
             }
             let leaf = level == 1 || (pte & PTE_PS != 0 && F::ps_is_leaf(level, state));
-            let mask = if leaf {
-                if level == 1 {
-                    rsvd.table[1]
-                } else {
-                    rsvd.large[li + 1]
-                }
-            } else {
-                rsvd.table[li + 1]
-            };
-            if pte & mask != 0 {
-                return Err(reserved);
+            if pte & F::reserved_mask(&rsvd, level, leaf) != 0 {
+                return fault(reserved);
             }
-            rights &= F::rights(pte, nx);
+            all_levels &= pte;
+            any_level |= pte;
             if leaf {
                 break pte;
             }
             table = F::frame(pte);
             level -= 1;
         };
+        let rights = F::rights((all_levels & (PTE_W | PTE_U)) | (any_level & PTE_XD), nx);
 
-        let shift = F::level_shift(level);
-        let page_size = 1u64 << shift;
+        let page_size = 1u64 << F::level_shift(level);
         let base = if level == 1 {
             F::frame(leaf_pte)
         } else {
@@ -341,19 +375,27 @@ fn walk_format<F: PteFormat, M: PteMemory + ?Sized, const SET_AD: bool, const CH
 
         if CHECK {
             if let Some(ec) = permission_fault(state, mode, rights, leaf_pte, access) {
-                return Err(WalkError::PageFault(ec | access_bits));
+                return fault(ec);
             }
         }
 
+        // The loop read exactly the entries that take an accessed bit (PAE's
+        // PDPTEs are registers): nothing to set if they all have it.
+        let write = access.kind == AccessKind::Write;
+        let settled = all_levels & PTE_A != 0 && (!write || leaf_pte & PTE_D != 0);
         if !SET_AD
+            || settled
             || set_accessed_dirty::<F, M>(
                 &mut mem,
-                mode,
-                root_level,
+                if mode == PagingMode::Pae {
+                    2
+                } else {
+                    root_level
+                },
                 level,
                 &mut ptes,
                 &pte_gpas,
-                access.kind == AccessKind::Write,
+                write,
             )
         {
             return Ok(GuestWalk {
@@ -373,40 +415,36 @@ fn walk_format<F: PteFormat, M: PteMemory + ?Sized, const SET_AD: bool, const CH
     Err(WalkError::TooManyRetries)
 }
 
-/// Sets A at every level walked and D on the leaf of a write. Returns false
-/// if an entry changed since it was read: the caller must walk again.
+/// Sets A at every level from `top` (PAE's PDPTEs live in registers and have
+/// no accessed bit, so 2 there) down to the leaf, and D on the leaf of a
+/// write. Returns false if an entry changed since it was read: the caller
+/// must walk again.
 #[inline]
 fn set_accessed_dirty<F: PteFormat, M: PteMemory + ?Sized>(
     mem: &mut Reader<'_, M>,
-    mode: PagingMode,
-    root_level: u8,
+    top: u8,
     leaf_level: u8,
     ptes: &mut [u64; 5],
     pte_gpas: &[GuestAddress; 5],
     write: bool,
 ) -> bool {
-    // PAE PDPTEs live in registers and have no accessed bit.
-    let top = if mode == PagingMode::Pae {
-        2
-    } else {
-        root_level
-    };
-    for level in (leaf_level..=top).rev() {
+    let mut level = top;
+    while level >= leaf_level {
         let li = usize::from(level) - 1;
         let old = ptes[li];
         let mut new = old | PTE_A;
         if level == leaf_level && write {
             new |= PTE_D;
         }
-        if new == old {
-            continue;
+        if new != old {
+            match mem.cmpxchg::<F>(pte_gpas[li], old, new) {
+                Some(true) => ptes[li] = new,
+                // Changed under us, or the memory went away: the next walk
+                // sees what is there now.
+                _ => return false,
+            }
         }
-        match mem.cmpxchg::<F>(pte_gpas[li], old, new) {
-            Some(true) => ptes[li] = new,
-            // Changed under us, or the memory went away: the next walk
-            // sees what is there now.
-            _ => return false,
-        }
+        level -= 1;
     }
     true
 }
@@ -414,6 +452,7 @@ fn set_accessed_dirty<F: PteFormat, M: PteMemory + ?Sized>(
 /// The permission rules of SDM section 4.6 and the PK rule of 4.7, applied to
 /// the rights `acc` the walk accumulated. Returns the error-code bits beyond
 /// the access's own (P, and PK when a key denied) if the access faults.
+#[inline]
 fn permission_fault(
     state: &PagingState,
     mode: PagingMode,
