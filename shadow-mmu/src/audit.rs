@@ -82,7 +82,7 @@ impl MmuState {
                 continue;
             }
             if let Some(hole) = self.cfg.hole {
-                if sp.root_count > 0 && level >= 4 && i == usize::from(hole.root_index) {
+                if level >= 4 && i == usize::from(hole.root_index) {
                     continue;
                 }
             }
