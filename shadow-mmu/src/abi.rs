@@ -256,10 +256,7 @@ mod tests {
         );
         assert!(read_mmu_updates(&m, 0x100, 2).is_err(), "misaligned target");
         assert!(read_mmu_updates(&m, 0xfff8, 1).is_err(), "list beyond RAM");
-        assert!(
-            read_mmu_updates(&m, !7, 2).is_err(),
-            "wrapping list"
-        );
+        assert!(read_mmu_updates(&m, !7, 2).is_err(), "wrapping list");
         assert!(read_mmu_updates(&m, 0x100, 257).is_err());
     }
 }
