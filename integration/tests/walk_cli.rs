@@ -337,7 +337,13 @@ fn unreadable_file_and_bad_usage_exit_2() {
     let missing = scenarios_dir().join("no-such-scenario.json");
     assert_rejected(&run_file(&missing), "no-such-scenario.json", "missing file");
 
-    let usage: &[&[&str]] = &[&[], &["walk"], &["frobnicate"], &["walk", "a", "b"]];
+    // (No arguments at all runs the main suite: see tests/differential.rs.)
+    let usage: &[&[&str]] = &[
+        &["walk"],
+        &["frobnicate"],
+        &["walk", "a", "b"],
+        &["bench", "--runs", "0"],
+    ];
     for args in usage {
         let out = Command::new(BIN)
             .args(*args)

@@ -81,10 +81,8 @@ impl MmuState {
             if !spte::is_present(v) {
                 continue;
             }
-            if let Some(hole) = self.cfg.hole {
-                if level >= 4 && i == usize::from(hole.root_index) {
-                    continue;
-                }
+            if self.is_hole_slot(sp.role, i) {
+                continue;
             }
             let gva = gva_base | ((i as u64) << (PAGE_SHIFT + 9 * (u32::from(level) - 1)));
             if spte::is_leaf(v, level) {
@@ -155,7 +153,9 @@ impl MmuState {
             .map_err(|e| fail(format!("guest does not map it ({e})")))?;
         let frames = frames_at(level);
         let expect = Gfn(walk.gfn().0 & !(frames - 1));
-        if expect != recorded || walk.page_size < frames << PAGE_SHIFT {
+        // With paging off every size maps gva = gpa: only the frame counts.
+        let too_small = walk.mode != PagingMode::Off && walk.page_size < frames << PAGE_SHIFT;
+        if expect != recorded || too_small {
             return Err(fail(format!(
                 "shadow maps {recorded} ({} KiB) but the guest maps {} ({} KiB)",
                 (frames << PAGE_SHIFT) >> 10,

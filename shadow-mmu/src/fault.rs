@@ -98,8 +98,8 @@ fn resolve(
 
     // The hole belongs to the VMM whatever the guest's tables say.
     if let Some(hole) = hole {
-        if state.mode().is_long()
-            && shadow_index(gva.0, state.mode().levels()) == usize::from(hole.root_index)
+        if state.mode() == PagingMode::Level4
+            && shadow_index(gva.0, 4) == usize::from(hole.root_index)
         {
             Counters::bump(&stats.fault_guest);
             let ec = req.access.error_code_bits(state.reports_fetch());

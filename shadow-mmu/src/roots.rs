@@ -140,10 +140,15 @@ impl MmuState {
                 (top, Some(l3))
             }
         };
-        self.pin(page);
+        if synthetic.is_none() {
+            // Synthetic pages were pinned as they were allocated.
+            self.pin(page);
+        }
         if let Some(hole) = self.cfg.hole {
+            // The hole lives in 4-level roots (those of 32-bit, PAE and
+            // 4-level guests); 5-level guests get none.
             let level = self.pages.get(page).map_or(0, |p| p.role.level());
-            if level >= 4 {
+            if level == 4 {
                 self.set_spte(SptePtr::new(page, usize::from(hole.root_index)), hole.entry);
             }
         }

@@ -151,12 +151,7 @@ impl MmuState {
         };
         let level = page.role.level();
         let index = usize::from(ptr.index);
-        if level >= 4
-            && self
-                .cfg
-                .hole
-                .is_some_and(|h| usize::from(h.root_index) == index)
-        {
+        if self.is_hole_slot(page.role, index) {
             return;
         }
         let old = self.pages.arena.load(ptr.page, index);
@@ -219,16 +214,26 @@ impl MmuState {
         }
     }
 
+    /// Whether entry `index` of a page with `role` is the hypervisor hole's:
+    /// the hole's slot of a 4-level top-level page (5-level guests, whose
+    /// level-4 pages have their own role, get no hole).
+    pub fn is_hole_slot(&self, role: Role, index: usize) -> bool {
+        role.level() == 4
+            && !role.la57()
+            && self
+                .cfg
+                .hole
+                .is_some_and(|h| usize::from(h.root_index) == index)
+    }
+
     /// Entries of a root that no zap may clear: links to the synthetic
     /// page, and the hole.
     fn is_fixed_root_entry(&self, id: PageId, index: usize) -> bool {
         let Some(page) = self.pages.get(id) else {
             return false;
         };
-        if let Some(hole) = self.cfg.hole {
-            if usize::from(hole.root_index) == index && page.role.level() >= 4 {
-                return true;
-            }
+        if self.is_hole_slot(page.role, index) {
+            return true;
         }
         let v = self.pages.arena.load(id, index);
         spte::is_present(v)

@@ -178,20 +178,49 @@ impl MmuState {
         len: usize,
         stats: &Counters,
     ) {
-        if len == 0 {
+        let Some(last) = gpa.0.checked_add(len as u64).and_then(|e| e.checked_sub(1)) else {
+            // Empty, or past the end of the address space: no page table
+            // can be written there.
+            return;
+        };
+        let (first_gfn, last_gfn) = (gpa.0 >> 12, last >> 12);
+        if last_gfn - first_gfn > 4096 {
+            // A huge write: visit only the frames that are shadowed.
+            let mut gfns: Vec<u64> = self
+                .pages
+                .shadowed_gfns()
+                .map(|g| g.0)
+                .filter(|g| (first_gfn..=last_gfn).contains(g))
+                .collect();
+            gfns.sort_unstable();
+            for gfn in gfns {
+                let start = (gfn << 12).max(gpa.0);
+                let end = ((gfn << 12) | 0xfff).min(last);
+                self.track_page_write(mem, GuestAddress(start), (end - start + 1) as usize, stats);
+            }
             return;
         }
-        // A write that spans pages is two writes.
-        let offset = gpa.0 & (PAGE_SIZE - 1);
-        let first = (len as u64).min(PAGE_SIZE - offset);
-        if (first as usize) < len {
-            self.track_write(
-                mem,
-                GuestAddress(gpa.0 + first),
-                len - first as usize,
-                stats,
-            );
+        let mut at = gpa.0;
+        loop {
+            let end = (at | 0xfff).min(last);
+            self.track_page_write(mem, GuestAddress(at), (end - at + 1) as usize, stats);
+            if end == last {
+                break;
+            }
+            at = end + 1;
         }
+    }
+
+    /// [`MmuState::track_write`] within one page.
+    fn track_page_write(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        gpa: GuestAddress,
+        len: usize,
+        stats: &Counters,
+    ) {
+        let offset = gpa.0 & (PAGE_SIZE - 1);
+        let first = len as u64;
         let len = first;
         let gfn = Gfn::containing(gpa);
         let ids = self.pages.shadows_of(gfn).to_vec();

@@ -326,3 +326,19 @@ fn walk_across_two_regions() {
     );
     m.audit().unwrap();
 }
+
+/// `track_write` with lengths and addresses no guest can produce: no
+/// overflow, no deep recursion, bounded time.
+#[test]
+fn track_write_extreme_ranges() {
+    let m = mmu();
+    w64(&m, 0x1000, 0x2000 | UPPER);
+    let s = long_mode(0x1000);
+    load(&m, 0, &s);
+    apply(&m, m.track_write(GuestAddress(u64::MAX - 7), 16));
+    apply(&m, m.track_write(GuestAddress(u64::MAX), 1));
+    apply(&m, m.track_write(GuestAddress(0), 1 << 32));
+    apply(&m, m.track_write(GuestAddress(0x1ff8), 16));
+    apply(&m, m.track_write(GuestAddress(0), usize::MAX));
+    m.audit().unwrap();
+}

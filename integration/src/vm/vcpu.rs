@@ -274,7 +274,14 @@ fn run_loop(shared: &Shared, fd: &mut VcpuFd, index: u32) -> Result<Option<u64>,
                 kick_for_flush(shared, index);
                 if let TrampolineOutcome::Hypercall(block) = outcome {
                     shared.hypercalls.fetch_add(1, Ordering::Relaxed);
-                    if let Some(status) = hypercall(shared, fd, index, block)? {
+                    let status = hypercall(shared, fd, index, block)?;
+                    if let Some(s) = shared.paging.shadow_vm() {
+                        // The result went into guest memory: tell the MMU,
+                        // and let the trampoline resume the guest.
+                        s.finish_hypercall(index as usize, GuestAddress(u64::from(block)))
+                            .map_err(|e| VmError::Shadow(e.to_string()))?;
+                    }
+                    if let Some(status) = status {
                         return Ok(Some(status));
                     }
                 }

@@ -147,6 +147,8 @@ struct VcpuGlue {
     kernel_rsp: u64,
     /// Mailbox batches still to hand to the trampoline.
     pending: VecDeque<Batch>,
+    /// Commands held back until the VMM has answered a hypercall.
+    deferred: Option<Commands>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -319,6 +321,10 @@ impl ShadowVm {
         guest: &PagingState,
         sregs: &mut kvm_sregs,
     ) -> Result<(), KvmGlueError> {
+        if guest.mode() == crate::arch::PagingMode::Level5 {
+            // The hole is mounted in 4-level roots only.
+            return Err(KvmGlueError::Config("5-level guests are not supported"));
+        }
         let (root, changes) = loop {
             match self.mmu.load_paging_state(index, guest) {
                 Err(MmuError::OutOfPages) => self.mmu.flush_completed(),
@@ -540,7 +546,12 @@ impl ShadowVm {
                 self.deliver(&g, index, v, ec, None, frame, &mut cmds)
             }
         };
-        self.post(&mut g, mb, cmds);
+        if matches!(exit, Exit::Hypercall { .. }) {
+            // Posted once the VMM has written the result.
+            g.deferred = Some(cmds);
+        } else {
+            self.post(&mut g, mb, cmds);
+        }
         Ok(exit)
     }
 
@@ -564,11 +575,38 @@ impl ShadowVm {
         insn == HYPERCALL_INSN
     }
 
-    /// Writes the result of a hypercall the VMM served.
-    pub fn complete_hypercall(&self, block: GuestAddress, result: i64) {
-        let mem = self.mmu.memory().memory();
-        // A block that vanished has nobody left to read the result.
-        let _ = mem.write_obj(result, GuestAddress(block.0 + 40));
+    /// Answers a hypercall the VMM served ([`Exit::Hypercall`]): writes
+    /// `result` into the block and lets the vCPU go on.
+    pub fn complete_hypercall(
+        &self,
+        index: usize,
+        block: GuestAddress,
+        result: i64,
+    ) -> Result<(), KvmGlueError> {
+        {
+            let mem = self.mmu.memory().memory();
+            // A block that vanished has nobody left to read the result.
+            let _ = mem.write_obj(result, GuestAddress(block.0 + abi::RESULT_OFFSET));
+        }
+        self.finish_hypercall(index, block)
+    }
+
+    /// For VMMs that wrote a hypercall's result themselves: tells the MMU
+    /// about the write (the block may lie in a page the guest also uses as a
+    /// page table) and lets the vCPU go on.
+    pub fn finish_hypercall(&self, index: usize, block: GuestAddress) -> Result<(), KvmGlueError> {
+        let glue = self
+            .vcpus
+            .get(index)
+            .ok_or(KvmGlueError::Mmu(MmuError::NoSuchVcpu(index)))?;
+        let mut g = glue.lock();
+        let mut cmds = g.deferred.take().unwrap_or_default();
+        let changes = self
+            .mmu
+            .track_write(GuestAddress(block.0 + abi::RESULT_OFFSET), 8);
+        self.add_changes(&g, index, &mut cmds, changes);
+        self.post(&mut g, vcpu_block(index), cmds);
+        Ok(())
     }
 
     fn add_changes(&self, g: &VcpuGlue, index: usize, cmds: &mut Commands, changes: Changes) {
@@ -645,6 +683,9 @@ impl ShadowVm {
             if mem.write_obj(value, gpa).is_err() {
                 return unhandled;
             }
+            // The stack may share a page with a shadowed page table.
+            let changes = self.mmu.track_write(gpa, 8);
+            self.add_changes(g, index, cmds, changes);
         }
         let rflags = (frame[2] & !(RFLAGS_IF | RFLAGS_TF | RFLAGS_NT | RFLAGS_RF | RFLAGS_VM)) | 2;
         cmds.frame = Some([
@@ -745,6 +786,10 @@ impl ShadowVm {
             }
         };
         block.complete(&mem, result);
+        let changes = self
+            .mmu
+            .track_write(GuestAddress(block.gpa.0 + abi::RESULT_OFFSET), 8);
+        self.add_changes(g, index, cmds, changes);
         Ok(Exit::Resume)
     }
 

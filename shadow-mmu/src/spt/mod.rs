@@ -173,6 +173,11 @@ impl Pages {
         self.by_gfn.get(&gfn).map_or(&[], Vec::as_slice)
     }
 
+    /// Every frame some indirect page shadows.
+    pub fn shadowed_gfns(&self) -> impl Iterator<Item = Gfn> + '_ {
+        self.by_gfn.keys().copied()
+    }
+
     /// Whether any indirect page shadows `gfn`.
     pub fn is_shadowed(&self, gfn: Gfn) -> bool {
         self.by_gfn.contains_key(&gfn)

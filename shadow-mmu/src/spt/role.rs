@@ -24,6 +24,7 @@ const EFER_NX: u32 = 1 << 13;
 const SYNTHETIC: u32 = 1 << 14;
 const CR4_PSE: u32 = 1 << 15;
 const PAE_GUEST: u32 = 1 << 16;
+const LA57: u32 = 1 << 21;
 const PKEY_SHIFT: u32 = 17;
 const PKEY_MASK: u32 = 0xf << PKEY_SHIFT;
 
@@ -53,6 +54,9 @@ impl Role {
                 }
             }
             PagingMode::Pae => bits |= PAE_GUEST,
+            // A 5-level guest's level-4 tables must not share pages with a
+            // 4-level guest's roots, which hold the hypervisor hole.
+            PagingMode::Level5 => bits |= LA57,
             _ => {}
         }
         Role(bits)
@@ -140,6 +144,11 @@ impl Role {
         self.0 & CR4_PSE != 0
     }
 
+    /// The guest uses 5-level paging.
+    pub const fn la57(self) -> bool {
+        self.0 & LA57 != 0
+    }
+
     /// The guest uses PAE paging (whose entries reserve bits 62:52).
     pub const fn pae_guest(self) -> bool {
         self.0 & PAE_GUEST != 0
@@ -193,6 +202,9 @@ impl Role {
             s.cr4 |= Cr4::PAE;
             if !self.pae_guest() {
                 s.efer |= Efer::LME | Efer::LMA;
+            }
+            if self.la57() {
+                s.cr4 |= Cr4::LA57;
             }
         }
         s
