@@ -12,6 +12,7 @@
 
 #![deny(missing_docs)]
 
+pub mod fuzz_harness;
 pub mod run;
 pub mod scenario;
 pub mod suite;
