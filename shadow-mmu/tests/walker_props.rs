@@ -560,7 +560,9 @@ macro_rules! mode_test {
                 Mm::L4 | Mm::L5 => 3,
             };
             for (i, what) in ["4K", "large", "1G"].iter().enumerate().take(want_levels) {
-                assert!(n[i] > 100, "only {} successful {what} walks", n[i]);
+                // (1G leaves show up ~150 times in 10 000 cases; the bound leaves
+                // room for the randomness of each run.)
+                assert!(n[i] > 30, "only {} successful {what} walks", n[i]);
             }
             if $mode != Mm::Off {
                 for (i, what) in [(3, "not-present"), (4, "reserved"), (5, "protection")] {
