@@ -178,6 +178,9 @@ impl MmuState {
         len: usize,
         stats: &Counters,
     ) {
+        if len == 0 {
+            return;
+        }
         let Some(last) = gpa.0.checked_add(len as u64).and_then(|e| e.checked_sub(1)) else {
             // Empty, or past the end of the address space: no page table
             // can be written there.

@@ -335,6 +335,7 @@ fn track_write_extreme_ranges() {
     w64(&m, 0x1000, 0x2000 | UPPER);
     let s = long_mode(0x1000);
     load(&m, 0, &s);
+    apply(&m, m.track_write(GuestAddress(0x1000), 0));
     apply(&m, m.track_write(GuestAddress(u64::MAX - 7), 16));
     apply(&m, m.track_write(GuestAddress(u64::MAX), 1));
     apply(&m, m.track_write(GuestAddress(0), 1 << 32));
