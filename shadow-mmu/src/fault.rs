@@ -397,7 +397,8 @@ impl MmuState {
                 Counters::bump(&stats.fault_write_protected);
             } else {
                 Counters::bump(&stats.fault_write_protected);
-                let own_table = (walk.level..=walk.root_level)
+                // (Paging off: no guest tables, level and root level are 0.)
+                let own_table = (walk.level.max(1)..=walk.root_level)
                     .any(|l| walk.table_gfns[usize::from(l) - 1] == leaf_gfn);
                 if own_table || self.cfg.table_writes == TableWrites::Emulate {
                     return FaultOutcome::Emulate { gpa: walk.gpa };
@@ -405,6 +406,11 @@ impl MmuState {
                 self.unprotect(leaf_gfn, stats);
                 if self.pages.get(page).is_none() {
                     return FaultOutcome::Retry;
+                }
+                if self.is_write_protected(leaf_gfn) {
+                    // A root in use still shadows it (roots are never
+                    // zapped): the write has to be emulated.
+                    return FaultOutcome::Emulate { gpa: walk.gpa };
                 }
             }
         }

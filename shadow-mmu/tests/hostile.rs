@@ -343,3 +343,32 @@ fn track_write_extreme_ranges() {
     apply(&m, m.track_write(GuestAddress(0), usize::MAX));
     m.audit().unwrap();
 }
+
+/// With paging off, a write to a frame that is shadowed as a page table
+/// (of another address space) must not look for the walk's own tables:
+/// there are none. (Found by fuzzing: an index underflow.)
+#[test]
+fn paging_off_write_to_a_shadowed_table() {
+    let m = mmu_with(MmuConfig {
+        unsync: false,
+        ..MmuConfig::default()
+    });
+    w64(&m, 0x1000, 0x2000 | UPPER);
+    w64(&m, 0x2000, 0x3000 | UPPER);
+    w64(&m, 0x3000, 0x4000 | UPPER);
+    w64(&m, 0x4000, 0x10_0000 | LEAF_RW | A | D);
+    let paged = long_mode(0x1000);
+    load(&m, 0, &paged);
+    cpu_access(&m, 0, &paged, 0, rd(true));
+    assert!(m.is_write_protected(shadow_mmu::Gfn(4)));
+    let off = shadow_mmu::PagingState {
+        cr0: shadow_mmu::Cr0::PE,
+        ..Default::default()
+    };
+    load(&m, 0, &off);
+    assert_eq!(
+        cpu_access(&m, 0, &off, 0x4008, wr(false)),
+        Cpu::Done(0x4008)
+    );
+    m.audit().unwrap();
+}
