@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Copyright 2026 The shadow-mmu Authors.
+# SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+#
+# patches/check.sh [CH_DIR]: apply-and-test.sh with the Cloud Hypervisor
+# checkout given as an argument (or CH_DIR, or the fetched mirror).
+if [ -n "${1:-}" ]; then
+    export CH_DIR=$1
+fi
+exec "$(dirname "${BASH_SOURCE[0]}")/apply-and-test.sh"
