@@ -20,31 +20,12 @@ pub const HYPERCALL_PORT: u16 = 0x5a0;
 /// The shadow trampoline's exit port.
 pub const TRAMPOLINE_PORT: u16 = 0x5a1;
 
-/// Hypercall numbers of `resources/ABI.md`.
-pub mod nr {
-    /// Switch to the guest tables at cr3 (shadow).
-    pub const LOAD_CR3: u64 = 1;
-    /// Invalidate one page (shadow).
-    pub const INVLPG: u64 = 2;
-    /// Flush the TLB (shadow).
-    pub const FLUSH_TLB: u64 = 3;
-    /// Exception handlers and kernel stack (shadow).
-    pub const SET_TRAP_TABLE: u64 = 4;
-    /// CR0.WP, CR4.SMEP/SMAP, EFER.NXE (shadow).
-    pub const SET_PAGING_BITS: u64 = 5;
-    /// Console output.
-    pub const CONSOLE_WRITE: u64 = 6;
-    /// Stop the VM.
-    pub const EXIT: u64 = 7;
-    /// Start an application vCPU.
-    pub const START_VCPU: u64 = 8;
-    /// Batched page-table stores (shadow).
-    pub const MMU_UPDATE: u64 = 9;
-}
+/// Hypercall numbers of `resources/ABI.md` (one definition, the crate's).
+pub use shadow_mmu::abi::nr;
 
-const HC_UNKNOWN: i64 = -1;
-const HC_BAD_ARG: i64 = -2;
-const BLOCK_SIZE: u64 = 64;
+const HC_UNKNOWN: i64 = shadow_mmu::abi::result::E_UNKNOWN;
+const HC_BAD_ARG: i64 = shadow_mmu::abi::result::E_INVALID;
+const BLOCK_SIZE: u64 = shadow_mmu::abi::BLOCK_SIZE;
 const CONSOLE_MAX: u64 = 4096;
 
 /// Sets up vCPU `index` in the ABI's boot state: CPUID (before the special
