@@ -141,7 +141,7 @@ if [ "${SKIP_UNIT_TESTS:-0}" != 1 ]; then
         --lib --bins >&2
     step="unit tests of the config without the feature"
     log "$step"
-    cargo test -q --target "$TARGET" -p vmm --lib -- config:: >&2
+    cargo test -q --target "$TARGET" -p vmm --features kvm --lib -- config:: >&2
 fi
 
 # --- Integration tests -----------------------------------------------------
