@@ -237,7 +237,7 @@ impl MmuState {
                 if spte::is_leaf(v, level) {
                     leaves += 1;
                     let gfn = sp.translations.get(i).map(|t| t.gfn()).unwrap_or_default();
-                    if !self.rmap.get(gfn).contains(&ptr) {
+                    if !self.rmap.contains(gfn, ptr) {
                         return bad(format!(
                             "leaf {ptr:?} for {gfn} missing from the reverse map"
                         ));

@@ -64,6 +64,7 @@ pub mod addr;
 pub mod arch;
 pub mod audit;
 mod fault;
+mod hash;
 #[cfg(feature = "kvm")]
 pub mod kvm;
 pub mod mmu;

@@ -92,7 +92,8 @@ pub struct Hole {
 pub struct MmuConfig {
     /// Shadow-physical address of the first shadow page.
     pub arena_base: u64,
-    /// Most shadow pages in use at once; the oldest are reclaimed beyond it.
+    /// Most shadow pages in use at once (8 to 4,194,304); the oldest are
+    /// reclaimed beyond it.
     pub max_pages: u32,
     /// Number of vCPUs.
     pub vcpus: usize,
@@ -351,6 +352,11 @@ impl Mmu {
         }
         if config.max_pages < 8 {
             return Err(MmuError::Config("max_pages must be at least 8"));
+        }
+        if config.max_pages > crate::spt::rmap::MAX_PAGES {
+            return Err(MmuError::Config(
+                "max_pages must be at most 4194304 (16 GiB of shadow tables)",
+            ));
         }
         if config.hidden_sink.is_some_and(|s| !s.is_multiple_of(4096)) {
             return Err(MmuError::Config("hidden_sink must be page-aligned"));

@@ -321,7 +321,7 @@ impl MmuState {
                 let base = gfn.0 & !(frames_at(level) - 1);
                 *self.lpage_disallow.entry((level, base)).or_default() += 1;
                 // A large leaf covering the table must go.
-                for ptr in self.rmap.get(Gfn(base)).to_vec() {
+                for ptr in self.rmap.get(Gfn(base)).collect::<Vec<_>>() {
                     if self
                         .pages
                         .get(ptr.page)
@@ -352,7 +352,7 @@ impl MmuState {
 
     /// Removes write access from every 4 KiB leaf that maps `gfn`.
     pub fn write_protect(&mut self, gfn: Gfn) {
-        for ptr in self.rmap.get(gfn).to_vec() {
+        for ptr in self.rmap.get(gfn).collect::<Vec<_>>() {
             let index = usize::from(ptr.index);
             let v = self.pages.arena.load(ptr.page, index);
             if v & PTE_W == 0 {

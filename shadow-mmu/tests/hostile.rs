@@ -224,6 +224,16 @@ fn arena_that_cannot_be_mapped_is_a_clear_error() {
         },
     );
     assert!(matches!(err, Err(MmuError::Config(_))));
+    // More pages than a reverse-map head can name (2^22) is refused before
+    // anything is mapped.
+    let err = Mmu::new(
+        memory(),
+        MmuConfig {
+            max_pages: (1 << 22) + 1,
+            ..MmuConfig::default()
+        },
+    );
+    assert!(matches!(err, Err(MmuError::Config(_))), "{err:?}");
 }
 
 /// Memory unplugged (the GuestMemoryAtomic map swapped for a smaller one)

@@ -13,6 +13,7 @@ pub use role::Role;
 
 use crate::addr::Gfn;
 use crate::arch::PteAccess;
+use crate::hash::FrameHashBuilder;
 
 /// One shadow entry: a page and an index in it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -95,9 +96,9 @@ pub struct Pages {
     /// paging-structure cache; reusable after the next completed flush.
     pending_free: Vec<PageId>,
     /// Indirect (guest-table) pages by guest frame.
-    by_gfn: HashMap<Gfn, Vec<PageId>>,
+    by_gfn: HashMap<Gfn, Vec<PageId>, FrameHashBuilder>,
     /// Direct pages by first frame and role.
-    direct: HashMap<(Gfn, Role), PageId>,
+    direct: HashMap<(Gfn, Role), PageId, FrameHashBuilder>,
     lru: VecDeque<(u64, PageId)>,
     clock: u64,
     live: u32,
@@ -125,8 +126,8 @@ impl Pages {
             free: Vec::new(),
             next_fresh: 0,
             pending_free: Vec::new(),
-            by_gfn: HashMap::new(),
-            direct: HashMap::new(),
+            by_gfn: HashMap::default(),
+            direct: HashMap::default(),
             lru: VecDeque::new(),
             clock: 0,
             live: 0,

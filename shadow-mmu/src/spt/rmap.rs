@@ -1,46 +1,191 @@
 //! The reverse map: for each guest frame, the leaf shadow entries that map
 //! it. Write-protecting a frame that became a shadowed page table, and
 //! invalidating a frame, start here.
+//!
+//! Every fault that installs a leaf adds an entry and every zap removes one,
+//! so the map is on the fault path and sized by mapped guest memory. It is
+//! a two-level table, like the page tables it describes: a hash directory
+//! of chunks of 512 frames (2 MiB of guest memory), each chunk a flat array
+//! of 32-bit heads. A head is empty, holds its frame's only shadow entry
+//! inline (the common case: one address space maps a frame once), or names
+//! a list in a side pool for frames mapped from several places (shared
+//! pages, many address spaces). A mapped GiB then costs 1 MiB of heads, and
+//! add/remove are a hash probe per chunk plus an array access, with no
+//! allocation unless a frame gains a second mapping.
+//!
+//! Heads pack an entry as `page << 9 | index` in 31 bits, so the arena may
+//! hold at most [`MAX_PAGES`] pages (16 GiB of shadow tables).
 
 use std::collections::HashMap;
 
-use super::SptePtr;
+use super::{PageId, SptePtr};
 use crate::addr::Gfn;
+use crate::hash::FrameHashBuilder;
+
+/// Most arena pages an entry can name in a head.
+pub const MAX_PAGES: u32 = 1 << 22;
+
+const CHUNK_SHIFT: u32 = 9;
+const CHUNK_FRAMES: usize = 1 << CHUNK_SHIFT;
+
+/// The heads of 512 consecutive frames.
+#[derive(Debug)]
+struct Chunk {
+    heads: [u32; CHUNK_FRAMES],
+    /// Non-empty heads; the chunk is freed when it drops to zero.
+    used: u16,
+}
+
+/// What a head holds.
+enum Head {
+    Empty,
+    One(SptePtr),
+    List(usize),
+}
+
+impl Head {
+    fn decode(raw: u32) -> Head {
+        if raw == 0 {
+            Head::Empty
+        } else if raw & 1 == 1 {
+            let packed = raw >> 1;
+            Head::One(SptePtr::new(PageId(packed >> 9), (packed & 511) as usize))
+        } else {
+            Head::List((raw >> 1) as usize - 1)
+        }
+    }
+
+    fn one(ptr: SptePtr) -> u32 {
+        debug_assert!(ptr.page.0 < MAX_PAGES && ptr.index < 512);
+        (((ptr.page.0 << 9) | u32::from(ptr.index)) << 1) | 1
+    }
+
+    fn list(slot: usize) -> u32 {
+        debug_assert!(slot < (u32::MAX >> 1) as usize);
+        ((slot as u32) + 1) << 1
+    }
+}
 
 /// Guest frame → leaf shadow entries. Large leaves are entered under the
 /// first frame they map.
 #[derive(Debug, Default)]
 pub struct Rmap {
-    map: HashMap<Gfn, Vec<SptePtr>>,
+    chunks: HashMap<u64, Box<Chunk>, FrameHashBuilder>,
+    /// Lists of frames with two or more entries; `None` slots are free.
+    lists: Vec<Option<Vec<SptePtr>>>,
+    free_lists: Vec<usize>,
     entries: usize,
 }
 
 impl Rmap {
+    fn split(gfn: Gfn) -> (u64, usize) {
+        (gfn.0 >> CHUNK_SHIFT, (gfn.0 as usize) & (CHUNK_FRAMES - 1))
+    }
+
     /// Records that `spte` maps `gfn`.
     pub fn add(&mut self, gfn: Gfn, spte: SptePtr) {
-        let list = self.map.entry(gfn).or_default();
-        if !list.contains(&spte) {
-            list.push(spte);
-            self.entries += 1;
+        let (key, i) = Self::split(gfn);
+        let chunk = self.chunks.entry(key).or_insert_with(|| {
+            Box::new(Chunk {
+                heads: [0; CHUNK_FRAMES],
+                used: 0,
+            })
+        });
+        let head = &mut chunk.heads[i];
+        match Head::decode(*head) {
+            Head::Empty => {
+                *head = Head::one(spte);
+                chunk.used += 1;
+            }
+            Head::One(other) => {
+                if other == spte {
+                    return;
+                }
+                let list = vec![other, spte];
+                let slot = match self.free_lists.pop() {
+                    Some(slot) => {
+                        self.lists[slot] = Some(list);
+                        slot
+                    }
+                    None => {
+                        self.lists.push(Some(list));
+                        self.lists.len() - 1
+                    }
+                };
+                *head = Head::list(slot);
+            }
+            Head::List(slot) => {
+                let Some(list) = self.lists.get_mut(slot).and_then(Option::as_mut) else {
+                    return;
+                };
+                if list.contains(&spte) {
+                    return;
+                }
+                list.push(spte);
+            }
         }
+        self.entries += 1;
     }
 
     /// Forgets that `spte` maps `gfn`.
     pub fn remove(&mut self, gfn: Gfn, spte: SptePtr) {
-        if let Some(list) = self.map.get_mut(&gfn) {
-            if let Some(pos) = list.iter().position(|&s| s == spte) {
+        let (key, i) = Self::split(gfn);
+        let Some(chunk) = self.chunks.get_mut(&key) else {
+            return;
+        };
+        let head = &mut chunk.heads[i];
+        match Head::decode(*head) {
+            Head::Empty => return,
+            Head::One(other) => {
+                if other != spte {
+                    return;
+                }
+                *head = 0;
+                chunk.used -= 1;
+            }
+            Head::List(slot) => {
+                let Some(list) = self.lists.get_mut(slot).and_then(Option::as_mut) else {
+                    return;
+                };
+                let Some(pos) = list.iter().position(|&s| s == spte) else {
+                    return;
+                };
                 list.swap_remove(pos);
-                self.entries -= 1;
+                if let [last] = list[..] {
+                    // Back to the inline form; the list's memory goes.
+                    *head = Head::one(last);
+                    self.lists[slot] = None;
+                    self.free_lists.push(slot);
+                }
             }
-            if list.is_empty() {
-                self.map.remove(&gfn);
-            }
+        }
+        self.entries -= 1;
+        if chunk.used == 0 {
+            self.chunks.remove(&key);
+        }
+        if self.free_lists.len() == self.lists.len() && !self.lists.is_empty() {
+            self.lists = Vec::new();
+            self.free_lists = Vec::new();
         }
     }
 
     /// The entries that map `gfn`.
-    pub fn get(&self, gfn: Gfn) -> &[SptePtr] {
-        self.map.get(&gfn).map_or(&[], Vec::as_slice)
+    pub fn get(&self, gfn: Gfn) -> Entries<'_> {
+        let (key, i) = Self::split(gfn);
+        let raw = self.chunks.get(&key).map_or(0, |c| c.heads[i]);
+        match Head::decode(raw) {
+            Head::Empty => Entries::One(None),
+            Head::One(ptr) => Entries::One(Some(ptr)),
+            Head::List(slot) => match self.lists.get(slot).and_then(Option::as_ref) {
+                Some(list) => Entries::List(list.iter()),
+                None => Entries::One(None),
+            },
+        }
+    }
+
+    /// Whether `spte` is recorded as mapping `gfn`.
+    pub fn contains(&self, gfn: Gfn, spte: SptePtr) -> bool {
+        self.get(gfn).any(|p| p == spte)
     }
 
     /// Number of (frame, entry) pairs.
@@ -52,32 +197,110 @@ impl Rmap {
     pub fn is_empty(&self) -> bool {
         self.entries == 0
     }
+}
 
-    /// Every (frame, entry) pair.
-    pub fn iter(&self) -> impl Iterator<Item = (Gfn, SptePtr)> + '_ {
-        self.map
-            .iter()
-            .flat_map(|(&g, list)| list.iter().map(move |&s| (g, s)))
+/// The entries of one frame, from [`Rmap::get`].
+#[derive(Clone, Debug)]
+pub enum Entries<'a> {
+    /// None or one entry, held inline.
+    One(Option<SptePtr>),
+    /// Two or more.
+    List(std::slice::Iter<'a, SptePtr>),
+}
+
+impl Iterator for Entries<'_> {
+    type Item = SptePtr;
+
+    fn next(&mut self) -> Option<SptePtr> {
+        match self {
+            Entries::One(p) => p.take(),
+            Entries::List(it) => it.next().copied(),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spt::PageId;
+    use std::collections::{BTreeSet, HashMap as StdMap};
+
+    fn ptr(page: u32, index: usize) -> SptePtr {
+        SptePtr::new(PageId(page), index)
+    }
 
     #[test]
     fn add_remove() {
         let mut r = Rmap::default();
-        let a = SptePtr::new(PageId(1), 3);
-        let b = SptePtr::new(PageId(2), 4);
+        let a = ptr(1, 3);
+        let b = ptr(2, 4);
         r.add(Gfn(7), a);
         r.add(Gfn(7), a);
         r.add(Gfn(7), b);
         assert_eq!(r.len(), 2);
         r.remove(Gfn(7), a);
-        assert_eq!(r.get(Gfn(7)), &[b]);
+        assert_eq!(r.get(Gfn(7)).collect::<Vec<_>>(), [b]);
         r.remove(Gfn(7), b);
-        assert!(r.is_empty() && r.get(Gfn(7)).is_empty());
+        assert!(r.is_empty() && r.get(Gfn(7)).next().is_none());
+        assert_eq!(r.chunks.len(), 0);
+        assert!(r.lists.is_empty());
+    }
+
+    #[test]
+    fn extremes_round_trip() {
+        let mut r = Rmap::default();
+        let hi = ptr(MAX_PAGES - 1, 511);
+        let lo = ptr(0, 0);
+        for gfn in [0, 511, 512, u64::MAX >> 12] {
+            r.add(Gfn(gfn), hi);
+            r.add(Gfn(gfn), lo);
+        }
+        for gfn in [0, 511, 512, u64::MAX >> 12] {
+            let got: BTreeSet<_> = r.get(Gfn(gfn)).map(|p| (p.page.0, p.index)).collect();
+            assert_eq!(got, BTreeSet::from([(MAX_PAGES - 1, 511), (0, 0)]));
+        }
+        assert_eq!(r.len(), 8);
+    }
+
+    /// Against a plain map of sets, under a deterministic pseudo-random mix
+    /// of adds and removes that revisits frames and entries often.
+    #[test]
+    fn matches_a_plain_map() {
+        let mut r = Rmap::default();
+        let mut model: StdMap<u64, BTreeSet<(u32, u16)>> = StdMap::new();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let gfn = (x >> 8) % 3000;
+            let p = ptr(((x >> 24) % 6) as u32, ((x >> 32) % 3) as usize);
+            if x & 3 == 0 {
+                r.remove(Gfn(gfn), p);
+                if let Some(s) = model.get_mut(&gfn) {
+                    s.remove(&(p.page.0, p.index));
+                }
+            } else {
+                r.add(Gfn(gfn), p);
+                model.entry(gfn).or_default().insert((p.page.0, p.index));
+            }
+        }
+        let total: usize = model.values().map(BTreeSet::len).sum();
+        assert_eq!(r.len(), total);
+        for gfn in 0..3000 {
+            let got: BTreeSet<_> = r.get(Gfn(gfn)).map(|p| (p.page.0, p.index)).collect();
+            assert_eq!(
+                got,
+                model.get(&gfn).cloned().unwrap_or_default(),
+                "gfn {gfn}"
+            );
+        }
+        // Empty everything: no chunk or list may stay behind.
+        for (gfn, set) in model {
+            for (page, index) in set {
+                r.remove(Gfn(gfn), ptr(page, usize::from(index)));
+            }
+        }
+        assert!(r.is_empty());
+        assert_eq!((r.chunks.len(), r.lists.len()), (0, 0));
     }
 }
