@@ -183,12 +183,20 @@ fn walk_is_current(mem: &GuestMemoryMmap, walk: &GuestWalk) -> bool {
         PagingMode::Pae => 2,
         _ => walk.root_level,
     };
+    let four = walk.mode == PagingMode::Bits32;
+    // Guest tables usually share one region: look it up once.
+    let window = mem.host_window(walk.pte_gpas[usize::from(top) - 1]);
     (walk.level..=top).all(|level| {
         let li = usize::from(level) - 1;
-        let now = if walk.mode == PagingMode::Bits32 {
-            mem.load_u32(walk.pte_gpas[li]).map(u64::from)
-        } else {
-            mem.load_u64(walk.pte_gpas[li])
+        let gpa = walk.pte_gpas[li];
+        let local = window
+            .as_ref()
+            .filter(|w| w.contains(gpa, if four { 4 } else { 8 }));
+        let now = match (local, four) {
+            (Some(w), true) => w.load_u32(gpa).map(u64::from),
+            (Some(w), false) => w.load_u64(gpa),
+            (None, true) => mem.load_u32(gpa).map(u64::from),
+            (None, false) => mem.load_u64(gpa),
         };
         now == Some(walk.ptes[li])
     })
@@ -244,10 +252,9 @@ impl MmuState {
     ) -> FaultOutcome {
         let gva = walk.gva.0;
         let gfn = walk.gfn();
-        let Some(frame) = self.frame_of(mem, gfn) else {
+        let Some((frame, ram)) = self.frame_and_kind(mem, gfn) else {
             return FaultOutcome::Mmio { gpa: walk.gpa };
         };
-        let ram = self.is_ram(mem, gfn);
         let map_level = if ram {
             self.mapping_level(mem, walk)
         } else {
@@ -503,10 +510,7 @@ impl MmuState {
                 (gfn, r, pkey, guest)
             };
             // Only RAM is prefetched: MMIO keeps faulting so the VMM sees it.
-            if !self.is_ram(mem, gfn) {
-                continue;
-            }
-            let Some(frame) = self.frame_of(mem, gfn) else {
+            let Some((frame, true)) = self.frame_and_kind(mem, gfn) else {
                 continue;
             };
             if self.is_write_protected(gfn) {

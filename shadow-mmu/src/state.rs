@@ -450,27 +450,34 @@ impl MmuState {
     /// The shadow-physical frame for `gfn`, if a leaf may map it: RAM, or a
     /// registered MMIO range, and never the hidden region.
     pub fn frame_of(&self, mem: &GuestMemoryMmap, gfn: Gfn) -> Option<u64> {
+        self.frame_and_kind(mem, gfn).map(|(frame, _)| frame)
+    }
+
+    /// [`MmuState::frame_of`], and whether the frame is guest RAM (rather
+    /// than MMIO), from one lookup.
+    pub fn frame_and_kind(&self, mem: &GuestMemoryMmap, gfn: Gfn) -> Option<(u64, bool)> {
         let gpa = gfn.gpa().0;
-        let frame = match self.cfg.frames.frame(mem, gfn) {
-            Some(f) => f,
+        let (frame, ram) = match self.cfg.frames.frame(mem, gfn) {
+            Some(f) => (f, true),
             None if self.in_hidden(gpa) => {
                 // The guest names the hidden region: send it to the sink.
                 return self
                     .cfg
                     .hidden_sink
-                    .filter(|&s| self.is_mmio(s) && !self.in_hidden(s));
+                    .filter(|&s| self.is_mmio(s) && !self.in_hidden(s))
+                    .map(|s| (s, false));
             }
             None => {
                 if !self.is_mmio(gpa) {
                     return None;
                 }
-                gpa
+                (gpa, false)
             }
         };
         if self.in_hidden(frame) {
             return None;
         }
-        Some(frame)
+        Some((frame, ram))
     }
 
     /// Whether `gpa` lies in a registered MMIO range.
@@ -481,11 +488,6 @@ impl MmuState {
     /// Whether shadow-physical `addr` lies in the hidden region.
     pub fn in_hidden(&self, addr: u64) -> bool {
         self.cfg.hidden.iter().any(|r| r.contains(&addr))
-    }
-
-    /// Whether `gfn` is guest RAM (as opposed to MMIO).
-    pub fn is_ram(&self, mem: &GuestMemoryMmap, gfn: Gfn) -> bool {
-        self.cfg.frames.frame(mem, gfn).is_some()
     }
 
     /// Installs a leaf at `ptr` mapping `gfn` (at `frame`) with `rights`.

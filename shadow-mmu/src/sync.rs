@@ -87,11 +87,9 @@ impl MmuState {
             self.drop_spte(ptr);
             return;
         }
-        if !self.is_ram(mem, leaf.gfn) {
-            self.drop_spte(ptr);
-            return;
-        }
-        let Some(frame) = self.frame_of(mem, leaf.gfn) else {
+        // Only RAM is re-mapped here; an MMIO access faults again and is
+        // reported to the VMM.
+        let Some((frame, true)) = self.frame_and_kind(mem, leaf.gfn) else {
             self.drop_spte(ptr);
             return;
         };
