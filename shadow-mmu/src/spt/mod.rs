@@ -76,6 +76,9 @@ pub struct ShadowPage {
     pub write_flooding: u8,
     /// Last use, for oldest-first reclaim.
     pub stamp: u64,
+    /// The stamp of this page's entry in the reclaim queue (older than
+    /// `stamp` when the page was used since it was queued).
+    queued: u64,
 }
 
 /// Why no page could be allocated.
@@ -195,19 +198,30 @@ impl Pages {
             .find(|&id| self.get(id).is_some_and(|p| p.role == role))
     }
 
-    /// Marks `id` as just used.
+    /// Marks `id` as just used. Only the stamp changes: the fault path
+    /// touches every page on its way down, and the reclaim queue is put in
+    /// order lazily, when reclaim meets a page used since it was queued.
+    #[inline]
     pub fn touch(&mut self, id: PageId) {
         self.clock += 1;
         let stamp = self.clock;
         if let Some(p) = self.get_mut(id) {
             p.stamp = stamp;
-            self.lru.push_back((stamp, id));
         }
-        // Stale queue entries are skipped lazily; keep the queue bounded.
-        if self.lru.len() > 4 * self.live as usize + 64 {
+    }
+
+    /// Puts `id` at the back of the reclaim queue with its current stamp.
+    fn enqueue(&mut self, id: PageId) {
+        let Some(p) = self.slots.get_mut(id.0 as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        p.queued = p.stamp;
+        self.lru.push_back((p.stamp, id));
+        // Entries of freed pages are skipped lazily; keep the queue bounded.
+        if self.lru.len() > 2 * self.live as usize + 64 {
             let slots = &self.slots;
             self.lru
-                .retain(|&(s, id)| slots[id.0 as usize].as_ref().is_some_and(|p| p.stamp == s));
+                .retain(|&(s, id)| slots[id.0 as usize].as_ref().is_some_and(|p| p.queued == s));
         }
     }
 
@@ -218,20 +232,30 @@ impl Pages {
 
     /// The least recently used page that is no root and was last used
     /// before `before`, if any.
+    ///
+    /// The queue is in the order pages were queued; a page used since goes
+    /// to the back with its new stamp, so the front converges on the least
+    /// recently used page. Every entry is looked at most twice per call.
     pub fn oldest_reclaimable(&mut self, before: u64) -> Option<PageId> {
         let mut skipped = Vec::new();
         let mut found = None;
-        while let Some((stamp, id)) = self.lru.pop_front() {
+        let mut budget = 2 * self.lru.len();
+        while budget > 0 {
+            budget -= 1;
+            let Some((queued, id)) = self.lru.pop_front() else {
+                break;
+            };
             let Some(p) = self.get(id) else { continue };
-            if p.stamp != stamp {
+            if p.queued != queued {
+                // A freed page's entry, or one superseded by a requeue.
                 continue;
             }
-            if stamp >= before {
-                self.lru.push_front((stamp, id));
-                break;
+            if p.stamp != queued {
+                self.enqueue(id);
+                continue;
             }
-            if p.root_count > 0 || p.role.synthetic() {
-                skipped.push((stamp, id));
+            if p.stamp >= before || p.root_count > 0 || p.role.synthetic() {
+                skipped.push((queued, id));
                 continue;
             }
             found = Some(id);
@@ -269,6 +293,7 @@ impl Pages {
             root_count: 0,
             write_flooding: 0,
             stamp: 0,
+            queued: 0,
         });
         if !role.synthetic() {
             if role.direct() {
@@ -279,6 +304,7 @@ impl Pages {
         }
         self.live += 1;
         self.touch(id);
+        self.enqueue(id);
         Ok((id, origin))
     }
 
