@@ -5,7 +5,8 @@
 # Applies the Cloud Hypervisor patch series of this directory to a scratch
 # clone of a Cloud Hypervisor checkout, builds it without and with the
 # `shadow_mmu` feature, runs the unit tests of the touched crates and the new
-# integration tests, and prints a one-line verdict (PASS:, FAIL: or SKIP:).
+# integration tests, checks CH's formatting and clippy lints for the touched
+# crates, and prints a one-line verdict (PASS:, FAIL: or SKIP:).
 #
 #   CH_DIR=<cloud-hypervisor checkout or bare mirror> patches/apply-and-test.sh
 #
@@ -130,7 +131,19 @@ step="build with --features shadow_mmu"
 log "$step"
 build --features shadow_mmu --bin ch-remote
 CH_BIN=$CH_WORK/target/$TARGET/release/cloud-hypervisor
-"$CH_BIN" --version | grep -q . || fail "no binary"
+"$CH_BIN" --version >/dev/null || fail "no working binary at $CH_BIN"
+
+# --- CH's own checks for the touched crates ---------------------------------
+# CH formats with nightly rustfmt (its rustfmt.toml uses unstable options).
+step="cargo fmt"
+log "$step"
+fmt=(cargo fmt)
+rustup toolchain list 2>/dev/null | grep -q '^nightly' && fmt=(cargo +nightly fmt)
+"${fmt[@]}" --all -- --check >&2 2>/dev/null || fail "not formatted (${fmt[*]} --all)"
+step="cargo clippy --all-targets with the feature"
+log "$step"
+cargo clippy -q --target "$TARGET" -p hypervisor -p vmm -p cloud-hypervisor --all-targets \
+    --features hypervisor/shadow_mmu,vmm/shadow_mmu,cloud-hypervisor/shadow_mmu -- -D warnings >&2
 
 # --- Unit tests ------------------------------------------------------------
 if [ "${SKIP_UNIT_TESTS:-0}" != 1 ]; then
@@ -165,4 +178,4 @@ log "$step (kernel $SHADOW_MMU_GUEST_KERNEL)"
 RUSTFLAGS="--cfg devcli_testenv" cargo test -q --target "$TARGET" -p cloud-hypervisor \
     --test integration --features shadow_mmu -- shadow_mmu:: >&2
 
-echo "PASS: Cloud Hypervisor $(git -C "$CH_WORK" rev-parse --short "$BASE") + ${#PATCHES[@]} patches: builds with and without shadow_mmu, unit and integration tests pass"
+echo "PASS: Cloud Hypervisor $(git -C "$CH_WORK" rev-parse --short "$BASE") + ${#PATCHES[@]} patches: builds with and without shadow_mmu, fmt and clippy clean, unit and integration tests pass"
