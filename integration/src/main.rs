@@ -27,7 +27,7 @@ usage: shadow-run [--json PATH]
        shadow-run walk SCENARIO.json
        shadow-run run WORKLOAD --paging native|shadow [--vcpus N] [--mem MIB]
                       [--seed S] [--param NAME=VALUE]... [--timeout SECS]
-                      [--console] [--records]
+                      [--max-pages N] [--console] [--records]
        shadow-run --help | --version
 
 With no subcommand, runs every workload with shadow paging and, as the
@@ -53,8 +53,12 @@ Subcommands:
                        pages; adbits pages, rounds; huge large-pages, try-1g;
                        access cases; smp pages, iterations. --console copies
                        guest console lines to standard error; --records
-                       prints every record word after the summary. Defaults:
-                       1 vCPU (smp: 2), 256 MiB, seed 1, timeout 300 s.
+                       prints every record word after the summary.
+                       --max-pages N (shadow only) caps the shadow pages in
+                       use (at least 8): beyond it the MMU reclaims pages,
+                       and the guest must behave the same, only slower.
+                       Defaults: 1 vCPU (smp: 2), 256 MiB, seed 1, timeout
+                       300 s, 16384 shadow pages.
 
 The scenario format is described in resources/SCENARIO.md, the guest ABI in
 resources/ABI.md, the workloads in resources/guests/README.md.
@@ -219,6 +223,7 @@ fn parse_run(args: &[&str]) -> Result<(VmConfig, bool), String> {
     let (workload, rest) = args.split_first().ok_or("missing WORKLOAD")?;
     let workload: Workload = workload.parse()?;
     let mut paging = None;
+    let mut max_pages = None;
     let mut records = false;
     let mut cfg = VmConfig::new(workload, PagingMode::Native);
     let mut it = rest.iter();
@@ -235,6 +240,20 @@ fn parse_run(args: &[&str]) -> Result<(VmConfig, bool), String> {
             "--mem" => cfg.mem_mib = parse_num(opt, it.next())?,
             "--seed" => cfg.seed = parse_num(opt, it.next())?,
             "--timeout" => cfg.timeout = Duration::from_secs(parse_num(opt, it.next())?),
+            "--max-pages" => {
+                let n = parse_num(opt, it.next())?;
+                max_pages = Some(
+                    u32::try_from(n)
+                        .ok()
+                        .filter(|&n| n >= vm::MIN_MAX_PAGES)
+                        .ok_or_else(|| {
+                            format!(
+                                "--max-pages: {n} is not from {} to 2^32-1",
+                                vm::MIN_MAX_PAGES
+                            )
+                        })?,
+                );
+            }
             "--console" => cfg.echo_console = true,
             "--records" => records = true,
             "--param" => {
@@ -259,6 +278,12 @@ fn parse_run(args: &[&str]) -> Result<(VmConfig, bool), String> {
         }
     }
     cfg.paging = paging.ok_or("--paging native|shadow is required")?;
+    if let Some(n) = max_pages {
+        if cfg.paging != PagingMode::Shadow {
+            return Err("--max-pages needs --paging shadow".into());
+        }
+        cfg.max_pages = n;
+    }
     Ok((cfg, records))
 }
 

@@ -39,7 +39,10 @@ use vm_memory::{
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
 pub use elf::{ElfError, LoadedKernel};
-pub use paging::{Paging, PagingMode, ShadowPaging, TrampolineOutcome, HIDDEN_BASE};
+pub use paging::{
+    Paging, PagingMode, ShadowPaging, TrampolineOutcome, DEFAULT_MAX_PAGES, HIDDEN_BASE,
+    MIN_MAX_PAGES,
+};
 pub use results::Results;
 pub use workload::Workload;
 
@@ -116,11 +119,16 @@ pub struct VmConfig {
     pub timeout: Duration,
     /// Copy the guest's console lines to standard error as they come.
     pub echo_console: bool,
+    /// Shadow paging only: the MMU's page cap, the most shadow pages in
+    /// use at once ([`DEFAULT_MAX_PAGES`] unless set; at least
+    /// [`MIN_MAX_PAGES`]). Beyond it the MMU reclaims pages: the guest
+    /// runs slower but must behave the same.
+    pub max_pages: u32,
 }
 
 impl VmConfig {
     /// Defaults: the vCPUs the workload needs (1, or 2 for `smp`), 256 MiB,
-    /// seed 1, default parameters, 300 s.
+    /// seed 1, default parameters, 300 s, [`DEFAULT_MAX_PAGES`].
     pub fn new(workload: Workload, paging: PagingMode) -> VmConfig {
         VmConfig {
             workload,
@@ -131,6 +139,7 @@ impl VmConfig {
             params: [0; 5],
             timeout: Duration::from_secs(300),
             echo_console: false,
+            max_pages: DEFAULT_MAX_PAGES,
         }
     }
 }
@@ -181,6 +190,8 @@ pub struct ShadowReport {
     pub audit: Result<(), String>,
     /// Remote TLB flushes carried out by the flush NMI.
     pub nmi_flushes: u64,
+    /// The page cap in effect: the size of the MMU's arena in pages.
+    pub max_pages: u64,
 }
 
 impl RunReport {
@@ -213,6 +224,12 @@ impl RunReport {
         );
         if r.flags & results::FLAG_1G_SKIPPED != 0 {
             s.push_str(", 1G skipped");
+        }
+        if let Some(sh) = &self.shadow {
+            s.push_str(&format!(
+                ", shadow pages: cap {}, {} reclaimed",
+                sh.max_pages, sh.stats.reclaimed
+            ));
         }
         let labels = self.workload.tsc_labels();
         for (i, &t) in r.tsc.iter().enumerate() {
@@ -348,6 +365,11 @@ pub fn run_kernel(config: &VmConfig, kernel: &[u8]) -> Result<RunReport, VmError
             "--mem must be 16..={MAX_MEM_MIB} MiB"
         )));
     }
+    if config.max_pages < MIN_MAX_PAGES {
+        return Err(VmError::Config(format!(
+            "--max-pages must be at least {MIN_MAX_PAGES}"
+        )));
+    }
     let signal = kick_signal()?;
     let kvm = open_kvm()?;
     let vm = kvm.create_vm().map_err(|source| VmError::Kvm {
@@ -405,7 +427,7 @@ pub fn run_kernel(config: &VmConfig, kernel: &[u8]) -> Result<RunReport, VmError
         memory,
         ram_size,
         vcpus: config.vcpus,
-        paging: Paging::new(config.paging),
+        paging: Paging::with_max_pages(config.paging, config.max_pages),
         stop: AtomicBool::new(false),
         outcome: Mutex::new(None),
         outcome_cv: Condvar::new(),
@@ -539,6 +561,7 @@ pub fn run_kernel(config: &VmConfig, kernel: &[u8]) -> Result<RunReport, VmError
                     stats: vm.mmu().stats(),
                     audit: vm.mmu().audit().map_err(|e| e.to_string()),
                     nmi_flushes: vm.nmi_flushes(),
+                    max_pages: vm.mmu().arena_region().2 / 4096,
                 }
             }),
             Paging::Native => None,

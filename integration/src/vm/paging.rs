@@ -97,11 +97,19 @@ pub enum Paging {
 }
 
 impl Paging {
-    /// A backend for `mode`.
+    /// A backend for `mode` (shadow: with the default page cap,
+    /// [`DEFAULT_MAX_PAGES`]).
     pub fn new(mode: PagingMode) -> Paging {
+        Paging::with_max_pages(mode, DEFAULT_MAX_PAGES)
+    }
+
+    /// A backend for `mode`; under shadow paging the MMU keeps at most
+    /// `max_pages` shadow pages in use and reclaims the oldest beyond that
+    /// (see [`ShadowPaging::with_max_pages`]). Native paging ignores it.
+    pub fn with_max_pages(mode: PagingMode, max_pages: u32) -> Paging {
         match mode {
             PagingMode::Native => Paging::Native,
-            PagingMode::Shadow => Paging::Shadow(Box::default()),
+            PagingMode::Shadow => Paging::Shadow(Box::new(ShadowPaging::with_max_pages(max_pages))),
         }
     }
 
@@ -190,7 +198,15 @@ pub fn rip_of(vcpu: &VcpuFd) -> u64 {
 /// go to [`ShadowVm::handle_exit`].
 pub struct ShadowPaging {
     vm: OnceLock<ShadowVm>,
+    max_pages: u32,
 }
+
+/// The default shadow page cap: 64 MiB of shadow pages, room for the
+/// workloads' address spaces without reclaim at the default sizes.
+pub const DEFAULT_MAX_PAGES: u32 = 16384;
+
+/// The smallest shadow page cap the MMU accepts.
+pub const MIN_MAX_PAGES: u32 = 8;
 
 /// Guest-physical base of the hidden region: far above any guest RAM this
 /// VMM creates, below the host's MAXPHYADDR (48).
@@ -207,11 +223,26 @@ pub enum TrampolineOutcome {
 }
 
 impl ShadowPaging {
-    /// A backend whose VM state is created by `setup_vm`.
+    /// A backend whose VM state is created by `setup_vm`, with the default
+    /// page cap ([`DEFAULT_MAX_PAGES`]).
     pub fn new() -> ShadowPaging {
+        ShadowPaging::with_max_pages(DEFAULT_MAX_PAGES)
+    }
+
+    /// A backend whose MMU keeps at most `max_pages` shadow pages in use
+    /// (`MmuConfig::max_pages`; at least [`MIN_MAX_PAGES`]): beyond it the
+    /// least recently used pages are reclaimed, and cached roots dropped
+    /// when only pinned pages are left.
+    pub fn with_max_pages(max_pages: u32) -> ShadowPaging {
         ShadowPaging {
             vm: OnceLock::new(),
+            max_pages,
         }
+    }
+
+    /// The page cap this backend gives the MMU.
+    pub fn max_pages(&self) -> u32 {
+        self.max_pages
     }
 
     /// The shadow VM, once `setup_vm` ran.
@@ -225,9 +256,7 @@ impl ShadowPaging {
             first_slot: 1,
             mmu: MmuConfig {
                 vcpus: ctx.vcpus as usize,
-                // 64 MiB of shadow pages: room for the workloads' address
-                // spaces without reclaim at the default sizes.
-                max_pages: 16384,
+                max_pages: self.max_pages,
                 // Guest entries naming the hidden region reach a page with
                 // nothing behind it, as they would natively.
                 hidden_sink: Some(HIDDEN_BASE - 0x1000),
