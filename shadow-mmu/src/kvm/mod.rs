@@ -224,12 +224,12 @@ impl ShadowVm {
         if cfg.mmu.vcpus == 0 || cfg.mmu.vcpus > MAX_VCPUS {
             return Err(KvmGlueError::Config("between 1 and 32 vCPUs"));
         }
-        // The hole maps the arena with 2 MiB pages: round it up.
+        // The hole maps the arena with 2 MiB pages (the last one may reach
+        // past it); the page cap stays as asked.
         let pages = u64::from(cfg.mmu.max_pages).next_multiple_of(512);
         if pages * 4096 > MAX_ARENA_SIZE {
             return Err(KvmGlueError::Config("the arena must fit in 1022 MiB"));
         }
-        cfg.mmu.max_pages = pages as u32;
         let arena_base = cfg.hidden_base + SYSTEM_SIZE;
         cfg.mmu.arena_base = arena_base;
         cfg.mmu.hole = Some(Hole {
