@@ -281,6 +281,10 @@ impl MmuState {
         };
         if origin == Origin::Reused {
             let addr = self.pages.arena.page_address(id);
+            // Writes recorded into the page's previous life are obsolete (the
+            // reuse touch drops a host's copy): replayed after it, they would
+            // clobber the new contents, such as a new root's hole entry.
+            self.changes.spte_writes.retain(|w| w.addr & !0xfff != addr);
             self.changes.reused_pages.push(addr);
         }
         if !role.direct() && !role.synthetic() {

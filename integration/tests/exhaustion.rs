@@ -1,0 +1,137 @@
+// Copyright 2026 The shadow-mmu Authors.
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! Shadow-page exhaustion on `/dev/kvm`: workloads run under shadow paging
+//! with a cap of a few dozen shadow pages, far below what their address
+//! spaces need, so the MMU reclaims pages (and, for `spaces`, whose 64 roots
+//! cannot all fit, drops cached roots) all along. The guest must still
+//! complete with results identical to the native run's (the comparison of
+//! `differential.rs`), the audit must be clean, and the MMU must report
+//! reclaimed pages: without exhaustion these tests fail.
+//!
+//! These tests need `/dev/kvm`: without it they FAIL (they never skip).
+
+use shadow_mmu_integration::vm::{self, PagingMode, RunReport, VmConfig, VmError, Workload};
+
+const SEED: u64 = 11;
+
+/// A cap of a few dozen pages: a handful of address spaces' worth.
+const CAP: u32 = 32;
+
+fn run(workload: Workload, paging: PagingMode, params: &[u64], max_pages: u32) -> RunReport {
+    let mut cfg = VmConfig::new(workload, paging);
+    cfg.seed = SEED;
+    cfg.params[..params.len()].copy_from_slice(params);
+    cfg.max_pages = max_pages;
+    match vm::run(&cfg) {
+        Ok(r) => r,
+        Err(e @ VmError::NoKvm(_)) => {
+            panic!("these tests need /dev/kvm and cannot run without it: {e}")
+        }
+        Err(e) => panic!("{workload} {paging} (max {max_pages} shadow pages): {e}"),
+    }
+}
+
+/// Runs `workload` natively and shadowed under `cap` pages and requires
+/// what `differential.rs` requires (guest success, a clean audit, identical
+/// records, checksum and guest page faults), plus exhaustion: the cap was
+/// in effect and pages were reclaimed. Returns the shadow run.
+fn same_records_capped(workload: Workload, params: &[u64], cap: u32) -> RunReport {
+    let native = run(workload, PagingMode::Native, params, vm::DEFAULT_MAX_PAGES);
+    let shadow = run(workload, PagingMode::Shadow, params, cap);
+    for r in [&native, &shadow] {
+        assert_eq!(
+            (r.exit_status, r.results.status, r.results.errors),
+            (0, 0, 0),
+            "{workload} {}: the guest reported a failure; console:\n{}",
+            r.paging,
+            r.console
+        );
+        eprintln!("{}", r.summary());
+    }
+    let report = shadow.shadow.as_ref().expect("shadow runs report the MMU");
+    assert_eq!(report.audit, Ok(()), "{workload}: audit after the run");
+    eprintln!(
+        "{workload} shadow MMU (max {cap} pages): {:?}",
+        report.stats
+    );
+    assert!(native.shadow.is_none());
+
+    assert_eq!(native.results.records.len(), shadow.results.records.len());
+    let diffs: Vec<usize> = (0..native.results.records.len())
+        .filter(|&i| native.results.records[i] != shadow.results.records[i])
+        .collect();
+    assert!(
+        diffs.is_empty(),
+        "{workload}: records differ at {diffs:?} (first: native {:#x}, shadow {:#x})",
+        native.results.records[diffs[0]],
+        shadow.results.records[diffs[0]]
+    );
+    assert_eq!(native.results.checksum, shadow.results.checksum);
+    assert_eq!(
+        native.results.faults, shadow.results.faults,
+        "guest page faults"
+    );
+
+    assert_eq!(
+        report.max_pages,
+        u64::from(cap),
+        "{workload}: the MMU did not get the cap asked for"
+    );
+    assert!(
+        report.stats.pages_in_use <= u64::from(cap),
+        "{workload}: {} pages in use over a cap of {cap}",
+        report.stats.pages_in_use
+    );
+    assert!(
+        report.stats.reclaimed > 0,
+        "{workload}: no page was reclaimed under a cap of {cap}: no exhaustion happened"
+    );
+    eprintln!(
+        "{workload}: {} shadow pages reclaimed under a cap of {cap}",
+        report.stats.reclaimed
+    );
+    shadow
+}
+
+/// First touch of 16 MiB (8 leaf tables, the kernel's tables and the
+/// prefetched neighbours) under 32 pages.
+#[test]
+fn touch_under_tiny_cap() {
+    same_records_capped(Workload::Touch, &[], CAP);
+}
+
+/// 64 address spaces round-robin: their roots alone (64 pinned pages while
+/// cached) cannot fit in 32 pages, so reclaim has to drop cached roots.
+/// Regression test: a page reused as a root had stale entry writes of its
+/// previous life replayed over it by the trampoline, wiping its hole entry
+/// (triple fault right after the CR3 load).
+#[test]
+fn spaces_64_under_tiny_cap() {
+    let shadow = same_records_capped(Workload::Spaces, &[64], CAP);
+    let stats = shadow.shadow.expect("shadow report").stats;
+    assert!(
+        stats.roots_built > 64,
+        "roots were never rebuilt: {} built",
+        stats.roots_built
+    );
+}
+
+/// Fork-like clone and copy-on-write faults at the default size (20
+/// shadow pages without a cap) under 16 pages.
+#[test]
+fn cow_under_tiny_cap() {
+    same_records_capped(Workload::Cow, &[], 16);
+}
+
+/// The same under 12 pages: the kernel's own text mapping is reclaimed
+/// too, so fetching the guest's #PF handler right after a copy-on-write
+/// fault is delivered takes a shadow fault, which leaves the hardware CR2
+/// at the handler's address; the guest then reads that CR2 instead of its
+/// fault address and stops with "unexpected exception" (vector 14, error
+/// code 0x7, CR2 0x100168 = `exc14`). Fails with caps 8 to 15.
+#[test]
+#[ignore = "shadow-mmu bug: a shadow fault before the guest reads CR2 clobbers it (kvm glue)"]
+fn cow_under_cap_12_keeps_guest_cr2() {
+    same_records_capped(Workload::Cow, &[], 12);
+}
