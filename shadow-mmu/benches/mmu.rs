@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, Criterion};
 use shadow_mmu::pte::{PTE_A, PTE_D, PTE_P, PTE_PS, PTE_U, PTE_W};
-use shadow_mmu::spt::{ShadowPage, Translation, ENTRIES};
+use shadow_mmu::spt::{ShadowPage, Translations, ENTRIES};
 use shadow_mmu::{
     Changes, Cr0, Cr4, Efer, FaultOutcome, GuestAddress, Gva, Mmu, MmuConfig, PagingState,
     PfErrorCode, ShadowMmu,
@@ -454,8 +454,7 @@ fn report_memory() {
         let per_gib = |bytes: f64| bytes * (GIB as f64) / (data as f64) / (MIB as f64);
         let arena = s.pages_in_use * PAGE;
         let translations = s.pages_in_use
-            * (ENTRIES * std::mem::size_of::<Translation>() + std::mem::size_of::<ShadowPage>())
-                as u64;
+            * (ENTRIES * Translations::BYTES_PER_ENTRY + std::mem::size_of::<ShadowPage>()) as u64;
         println!(
             "{name}: {faults} faults, {} shadow pages ({} at CR3 load), {} rmap entries",
             s.pages_in_use, s0.pages_in_use, s.rmap_entries

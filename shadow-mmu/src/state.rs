@@ -523,12 +523,8 @@ impl MmuState {
         }
         self.set_spte(ptr, spte::leaf(frame, rights, pkey, level));
         self.rmap.add(gfn, ptr);
-        if let Some(t) = self
-            .pages
-            .get_mut(ptr.page)
-            .and_then(|p| p.translations.get_mut(index))
-        {
-            *t = Translation::new(gfn, guest);
+        if let Some(p) = self.pages.get_mut(ptr.page) {
+            p.translations.set(index, Translation::new(gfn, guest));
         }
     }
 

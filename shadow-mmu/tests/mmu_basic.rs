@@ -223,3 +223,61 @@ fn mmio_is_reported_not_mapped() {
     );
     m.audit().unwrap();
 }
+
+/// Guest RAM at 2 TiB, where a frame no longer fits the 32-bit packed
+/// translation and goes to the page's side list: faults map it, the frame
+/// becoming a page table write-protects its mapping (found through the
+/// reverse map by that frame), INVLPG drops it, and the audit agrees at
+/// every step.
+#[test]
+fn leaves_above_2_tib() {
+    use shadow_mmu::{GuestAddress, Mmu, MmuConfig};
+    use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
+
+    let far = 2u64 << 40;
+    let mem = GuestMemoryMmap::from_ranges(&[
+        (GuestAddress(0), RAM as usize),
+        (GuestAddress(far), 0x4000),
+    ])
+    .expect("guest RAM");
+    let m = Mmu::new(GuestMemoryAtomic::new(mem), MmuConfig::default()).expect("mmu");
+    w64(&m, 0x1000, 0x2000 | UPPER);
+    w64(&m, 0x2000, 0x3000 | UPPER);
+    w64(&m, 0x3000 + 2 * 8, 0x4000 | UPPER);
+    for i in 0..4 {
+        w64(&m, 0x4000 + 8 * i, (far + 0x1000 * i) | LEAF_RW);
+    }
+    // The far frame's first entry, for when it is used as a page table.
+    w64(&m, far, 0x10_0000 | LEAF_RW);
+    let s = long_mode(0x1000);
+    load(&m, 0, &s);
+    for i in 0..4 {
+        let gva = 0x40_0000 + 0x1000 * i + 0x18;
+        assert_eq!(
+            cpu_access(&m, 0, &s, gva, wr(true)),
+            Cpu::Done(far + 0x1000 * i + 0x18)
+        );
+        let (gpa, rights) = m.shadow_translate(0, Gva(gva)).expect("mapped");
+        assert_eq!(gpa, far + 0x1000 * i + 0x18);
+        assert!(rights.contains(shadow_mmu::PteAccess::WRITE));
+    }
+    m.audit().unwrap();
+
+    // PD entry 3 makes the far frame a page table: gva 0x60_0000 maps
+    // 0x10_0000 through it, and the write access to it must go.
+    w64(&m, 0x3000 + 3 * 8, far | UPPER);
+    assert_eq!(
+        cpu_access(&m, 0, &s, 0x60_0000, rd(true)),
+        Cpu::Done(0x10_0000)
+    );
+    let (_, rights) = m.shadow_translate(0, Gva(0x40_0000)).expect("still mapped");
+    assert!(!rights.contains(shadow_mmu::PteAccess::WRITE));
+    m.audit().unwrap();
+
+    for i in 0..4 {
+        apply(&m, m.invlpg(0, Gva(0x40_0000 + 0x1000 * i)).unwrap());
+        assert_eq!(m.shadow_translate(0, Gva(0x40_0000 + 0x1000 * i)), None);
+    }
+    m.audit().unwrap();
+    assert_eq!(m.stats().rmap_entries, 1, "only 0x60_0000's leaf is left");
+}

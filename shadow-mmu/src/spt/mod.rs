@@ -5,14 +5,15 @@
 pub mod arena;
 pub mod rmap;
 pub mod role;
+pub mod translation;
 
 use std::collections::{HashMap, VecDeque};
 
 pub use arena::{Arena, ArenaError, PageId, ENTRIES};
 pub use role::Role;
+pub use translation::{Translation, Translations};
 
 use crate::addr::Gfn;
-use crate::arch::PteAccess;
 use crate::hash::FrameHashBuilder;
 
 /// One shadow entry: a page and an index in it.
@@ -34,28 +35,6 @@ impl SptePtr {
     }
 }
 
-/// The guest frame and rights a leaf shadow entry was built from (KVM's
-/// `shadowed_translation`), packed as `gfn << 3 | access`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Translation(u64);
-
-impl Translation {
-    /// Packs `gfn` and `access`.
-    pub const fn new(gfn: Gfn, access: PteAccess) -> Translation {
-        Translation((gfn.0 << 3) | access.bits() as u64)
-    }
-
-    /// The guest frame.
-    pub const fn gfn(self) -> Gfn {
-        Gfn(self.0 >> 3)
-    }
-
-    /// The rights.
-    pub const fn access(self) -> PteAccess {
-        PteAccess::from_bits_truncate((self.0 & 7) as u8)
-    }
-}
-
 /// Bookkeeping of one shadow page.
 #[derive(Debug)]
 pub struct ShadowPage {
@@ -66,7 +45,7 @@ pub struct ShadowPage {
     /// Entries of other shadow pages that link to this one.
     pub parents: Vec<SptePtr>,
     /// Per-entry translation of leaf entries.
-    pub translations: Box<[Translation]>,
+    pub translations: Translations,
     /// A 4 KiB guest page table whose writes are not tracked until the next
     /// sync point (INVLPG, TLB flush, CR3 load).
     pub unsync: bool,
@@ -280,9 +259,9 @@ impl Pages {
             return Err(OutOfPages);
         };
         let translations = if role.synthetic() {
-            Box::default()
+            Translations::default()
         } else {
-            vec![Translation::default(); ENTRIES].into_boxed_slice()
+            Translations::new(ENTRIES)
         };
         self.slots[id.0 as usize] = Some(ShadowPage {
             gfn,
