@@ -989,21 +989,25 @@ fn matrix_counts_match_brute_force() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "the full access.c matrix takes days under Miri")]
 fn access_matrix_32bit() {
     run_matrix(Mm::Bits32);
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "the full access.c matrix takes days under Miri")]
 fn access_matrix_pae() {
     run_matrix(Mm::Pae);
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "the full access.c matrix takes days under Miri")]
 fn access_matrix_4level() {
     run_matrix(Mm::L4);
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "the full access.c matrix takes days under Miri")]
 fn access_matrix_5level() {
     run_matrix(Mm::L5);
 }
@@ -1019,6 +1023,10 @@ fn access_matrix_5level() {
 /// leaf's key and the access. 4-level paging; walker against the model,
 /// outcome and memory.
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "enumerates 2^21 flag combinations; too slow under Miri"
+)]
 fn permission_matrix_implicit_and_pks() {
     const BITS: u32 = 21;
     let layout = Layout::new(Mm::L4);

@@ -1,4 +1,8 @@
 //! Many vCPU threads on one `Mmu`.
+//!
+//! Both tests also run under Miri (`scripts/miri.sh`), which checks the
+//! interleavings it explores for data races and undefined behaviour; there
+//! the iteration counts are cut so that a run takes minutes, not days.
 
 mod common;
 
@@ -54,7 +58,8 @@ fn invlpg_races_pte_rewrite() {
             n
         })
     };
-    for round in 0..20_000u64 {
+    const ROUNDS: u64 = if cfg!(miri) { 40 } else { 20_000 };
+    for round in 0..ROUNDS {
         let new = FRAMES[(round % 2) as usize];
         let old = FRAMES[((round + 1) % 2) as usize];
         w64(&m, 0x4000 + 8 * 3, new | LEAF_RW | A);
@@ -81,6 +86,7 @@ fn invlpg_races_pte_rewrite() {
 #[test]
 fn eight_threads_mixed_operations() {
     const THREADS: usize = 8;
+    const ITERATIONS: usize = if cfg!(miri) { 40 } else { 3000 };
     let m = Arc::new(mmu_with(MmuConfig {
         vcpus: THREADS,
         max_pages: 64,
@@ -94,7 +100,7 @@ fn eight_threads_mixed_operations() {
             thread::spawn(move || {
                 load(&m, t, &s);
                 let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ t as u64;
-                for _ in 0..3000 {
+                for _ in 0..ITERATIONS {
                     x ^= x << 13;
                     x ^= x >> 7;
                     x ^= x << 17;

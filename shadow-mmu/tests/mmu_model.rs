@@ -225,7 +225,11 @@ fn run(config: MmuConfig, ops: &[Op]) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        // A handful of cases under Miri (scripts/miri.sh), all of them otherwise.
+        cases: if cfg!(miri) { 4 } else { 256 },
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn default_config(ops in prop::collection::vec(op(), 1..60)) {

@@ -522,6 +522,11 @@ fn run(tree: Tree, walks_per_thread: u64) {
     assert!(problems.is_empty(), "{} problems", problems.len());
     assert_eq!(walks, WALKERS * walks_per_thread);
     // The run must see both outcomes and really contend with the flippers.
+    // (Under Miri the few walks of a run do not reach these bounds; the
+    // checks above still apply to every walk.)
+    if cfg!(miri) {
+        return;
+    }
     assert!(ok > walks / 20, "only {ok} successful walks");
     assert!(faults > walks / 20, "only {faults} faulting walks");
     assert!(flips > 1000, "only {flips} flips");
@@ -536,12 +541,15 @@ fn run(tree: Tree, walks_per_thread: u64) {
     assert!(retries <= walks / 1000, "{retries} walks gave up retrying");
 }
 
+/// Walks per walker thread: a few under Miri (scripts/miri.sh).
+const WALKS: u64 = if cfg!(miri) { 100 } else { 100_000 };
+
 #[test]
 fn concurrent_flips_4level() {
-    run(tree_4level(), 100_000);
+    run(tree_4level(), WALKS);
 }
 
 #[test]
 fn concurrent_flips_32bit() {
-    run(tree_32bit(), 100_000);
+    run(tree_32bit(), WALKS);
 }

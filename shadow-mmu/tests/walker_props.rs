@@ -547,6 +547,10 @@ fn config() -> ProptestConfig {
 macro_rules! mode_test {
     ($name:ident, $mode:expr) => {
         #[test]
+        #[cfg_attr(
+            miri,
+            ignore = "10 000 proptest cases with coverage bounds; too slow under Miri"
+        )]
         fn $name() {
             let dog = Watchdog::new(stringify!($name), Duration::from_secs(60));
             proptest!(config(), |(s in scenario($mode))| {
