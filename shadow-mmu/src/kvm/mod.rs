@@ -149,6 +149,10 @@ struct VcpuGlue {
     pending: VecDeque<Batch>,
     /// Commands held back until the VMM has answered a hypercall.
     deferred: Option<Commands>,
+    /// CR2 as the guest knows it: the address of the last page fault
+    /// delivered to it. Shadow faults the guest never sees overwrite the
+    /// real CR2 and must put this back.
+    guest_cr2: u64,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -236,7 +240,11 @@ impl ShadowVm {
             root_index: HOLE_ROOT_INDEX,
             entry: (cfg.hidden_base + HOLE_PDPT) | PTE_P | PTE_W | PTE_A,
         });
-        cfg.mmu.hidden.push(cfg.hidden_base..arena_base);
+        // Everything the hole maps is hidden, including the tail of its last
+        // 2 MiB page past a cap that is not a multiple of 512 pages.
+        cfg.mmu
+            .hidden
+            .push(cfg.hidden_base..arena_base + pages * 4096);
         let vcpus = cfg.mmu.vcpus;
         let mmu = Mmu::new(mem, cfg.mmu)?;
         let system = MmapRegion::<()>::new(SYSTEM_SIZE as usize)?;
@@ -512,6 +520,13 @@ impl ShadowVm {
         }
         let exit = match vector {
             14 => {
+                // Whatever becomes of it, this fault is not the guest's
+                // unless it is delivered below: its address must not stay
+                // in CR2 (a handler still to read the guest's own fault
+                // address would read this one).
+                if cr2 != g.guest_cr2 {
+                    cmds.cr2 = Some(g.guest_cr2);
+                }
                 self.mmu.set_eflags_ac(index, frame[2] & RFLAGS_AC != 0)?;
                 let ec = PfErrorCode::from_bits_truncate(error_code as u32);
                 let (outcome, changes) = self.mmu.page_fault(index, Gva(cr2), ec)?;
@@ -546,6 +561,9 @@ impl ShadowVm {
                 self.deliver(&g, index, v, ec, None, frame, &mut cmds)
             }
         };
+        if let Some(delivered) = cmds.cr2 {
+            g.guest_cr2 = delivered;
+        }
         if matches!(exit, Exit::Hypercall { .. }) {
             // Posted once the VMM has written the result.
             g.deferred = Some(cmds);
@@ -695,7 +713,9 @@ impl ShadowVm {
             sp,
             u64::from(KERNEL_DS),
         ]);
-        cmds.cr2 = cr2;
+        if cr2.is_some() {
+            cmds.cr2 = cr2;
+        }
         Exit::Resume
     }
 
