@@ -136,3 +136,11 @@ fn cow_under_caps_12_and_8_keeps_guest_cr2() {
     same_records_capped(Workload::Cow, &[], 12);
     same_records_capped(Workload::Cow, &[], 8);
 }
+
+/// Two vCPUs remapping shared pages while the other runs (every remap a
+/// remote flush by NMI) under 10 pages: reclaimed pages are reused only
+/// after both vCPUs flushed, and the records match native paging.
+#[test]
+fn smp_under_tiny_cap() {
+    same_records_capped(Workload::Smp, &[], 10);
+}

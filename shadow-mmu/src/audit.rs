@@ -276,6 +276,22 @@ impl MmuState {
             }
         }
         if leaves != self.rmap.len() {
+            // Name one record that no present leaf backs.
+            for (gfn, ptr) in self.rmap.iter() {
+                let live = self.pages.get(ptr.page);
+                let v = self.pages.arena.load(ptr.page, usize::from(ptr.index));
+                let leaf = live.is_some_and(|p| spte::is_leaf(v, p.role.level()));
+                let recorded = live.and_then(|p| p.translations.get(usize::from(ptr.index)));
+                if !spte::is_present(v) || !leaf || recorded.map(|t| t.gfn()) != Some(gfn) {
+                    return bad(format!(
+                        "{leaves} present leaves but {} reverse-map entries; {gfn} -> {ptr:?} \
+                         is stale (page live: {}, entry {v:#x}, recorded {:?})",
+                        self.rmap.len(),
+                        live.is_some(),
+                        recorded.map(|t| t.gfn()),
+                    ));
+                }
+            }
             return bad(format!(
                 "{leaves} present leaves but {} reverse-map entries",
                 self.rmap.len()

@@ -6,7 +6,7 @@
 pub const MB_FLAGS: u64 = 0x100;
 /// Number of 2-byte touches.
 pub const MB_N_TOUCH: u64 = 0x108;
-/// Number of 8-byte stores.
+/// Number of 8-byte entry rewrites.
 pub const MB_N_WRITES: u64 = 0x110;
 /// Number of `invlpg`s.
 pub const MB_N_INVLPG: u64 = 0x118;
@@ -22,15 +22,15 @@ pub const MB_FRAME: u64 = 0x140;
 pub const MB_TOUCH: u64 = 0x200;
 /// `invlpg` addresses.
 pub const MB_INVLPG: u64 = 0x400;
-/// (address, value) stores.
+/// Addresses of entries to rewrite with their current value.
 pub const MB_WRITES: u64 = 0x600;
 
 /// Capacity of the touch list.
 pub const MAX_TOUCH: usize = 64;
 /// Capacity of the `invlpg` list.
 pub const MAX_INVLPG: usize = 64;
-/// Capacity of the store list.
-pub const MAX_WRITES: usize = 160;
+/// Capacity of the rewrite list.
+pub const MAX_WRITES: usize = 320;
 
 /// Load CR4.
 pub const F_CR4: u64 = 1;

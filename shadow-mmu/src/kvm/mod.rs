@@ -8,10 +8,12 @@
 //!
 //! On the hosts this was built on, KVM itself shadows our shadow tables: a
 //! store from the VMM into a present entry is never seen, and a shadow page
-//! reused without a guest store keeps its old translations. So every change
-//! to a present entry, and a store into every reused page, is made by the
-//! trampoline (see `trampoline.S`); new entries in not-present slots are
-//! written by the VMM directly.
+//! reused without a guest store keeps its old translations. So the VMM
+//! stores every change directly and the trampoline then rewrites each
+//! changed present entry, and a word of every reused page, with an atomic
+//! `lock or 0` that stores the current value (see `trampoline.S`): the
+//! host sees a guest write, and a vCPU that runs its list late cannot bring
+//! back a value another vCPU has since replaced.
 
 pub mod layout;
 pub mod mailbox;
@@ -127,7 +129,9 @@ pub enum Exit {
 #[derive(Debug, Default)]
 struct Commands {
     touches: Vec<u64>,
-    writes: Vec<(u64, u64)>,
+    /// Hole addresses of entries the guest must rewrite (their values
+    /// are already in memory).
+    writes: Vec<u64>,
     invlpg: Vec<u64>,
     cr3: Option<u64>,
     cr4: Option<u64>,
@@ -158,7 +162,9 @@ struct VcpuGlue {
 #[derive(Debug, Default, Clone)]
 struct Batch {
     touches: Vec<u64>,
-    writes: Vec<(u64, u64)>,
+    /// Hole addresses of entries the guest must rewrite (their values
+    /// are already in memory).
+    writes: Vec<u64>,
     invlpg: Vec<u64>,
     flags: u64,
     cr3: u64,
@@ -639,7 +645,7 @@ impl ShadowVm {
             changes
                 .spte_writes
                 .iter()
-                .map(|w| (hole_arena_va(w.addr - arena), w.value)),
+                .map(|w| hole_arena_va(w.addr - arena)),
         );
         cmds.invlpg.extend(changes.invlpg.iter().map(|g| g.0));
         if changes.flush_local || changes.flush_all {
@@ -851,7 +857,7 @@ impl ShadowVm {
             }
             batches.push(Batch {
                 touches: t.map(<[u64]>::to_vec).unwrap_or_default(),
-                writes: w.map(<[(u64, u64)]>::to_vec).unwrap_or_default(),
+                writes: w.map(<[u64]>::to_vec).unwrap_or_default(),
                 ..Batch::default()
             });
         }
@@ -889,9 +895,8 @@ impl ShadowVm {
         for (i, &va) in b.touches.iter().enumerate() {
             self.sys_store(mb + MB_TOUCH + 8 * i as u64, va);
         }
-        for (i, &(va, value)) in b.writes.iter().enumerate() {
-            self.sys_store(mb + MB_WRITES + 16 * i as u64, va);
-            self.sys_store(mb + MB_WRITES + 16 * i as u64 + 8, value);
+        for (i, &va) in b.writes.iter().enumerate() {
+            self.sys_store(mb + MB_WRITES + 8 * i as u64, va);
         }
         for (i, &va) in b.invlpg.iter().enumerate() {
             self.sys_store(mb + MB_INVLPG + 8 * i as u64, va);

@@ -14,8 +14,12 @@
  *   1. 2-byte rewrite of each "touch" address: a guest store into a shadow
  *      page that is reused, so a hypervisor that shadows our tables drops
  *      its stale copy;
- *   2. each (address, value) 8-byte store: changes to present shadow
- *      entries, which such a hypervisor only sees when the guest makes them;
+ *   2. an 8-byte rewrite of each listed entry: changes to present shadow
+ *      entries, which such a hypervisor only sees when the guest makes them.
+ *   The VMM has already stored the new values; both rewrites are atomic
+ *   `lock or 0`s that store what the memory holds now, so a vCPU that
+ *   carries its list out late cannot put back a value another vCPU's
+ *   newer change replaced (a plain load-and-store could);
  *   3. invlpg of each listed address;
  *   4. flags: load CR4, load CR3 (or reload it: a full flush), set CR2,
  *      replace the iret frame (exception delivery to the guest's handler),
@@ -41,7 +45,7 @@
         .set MB_FRAME,     0x140   /* rip, cs, rflags, rsp, ss */
         .set MB_TOUCH,     0x200   /* 64 addresses */
         .set MB_INVLPG,    0x400   /* 64 addresses */
-        .set MB_WRITES,    0x600   /* 160 (address, value) pairs */
+        .set MB_WRITES,    0x600   /* 320 entry addresses */
 
         .set F_CR4,        1
         .set F_CR3,        2
@@ -148,23 +152,16 @@ commands:
         lea rsi, [rdx + MB_TOUCH]
         jrcxz 2f
 1:      mov rax, [rsi]
-        mov ax, [rax]
-        push rdx
-        mov rdx, [rsi]
-        mov [rdx], ax
-        pop rdx
+        lock or word ptr [rax], 0
         add rsi, 8
         loop 1b
-2:      /* 2. stores */
+2:      /* 2. entry rewrites */
         mov rcx, [rdx + MB_N_WRITES]
         lea rsi, [rdx + MB_WRITES]
         jrcxz 4f
-3:      mov rax, [rsi + 8]
-        push rdx
-        mov rdx, [rsi]
-        mov [rdx], rax
-        pop rdx
-        add rsi, 16
+3:      mov rax, [rsi]
+        lock or qword ptr [rax], 0
+        add rsi, 8
         loop 3b
 4:      /* 3. invlpg */
         mov rcx, [rdx + MB_N_INVLPG]

@@ -183,6 +183,30 @@ impl Rmap {
         }
     }
 
+    /// Every (frame, entry) pair, in no particular order (for audits).
+    pub fn iter(&self) -> impl Iterator<Item = (Gfn, SptePtr)> + '_ {
+        self.chunks.iter().flat_map(move |(&key, chunk)| {
+            chunk.heads.iter().enumerate().flat_map(move |(i, &raw)| {
+                let gfn = Gfn((key << CHUNK_SHIFT) | i as u64);
+                let list: &[SptePtr] = match Head::decode(raw) {
+                    Head::List(slot) => self
+                        .lists
+                        .get(slot)
+                        .and_then(Option::as_deref)
+                        .unwrap_or(&[]),
+                    _ => &[],
+                };
+                let one = match Head::decode(raw) {
+                    Head::One(ptr) => Some(ptr),
+                    _ => None,
+                };
+                one.into_iter()
+                    .chain(list.iter().copied())
+                    .map(move |p| (gfn, p))
+            })
+        })
+    }
+
     /// Whether `spte` is recorded as mapping `gfn`.
     pub fn contains(&self, gfn: Gfn, spte: SptePtr) -> bool {
         self.get(gfn).any(|p| p == spte)
@@ -287,6 +311,13 @@ mod tests {
         }
         let total: usize = model.values().map(BTreeSet::len).sum();
         assert_eq!(r.len(), total);
+        let listed: BTreeSet<_> = r.iter().map(|(g, p)| (g.0, p.page.0, p.index)).collect();
+        let expected: BTreeSet<_> = model
+            .iter()
+            .flat_map(|(&g, set)| set.iter().map(move |&(page, index)| (g, page, index)))
+            .collect();
+        assert_eq!(listed, expected);
+        assert_eq!(r.iter().count(), total);
         for gfn in 0..3000 {
             let got: BTreeSet<_> = r.get(Gfn(gfn)).map(|p| (p.page.0, p.index)).collect();
             assert_eq!(
