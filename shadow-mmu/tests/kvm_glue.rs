@@ -187,3 +187,56 @@ fn cpl3_guest_faults_are_delivered_with_architectural_error_codes() {
     assert_eq!(pte & (PTE_A | PTE_D), PTE_A | PTE_D);
     shadow.mmu().audit().expect("audit");
 }
+
+/// More vCPUs than the page cap has room for: each vCPU's current root is
+/// pinned, so once the roots fill the cap the next vCPU's root cannot be
+/// built. That is a clear `OutOfPages` error for the VMM, not an endless
+/// retry (the glue used to loop on `flush_completed` forever).
+#[test]
+fn roots_that_fill_the_cap_are_an_error_not_a_hang() {
+    use shadow_mmu::kvm::KvmGlueError;
+    use shadow_mmu::MmuError;
+
+    let kvm = kvm();
+    let vm = kvm.create_vm().expect("create VM");
+    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), RAM)]).unwrap();
+    let shadow = ShadowVm::new(
+        &vm,
+        GuestMemoryAtomic::new(mem),
+        ShadowVmConfig {
+            hidden_base: 1 << 40,
+            first_slot: 1,
+            mmu: MmuConfig {
+                vcpus: 12,
+                max_pages: 8,
+                ..MmuConfig::default()
+            },
+        },
+    )
+    .expect("shadow VM");
+    let mut results = Vec::new();
+    for vcpu in 0..12u64 {
+        // A distinct address space per vCPU: a root page each.
+        let guest = PagingState {
+            cr0: Cr0::PE | Cr0::PG | Cr0::WP,
+            cr3: 0x1000 * (vcpu + 1),
+            cr4: Cr4::PAE,
+            efer: Efer::LME | Efer::LMA | Efer::NXE,
+            ..Default::default()
+        };
+        let mut sregs = kvm_bindings::kvm_sregs::default();
+        results.push(shadow.prepare_vcpu(vcpu as usize, &guest, &mut sregs));
+    }
+    // The cap holds 8 roots; the ninth vCPU on gets the error.
+    for (vcpu, r) in results.iter().enumerate() {
+        if vcpu < 8 {
+            assert!(r.is_ok(), "vCPU {vcpu}: {r:?}");
+        } else {
+            assert!(
+                matches!(r, Err(KvmGlueError::Mmu(MmuError::OutOfPages))),
+                "vCPU {vcpu}: {r:?}"
+            );
+        }
+    }
+    assert_eq!(shadow.mmu().stats().pages_in_use, 8);
+}

@@ -339,12 +339,7 @@ impl ShadowVm {
             // The hole is mounted in 4-level roots only.
             return Err(KvmGlueError::Config("5-level guests are not supported"));
         }
-        let (root, changes) = loop {
-            match self.mmu.load_paging_state(index, guest) {
-                Err(MmuError::OutOfPages) => self.mmu.flush_completed(),
-                other => break other?,
-            }
-        };
+        let (root, changes) = self.load_root(index, guest)?;
         // The vCPU has not run: nothing is cached anywhere yet.
         self.mmu.flush_completed();
         drop(changes);
@@ -826,17 +821,27 @@ impl ShadowVm {
         guest: PagingState,
         cmds: &mut Commands,
     ) -> Result<(), KvmGlueError> {
-        let (root, changes) = loop {
-            match self.mmu.load_paging_state(index, &guest) {
-                Err(MmuError::OutOfPages) => self.mmu.flush_completed(),
-                other => break other?,
-            }
-        };
+        let (root, changes) = self.load_root(index, &guest)?;
         g.guest = Some(guest);
         g.root = root;
         self.add_changes(g, index, cmds, changes);
         cmds.cr3 = Some(root);
         Ok(())
+    }
+
+    /// The root for `guest` on vCPU `index`. When every page is in use or
+    /// waiting for a flush, the waiting ones are released and the load is
+    /// tried once more; if the roots of the vCPUs alone fill the cap, that
+    /// is [`MmuError::OutOfPages`] (a cap too small for this many vCPUs),
+    /// never a retry loop.
+    fn load_root(&self, index: usize, guest: &PagingState) -> Result<(u64, Changes), KvmGlueError> {
+        match self.mmu.load_paging_state(index, guest) {
+            Err(MmuError::OutOfPages) => {
+                self.mmu.flush_completed();
+                Ok(self.mmu.load_paging_state(index, guest)?)
+            }
+            other => Ok(other?),
+        }
     }
 
     /// Splits `cmds` into mailbox batches and posts the first.
