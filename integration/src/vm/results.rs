@@ -64,6 +64,41 @@ pub fn fnv1a(words: impl IntoIterator<Item = u64>) -> u64 {
 }
 
 impl Results {
+    /// How `other` differs from these results in what a differential run
+    /// requires to be identical (the records, the checksum, the guest page
+    /// faults), described for a test failure; `None` when they agree.
+    pub fn difference(&self, other: &Results) -> Option<String> {
+        if self.records.len() != other.records.len() {
+            return Some(format!(
+                "{} records against {}",
+                self.records.len(),
+                other.records.len()
+            ));
+        }
+        let diffs: Vec<usize> = (0..self.records.len())
+            .filter(|&i| self.records[i] != other.records[i])
+            .collect();
+        if let Some(&first) = diffs.first() {
+            return Some(format!(
+                "records differ at {diffs:?} (first: {:#x} against {:#x})",
+                self.records[first], other.records[first]
+            ));
+        }
+        if self.checksum != other.checksum {
+            return Some(format!(
+                "checksum {:#x} against {:#x}",
+                self.checksum, other.checksum
+            ));
+        }
+        if self.faults != other.faults {
+            return Some(format!(
+                "guest page faults {} against {}",
+                self.faults, other.faults
+            ));
+        }
+        None
+    }
+
     /// Reads the results buffer at `gpa` of `size` bytes.
     pub fn read<M: GuestMemory>(mem: &M, gpa: u64, size: u64) -> Result<Results, String> {
         let mut header = [0u8; (HEADER_WORDS * 8) as usize];
@@ -122,5 +157,47 @@ impl Results {
             .into_iter()
             .chain(self.records.iter().copied()),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn results(records: &[u64], faults: u64) -> Results {
+        Results {
+            workload: 1,
+            status: 0,
+            flags: 0,
+            faults,
+            errors: 0,
+            records: records.to_vec(),
+            tsc: Vec::new(),
+            failure: [0; 4],
+            checksum: fnv1a(records.iter().copied().chain([faults])),
+        }
+    }
+
+    #[test]
+    fn difference_names_what_differs() {
+        let a = results(&[1, 2, 3], 4);
+        assert_eq!(a.difference(&a.clone()), None);
+        assert_eq!(
+            a.difference(&results(&[1, 2], 4)).as_deref(),
+            Some("3 records against 2")
+        );
+        assert_eq!(
+            a.difference(&results(&[1, 9, 3], 4)).as_deref(),
+            Some("records differ at [1] (first: 0x2 against 0x9)")
+        );
+        let mut b = a.clone();
+        b.checksum ^= 1;
+        assert!(a.difference(&b).is_some_and(|d| d.starts_with("checksum")));
+        let mut c = a.clone();
+        c.faults = 5;
+        assert_eq!(
+            a.difference(&c).as_deref(),
+            Some("guest page faults 4 against 5")
+        );
     }
 }
