@@ -226,9 +226,22 @@ impl RunReport {
             s.push_str(", 1G skipped");
         }
         if let Some(sh) = &self.shadow {
+            let st = &sh.stats;
             s.push_str(&format!(
-                ", shadow pages: cap {}, {} reclaimed",
-                sh.max_pages, sh.stats.reclaimed
+                ", shadow pages: cap {}, {} reclaimed, exits: {} trampoline, {} doorbell; \
+                 faults: {} no-spte, {} guest, {} write-protected, {} spurious; \
+                 {} syncs, {} roots built, {} root cache hits",
+                sh.max_pages,
+                st.reclaimed,
+                self.exits.trampoline,
+                self.exits.doorbell,
+                st.fault_no_spte,
+                st.fault_guest,
+                st.fault_write_protected,
+                st.fault_spurious,
+                st.syncs,
+                st.roots_built,
+                st.root_cache_hits
             ));
         }
         let labels = self.workload.tsc_labels();

@@ -32,7 +32,8 @@ pub const TSS: u64 = 0x5000;
 pub const TSS_STRIDE: u64 = 128;
 /// The trampoline code.
 pub const TRAMPOLINE: u64 = 0x6000;
-/// The per-vCPU blocks: mailbox page, then the IST stack up to the block's end.
+/// The per-vCPU blocks: the chain area, then the IST stack up to the block's
+/// end.
 pub const VCPU_BLOCKS: u64 = 0x10000;
 /// Size (and alignment) of a vCPU block.
 pub const VCPU_BLOCK_SIZE: u64 = 0x4000;
@@ -41,8 +42,6 @@ pub const MAX_VCPUS: usize = 32;
 /// The per-vCPU NMI stacks (IST 2), one 16 KiB block each after the vCPU
 /// blocks; the first word of a block counts the flushes its NMIs made.
 pub const NMI_BLOCKS: u64 = VCPU_BLOCKS + MAX_VCPUS as u64 * VCPU_BLOCK_SIZE;
-/// Offset of the NMI entry in the trampoline.
-pub const NMI_STUB: u64 = 0x200;
 
 /// Selectors of the GDT (the ABI's).
 pub const KERNEL_CS: u16 = 0x08;

@@ -1,55 +1,13 @@
-//! The mailbox: the page at the start of each vCPU's block through which
-//! the trampoline and the VMM talk, and the layout of what the trampoline
-//! leaves on its stack. Must match `trampoline.S`.
-
-/// Flags word: what the trampoline must do besides resuming.
-pub const MB_FLAGS: u64 = 0x100;
-/// Number of 2-byte touches.
-pub const MB_N_TOUCH: u64 = 0x108;
-/// Number of 8-byte entry rewrites.
-pub const MB_N_WRITES: u64 = 0x110;
-/// Number of `invlpg`s.
-pub const MB_N_INVLPG: u64 = 0x118;
-/// CR3 to load.
-pub const MB_CR3: u64 = 0x120;
-/// CR4 to load.
-pub const MB_CR4: u64 = 0x128;
-/// CR2 to set.
-pub const MB_CR2: u64 = 0x130;
-/// Replacement iret frame: RIP, CS, RFLAGS, RSP, SS.
-pub const MB_FRAME: u64 = 0x140;
-/// Touch addresses.
-pub const MB_TOUCH: u64 = 0x200;
-/// `invlpg` addresses.
-pub const MB_INVLPG: u64 = 0x400;
-/// Addresses of entries to rewrite with their current value.
-pub const MB_WRITES: u64 = 0x600;
-
-/// Capacity of the touch list.
-pub const MAX_TOUCH: usize = 64;
-/// Capacity of the `invlpg` list.
-pub const MAX_INVLPG: usize = 64;
-/// Capacity of the rewrite list.
-pub const MAX_WRITES: usize = 320;
-
-/// Load CR4.
-pub const F_CR4: u64 = 1;
-/// Load CR3 (a full TLB flush even if unchanged).
-pub const F_CR3: u64 = 2;
-/// Set CR2.
-pub const F_CR2: u64 = 4;
-/// Replace the iret frame.
-pub const F_FRAME: u64 = 8;
-/// Exit again for more commands after these.
-pub const F_MORE: u64 = 16;
-/// The lists are not empty (any non-zero flags word makes the trampoline
-/// walk them).
-pub const F_LISTS: u64 = 32;
+//! How the VMM and the trampoline talk: what the trampoline leaves on its
+//! IST stack at an exit, and the gadgets of the return chain through which
+//! the VMM tells it what to do before it resumes the guest. Must match
+//! `trampoline.S` (a unit test compares the offsets).
 
 /// What the trampoline saved, as offsets below the top of the vCPU block
 /// (the IST stack top).
 pub mod stack {
-    /// CR2 at entry.
+    /// CR2 at entry (page faults only). The VMM then writes the first
+    /// gadget of the chain here.
     pub const CR2: u64 = 80;
     /// Guest RDX.
     pub const RDX: u64 = 72;
@@ -71,10 +29,124 @@ pub mod stack {
     pub const SS: u64 = 8;
 }
 
+/// Trampoline offsets of the chain gadgets.
+pub mod gadget {
+    /// Resume; RDX and RAX are where the entry saved them.
+    pub const RESUME: u64 = 0x440;
+    /// Resume; the VMM moved RAX and RDX to the vector and error-code slots.
+    pub const RESUME_MOVED: u64 = 0x450;
+    /// Pop a value into CR3.
+    pub const CR3: u64 = 0x460;
+    /// Pop a value into CR4.
+    pub const CR4: u64 = 0x470;
+    /// Pop a value into CR2.
+    pub const CR2: u64 = 0x480;
+    /// Pop an address and `invlpg` it.
+    pub const INVLPG: u64 = 0x490;
+    /// Pop the hole address of a shadow entry and rewrite it (8 bytes).
+    pub const WRITE: u64 = 0x4a0;
+    /// Pop the hole address of a reused shadow page and touch it (2 bytes).
+    pub const TOUCH: u64 = 0x4b0;
+    /// Pop a stack pointer and go on with the chain there.
+    pub const FAR: u64 = 0x4c0;
+    /// Pop a stack pointer, then RAX and RDX from there, and resume.
+    pub const BACK: u64 = 0x4d0;
+    /// Exit again; on return, go on with the chain at the start of the
+    /// chain area.
+    pub const AGAIN: u64 = 0x4e0;
+}
+
+/// Offset of the NMI entry in the trampoline.
+pub const NMI_ENTRY: u64 = 0x400;
+/// Distance between the exception entry stubs.
+pub const STUB_STRIDE: u64 = 32;
+/// Offset of the chain area in the vCPU block: where chains longer than the
+/// slots below the hardware frame go.
+pub const CHAIN: u64 = 0x100;
+/// End of the chain area (the IST stack lies above it).
+pub const CHAIN_END: u64 = 0x3c00;
+// The IST stack above the chain area needs room for the entry's frame.
+const _: () = assert!(CHAIN_END + 0x100 <= super::layout::VCPU_BLOCK_SIZE);
+
+/// Most 8-byte slots of one batch in the chain area.
+pub const CHAIN_SLOTS: usize = ((CHAIN_END - CHAIN) / 8) as usize;
+
 /// Offset of the stub for exception `vector` (0-31) in the trampoline.
 pub const fn stub_offset(vector: u8) -> Option<u64> {
     match vector {
-        0..=31 => Some(16 * vector as u64),
+        0..=31 => Some(STUB_STRIDE * vector as u64),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `.set` constants of trampoline.S.
+    fn assembly_constant(name: &str) -> u64 {
+        let src = include_str!("trampoline.S");
+        let line = src
+            .lines()
+            .map(str::trim)
+            .find(|l| {
+                l.strip_prefix(".set ")
+                    .and_then(|r| r.split(',').next())
+                    .is_some_and(|n| n.trim() == name)
+            })
+            .unwrap_or_else(|| panic!("{name} not in trampoline.S"));
+        let value = line.split(',').nth(1).expect("a value").trim();
+        let value = value.split_whitespace().next().expect("a value");
+        match value.strip_prefix("0x") {
+            Some(hex) => u64::from_str_radix(hex, 16).expect("hex"),
+            None => value.parse().expect("decimal"),
+        }
+    }
+
+    #[test]
+    fn offsets_match_the_assembly() {
+        let pairs = [
+            ("G_RESUME", gadget::RESUME),
+            ("G_RESUME_MOVED", gadget::RESUME_MOVED),
+            ("G_CR3", gadget::CR3),
+            ("G_CR4", gadget::CR4),
+            ("G_CR2", gadget::CR2),
+            ("G_INVLPG", gadget::INVLPG),
+            ("G_WRITE", gadget::WRITE),
+            ("G_TOUCH", gadget::TOUCH),
+            ("G_FAR", gadget::FAR),
+            ("G_BACK", gadget::BACK),
+            ("G_AGAIN", gadget::AGAIN),
+            ("NMI_ENTRY", NMI_ENTRY),
+            ("STUB_STRIDE", STUB_STRIDE),
+            ("CHAIN", CHAIN),
+            ("BLOCK_SIZE", super::super::layout::VCPU_BLOCK_SIZE),
+        ];
+        for (name, value) in pairs {
+            assert_eq!(assembly_constant(name), value, "{name}");
+        }
+        assert_eq!(
+            assembly_constant("EXIT_PORT"),
+            u64::from(super::super::EXIT_PORT)
+        );
+    }
+
+    #[test]
+    fn gadgets_are_in_the_code() {
+        // Each gadget starts with the byte the assembly says: a `pop` for
+        // those taking an operand, found at its offset in trampoline.bin.
+        let code = super::super::TRAMPOLINE_CODE;
+        let byte = |off: u64| code.get(off as usize).copied();
+        let pop_rax = Some(0x58);
+        for g in [gadget::CR3, gadget::CR4, gadget::CR2, gadget::INVLPG] {
+            assert_eq!(byte(g), pop_rax, "{g:#x}");
+        }
+        assert_eq!(byte(gadget::WRITE), pop_rax);
+        assert_eq!(byte(gadget::TOUCH), pop_rax);
+        assert_eq!(byte(gadget::RESUME), Some(0x5a)); // pop rdx
+        assert_eq!(byte(gadget::RESUME_MOVED), pop_rax);
+        assert_eq!(byte(gadget::FAR), Some(0x5c)); // pop rsp
+        assert_eq!(byte(gadget::BACK), Some(0x5c));
+        assert_eq!(byte(gadget::AGAIN), Some(0xba)); // mov edx, imm32
     }
 }

@@ -1,10 +1,11 @@
 //! Running a KVM vCPU on shadow page tables (feature `kvm`).
 //!
 //! [`ShadowVm`] owns the hidden region (the system area with the hole's page
-//! tables, GDT, IDT, TSSs, the trampoline and the per-vCPU mailboxes and IST
-//! stacks, plus the shadow-page arena), registers it as KVM memslots above
+//! tables, GDT, IDT, TSSs, the trampoline and the per-vCPU IST stacks with
+//! their chain areas, plus the shadow-page arena), registers it as KVM memslots above
 //! guest RAM, sets vCPUs up to run on shadow roots, and turns trampoline
-//! exits into [`ShadowMmu`] calls and trampoline commands.
+//! exits into [`ShadowMmu`] calls and the return chains through which the
+//! trampoline carries out what the MMU decided (see `trampoline.S`).
 //!
 //! On the hosts this was built on, KVM itself shadows our shadow tables: a
 //! store from the VMM into a present entry is never seen, and a shadow page
@@ -149,28 +150,14 @@ struct VcpuGlue {
     /// The guest's trap table (32 handler gvas) and kernel stack.
     trap_table: u64,
     kernel_rsp: u64,
-    /// Mailbox batches still to hand to the trampoline.
-    pending: VecDeque<Batch>,
+    /// Chains still to hand to the trampoline, one per exit.
+    pending: VecDeque<Vec<u64>>,
     /// Commands held back until the VMM has answered a hypercall.
     deferred: Option<Commands>,
     /// CR2 as the guest knows it: the address of the last page fault
     /// delivered to it. Shadow faults the guest never sees overwrite the
     /// real CR2 and must put this back.
     guest_cr2: u64,
-}
-
-#[derive(Debug, Default, Clone)]
-struct Batch {
-    touches: Vec<u64>,
-    /// Hole addresses of entries the guest must rewrite (their values
-    /// are already in memory).
-    writes: Vec<u64>,
-    invlpg: Vec<u64>,
-    flags: u64,
-    cr3: u64,
-    cr4: u64,
-    cr2: u64,
-    frame: [u64; 5],
 }
 
 /// A VM whose vCPUs run on shadow page tables.
@@ -207,6 +194,15 @@ impl std::fmt::Debug for ShadowVm {
             .field("vcpus", &self.vcpus.len())
             .finish_non_exhaustive()
     }
+}
+
+/// More single-page invalidations than this in one exit and a full flush
+/// is cheaper for the emulated trampoline.
+const MAX_INVLPG: usize = 64;
+
+/// The guest-virtual address of trampoline offset `off`.
+const fn trampoline_va(off: u64) -> u64 {
+    hole_va(TRAMPOLINE + off)
 }
 
 const RFLAGS_TF: u64 = 1 << 8;
@@ -492,14 +488,15 @@ impl ShadowVm {
             .get(index)
             .ok_or(KvmGlueError::Mmu(MmuError::NoSuchVcpu(index)))?;
         let mut g = glue.lock();
-        let mb = vcpu_block(index);
+        let block = vcpu_block(index);
         self.check_nmi_ack(index);
-        if let Some(batch) = g.pending.pop_front() {
-            let more = !g.pending.is_empty();
-            self.post_batch(mb, &batch, more);
+        if let Some(chain) = g.pending.pop_front() {
+            // The `again` gadget of the previous chain: the next one goes
+            // at the start of the chain area.
+            self.write_chain(block, &chain);
             return Ok(Exit::Resume);
         }
-        let top = mb + VCPU_BLOCK_SIZE;
+        let top = block + VCPU_BLOCK_SIZE;
         let rd = |off: u64| self.sys_load(top - off);
         let vector = rd(stack::VECTOR) as u8;
         let error_code = rd(stack::ERROR_CODE);
@@ -511,6 +508,10 @@ impl ShadowVm {
             rd(stack::RSP),
             rd(stack::SS),
         ];
+        // Until a chain is posted, the trampoline just resumes (and the
+        // guest retries): a VMM that runs the vCPU again without answering
+        // a hypercall, or after an error, gets no stray return.
+        self.sys_store(top - stack::CR2, trampoline_va(gadget::RESUME));
         let mut cmds = Commands::default();
         // A flush this vCPU owes is done by the reload on the way back.
         let generation = self.flush.generation.load(Ordering::Acquire);
@@ -569,7 +570,7 @@ impl ShadowVm {
             // Posted once the VMM has written the result.
             g.deferred = Some(cmds);
         } else {
-            self.post(&mut g, mb, cmds);
+            self.post(&mut g, index, cmds);
         }
         Ok(exit)
     }
@@ -624,7 +625,7 @@ impl ShadowVm {
             .mmu
             .track_write(GuestAddress(block.0 + abi::RESULT_OFFSET), 8);
         self.add_changes(&g, index, &mut cmds, changes);
-        self.post(&mut g, vcpu_block(index), cmds);
+        self.post(&mut g, index, cmds);
         Ok(())
     }
 
@@ -844,85 +845,82 @@ impl ShadowVm {
         }
     }
 
-    /// Splits `cmds` into mailbox batches and posts the first.
-    fn post(&self, g: &mut VcpuGlue, mb: u64, mut cmds: Commands) {
+    /// Turns `cmds` into the trampoline's return chain for vCPU `index`:
+    /// the replacement frame goes straight into the hardware frame on the
+    /// IST stack; one operation fits in the slots below it; more go to the
+    /// chain area, split into chains of one exit each when they do not fit.
+    fn post(&self, g: &mut VcpuGlue, index: usize, mut cmds: Commands) {
+        let block = vcpu_block(index);
+        let top = block + VCPU_BLOCK_SIZE;
         if cmds.invlpg.len() > MAX_INVLPG {
-            // Too many single pages: flush everything instead.
             cmds.invlpg.clear();
             cmds.cr3.get_or_insert(g.root);
         }
-        let mut batches = Vec::new();
-        let mut touches = cmds.touches.chunks(MAX_TOUCH);
-        let mut writes = cmds.writes.chunks(MAX_WRITES);
-        loop {
-            let t = touches.next();
-            let w = writes.next();
-            if t.is_none() && w.is_none() {
-                break;
-            }
-            batches.push(Batch {
-                touches: t.map(<[u64]>::to_vec).unwrap_or_default(),
-                writes: w.map(<[u64]>::to_vec).unwrap_or_default(),
-                ..Batch::default()
-            });
-        }
-        if batches.is_empty() {
-            batches.push(Batch::default());
-        }
-        if let Some(last) = batches.last_mut() {
-            last.invlpg = std::mem::take(&mut cmds.invlpg);
-            if let Some(cr4) = cmds.cr4 {
-                last.flags |= F_CR4;
-                last.cr4 = cr4;
-            }
-            if let Some(cr3) = cmds.cr3 {
-                last.flags |= F_CR3;
-                last.cr3 = cr3;
-            }
-            if let Some(cr2) = cmds.cr2 {
-                last.flags |= F_CR2;
-                last.cr2 = cr2;
-            }
-            if let Some(frame) = cmds.frame {
-                last.flags |= F_FRAME;
-                last.frame = frame;
+        if let Some(frame) = cmds.frame {
+            for (i, v) in frame.into_iter().enumerate() {
+                self.sys_store(top - stack::RIP + 8 * i as u64, v);
             }
         }
-        let mut batches = VecDeque::from(batches);
-        if let Some(first) = batches.pop_front() {
-            let more = !batches.is_empty();
-            g.pending = batches;
-            self.post_batch(mb, &first, more);
+        let with = |gadget: u64| move |&operand: &u64| [trampoline_va(gadget), operand];
+        let ops: Vec<[u64; 2]> = cmds
+            .touches
+            .iter()
+            .map(with(gadget::TOUCH))
+            .chain(cmds.writes.iter().map(with(gadget::WRITE)))
+            .chain(cmds.invlpg.iter().map(with(gadget::INVLPG)))
+            // CR4 before CR3: a root for new paging bits needs them set.
+            .chain(cmds.cr4.iter().map(with(gadget::CR4)))
+            .chain(cmds.cr3.iter().map(with(gadget::CR3)))
+            .chain(cmds.cr2.iter().map(with(gadget::CR2)))
+            .collect();
+        g.pending.clear();
+        if ops.is_empty() {
+            self.sys_store(top - stack::CR2, trampoline_va(gadget::RESUME));
+            return;
         }
+        // The chain needs the slots of RAX and RDX: move them up to those
+        // of the vector and the error code, which nothing reads any more.
+        let (rax, rdx) = (
+            self.sys_load(top - stack::RAX),
+            self.sys_load(top - stack::RDX),
+        );
+        self.sys_store(top - stack::VECTOR, rax);
+        self.sys_store(top - stack::ERROR_CODE, rdx);
+        if let [[op, operand]] = ops[..] {
+            self.sys_store(top - stack::CR2, op);
+            self.sys_store(top - stack::RDX, operand);
+            self.sys_store(top - stack::RAX, trampoline_va(gadget::RESUME_MOVED));
+            return;
+        }
+        self.sys_store(top - stack::CR2, trampoline_va(gadget::FAR));
+        self.sys_store(top - stack::RDX, hole_va(block + CHAIN));
+        // Each chain ends with `again` (one slot) or `back` (two).
+        let per_chain = (CHAIN_SLOTS - 2) / 2;
+        let mut chains: VecDeque<Vec<u64>> = ops
+            .chunks(per_chain)
+            .map(|c| {
+                let mut chain: Vec<u64> = c.iter().flatten().copied().collect();
+                chain.push(trampoline_va(gadget::AGAIN));
+                chain
+            })
+            .collect();
+        if let Some(last) = chains.back_mut() {
+            last.pop();
+            last.push(trampoline_va(gadget::BACK));
+            last.push(hole_va(top - stack::VECTOR));
+        }
+        if let Some(first) = chains.pop_front() {
+            self.write_chain(block, &first);
+        }
+        g.pending = chains;
     }
 
-    fn post_batch(&self, mb: u64, b: &Batch, more: bool) {
-        for (i, &va) in b.touches.iter().enumerate() {
-            self.sys_store(mb + MB_TOUCH + 8 * i as u64, va);
+    /// Writes `chain` at the start of the chain area of the vCPU block at
+    /// system-area offset `block`.
+    fn write_chain(&self, block: u64, chain: &[u64]) {
+        for (i, &slot) in chain.iter().enumerate() {
+            self.sys_store(block + CHAIN + 8 * i as u64, slot);
         }
-        for (i, &va) in b.writes.iter().enumerate() {
-            self.sys_store(mb + MB_WRITES + 8 * i as u64, va);
-        }
-        for (i, &va) in b.invlpg.iter().enumerate() {
-            self.sys_store(mb + MB_INVLPG + 8 * i as u64, va);
-        }
-        self.sys_store(mb + MB_N_TOUCH, b.touches.len() as u64);
-        self.sys_store(mb + MB_N_WRITES, b.writes.len() as u64);
-        self.sys_store(mb + MB_N_INVLPG, b.invlpg.len() as u64);
-        self.sys_store(mb + MB_CR3, b.cr3);
-        self.sys_store(mb + MB_CR4, b.cr4);
-        self.sys_store(mb + MB_CR2, b.cr2);
-        for (i, &v) in b.frame.iter().enumerate() {
-            self.sys_store(mb + MB_FRAME + 8 * i as u64, v);
-        }
-        let mut flags = b.flags;
-        if more {
-            flags |= F_MORE;
-        }
-        if !b.touches.is_empty() || !b.writes.is_empty() || !b.invlpg.is_empty() {
-            flags |= F_LISTS;
-        }
-        self.sys_store(mb + MB_FLAGS, flags);
     }
 }
 
@@ -932,4 +930,200 @@ fn real_cr4(guest: &PagingState) -> u64 {
     let mut cr4 = Cr4::PAE | Cr4::OSFXSR | Cr4::OSXMMEXCPT;
     cr4 |= guest.cr4 & (Cr4::SMEP | Cr4::SMAP);
     cr4.bits()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kvm_ioctls::Kvm;
+    use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
+
+    /// What a chain did, as the trampoline's gadgets would carry it out.
+    #[derive(Debug, Default, PartialEq, Eq)]
+    struct Ran {
+        ops: Vec<(&'static str, u64)>,
+        rax: u64,
+        rdx: u64,
+        frame: [u64; 5],
+        exits_again: usize,
+    }
+
+    fn shadow_vm() -> ShadowVm {
+        let kvm = Kvm::new().unwrap_or_else(|e| {
+            panic!("this test needs /dev/kvm (read-write): {e}; it is never skipped")
+        });
+        let vm = kvm.create_vm().expect("create VM");
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let cfg = ShadowVmConfig {
+            hidden_base: 1 << 40,
+            first_slot: 1,
+            mmu: MmuConfig::default(),
+        };
+        ShadowVm::new(&vm, GuestMemoryAtomic::new(mem), cfg).expect("shadow VM")
+    }
+
+    /// Leaves on vCPU 0's stack what the entry stub leaves at an exit.
+    fn enter(vm: &ShadowVm, rax: u64, rdx: u64, frame: [u64; 5]) {
+        let top = vcpu_block(0) + VCPU_BLOCK_SIZE;
+        vm.sys_store(top - stack::CR2, 0xdead_beef);
+        vm.sys_store(top - stack::RDX, rdx);
+        vm.sys_store(top - stack::RAX, rax);
+        vm.sys_store(top - stack::VECTOR, 14);
+        vm.sys_store(top - stack::ERROR_CODE, 4);
+        for (i, v) in frame.into_iter().enumerate() {
+            vm.sys_store(top - stack::RIP + 8 * i as u64, v);
+        }
+    }
+
+    /// Runs vCPU 0's chain from the entry's `ret` to `iretq`, written from
+    /// the instructions of each gadget in trampoline.S, calling the VMM at
+    /// every `again` as the `out` there would.
+    fn run_chain(vm: &ShadowVm) -> Ran {
+        let block = vcpu_block(0);
+        let top = block + VCPU_BLOCK_SIZE;
+        let off = |va: u64| va - HOLE_BASE;
+        let mut rsp = top - 80;
+        let mut ran = Ran::default();
+        let pop = |rsp: &mut u64| {
+            let v = vm.sys_load(*rsp);
+            *rsp += 8;
+            v
+        };
+        for _ in 0..100_000 {
+            let gadget = pop(&mut rsp) - trampoline_va(0);
+            let name = match gadget {
+                gadget::RESUME => {
+                    ran.rdx = pop(&mut rsp);
+                    ran.rax = pop(&mut rsp);
+                    rsp += 16;
+                    break;
+                }
+                gadget::RESUME_MOVED => {
+                    ran.rax = pop(&mut rsp);
+                    ran.rdx = pop(&mut rsp);
+                    break;
+                }
+                gadget::BACK => {
+                    rsp = off(pop(&mut rsp));
+                    ran.rax = pop(&mut rsp);
+                    ran.rdx = pop(&mut rsp);
+                    break;
+                }
+                gadget::FAR => {
+                    rsp = off(pop(&mut rsp));
+                    continue;
+                }
+                gadget::AGAIN => {
+                    ran.exits_again += 1;
+                    assert_eq!(vm.handle_exit(0).expect("re-exit"), Exit::Resume);
+                    rsp = block + CHAIN;
+                    continue;
+                }
+                gadget::CR3 => "cr3",
+                gadget::CR4 => "cr4",
+                gadget::CR2 => "cr2",
+                gadget::INVLPG => "invlpg",
+                gadget::WRITE => "write",
+                gadget::TOUCH => "touch",
+                other => panic!("return to trampoline offset {other:#x}"),
+            };
+            let operand = pop(&mut rsp);
+            ran.ops.push((name, operand));
+        }
+        assert_eq!(rsp, top - stack::RIP, "iretq must find the hardware frame");
+        for (i, slot) in ran.frame.iter_mut().enumerate() {
+            *slot = vm.sys_load(top - stack::RIP + 8 * i as u64);
+        }
+        ran
+    }
+
+    const FRAME: [u64; 5] = [0x40_1000, 0x23, 0x202, 0x7fff_0000, 0x1b];
+
+    fn post(vm: &ShadowVm, cmds: Commands) {
+        let mut g = vm.vcpus[0].lock();
+        vm.post(&mut g, 0, cmds);
+    }
+
+    #[test]
+    fn nothing_to_do_resumes_with_the_registers_in_place() {
+        let vm = shadow_vm();
+        enter(&vm, 0xaaaa, 0xdddd, FRAME);
+        post(&vm, Commands::default());
+        let ran = run_chain(&vm);
+        assert_eq!(
+            ran,
+            Ran {
+                rax: 0xaaaa,
+                rdx: 0xdddd,
+                frame: FRAME,
+                ..Ran::default()
+            }
+        );
+    }
+
+    #[test]
+    fn one_operation_fits_below_the_frame() {
+        let vm = shadow_vm();
+        enter(&vm, 0xaaaa, 0xdddd, FRAME);
+        let new_frame = [0x1234, 0x08, 0x2, 0xffff_8000_0000_1000, 0x10];
+        let cmds = Commands {
+            cr3: Some(0x5000),
+            frame: Some(new_frame),
+            ..Commands::default()
+        };
+        post(&vm, cmds);
+        let ran = run_chain(&vm);
+        assert_eq!(
+            ran,
+            Ran {
+                ops: vec![("cr3", 0x5000)],
+                rax: 0xaaaa,
+                rdx: 0xdddd,
+                frame: new_frame,
+                exits_again: 0,
+            }
+        );
+    }
+
+    #[test]
+    fn long_lists_take_several_exits_in_order() {
+        let vm = shadow_vm();
+        enter(&vm, 0xaaaa, 0xdddd, FRAME);
+        let touches: Vec<u64> = (0..700).map(|i| HOLE_BASE + 0x20_0000 + 4096 * i).collect();
+        let writes: Vec<u64> = (0..1500).map(|i| HOLE_BASE + 0x20_0000 + 8 * i).collect();
+        let invlpg: Vec<u64> = (0..3).map(|i| 0x40_0000 + 4096 * i).collect();
+        let cmds = Commands {
+            touches: touches.clone(),
+            writes: writes.clone(),
+            invlpg: invlpg.clone(),
+            cr4: Some(0x20),
+            cr3: Some(0x5000),
+            cr2: Some(0x40_0123),
+            frame: None,
+        };
+        post(&vm, cmds);
+        let ran = run_chain(&vm);
+        let mut want: Vec<(&str, u64)> = touches.iter().map(|&v| ("touch", v)).collect();
+        want.extend(writes.iter().map(|&v| ("write", v)));
+        want.extend(invlpg.iter().map(|&v| ("invlpg", v)));
+        want.extend([("cr4", 0x20), ("cr3", 0x5000), ("cr2", 0x40_0123)]);
+        assert_eq!(ran.ops, want);
+        assert_eq!((ran.rax, ran.rdx, ran.frame), (0xaaaa, 0xdddd, FRAME));
+        // 2,209 operations, 943 to a chain.
+        assert_eq!(ran.exits_again, 2);
+        assert!(vm.vcpus[0].lock().pending.is_empty());
+    }
+
+    #[test]
+    fn too_many_invalidations_become_a_flush() {
+        let vm = shadow_vm();
+        enter(&vm, 1, 2, FRAME);
+        vm.vcpus[0].lock().root = 0x9000;
+        let cmds = Commands {
+            invlpg: (0..=MAX_INVLPG as u64).map(|i| 4096 * i).collect(),
+            ..Commands::default()
+        };
+        post(&vm, cmds);
+        assert_eq!(run_chain(&vm).ops, vec![("cr3", 0x9000)]);
+    }
 }

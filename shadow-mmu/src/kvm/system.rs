@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use vm_memory::{MmapRegion, VolatileMemory};
 
 use super::layout::*;
-use super::mailbox::stub_offset;
+use super::mailbox::{stub_offset, NMI_ENTRY};
 use super::TRAMPOLINE_CODE;
 use crate::pte::{PTE_A, PTE_D, PTE_P, PTE_PS, PTE_W, PTE_XD};
 
@@ -98,7 +98,7 @@ pub(super) fn build(
     // and stack.
     for vector in 0..32u8 {
         let gate = if vector == 2 {
-            Some(gate(TRAMPOLINE + NMI_STUB, 2))
+            Some(gate(TRAMPOLINE + NMI_ENTRY, 2))
         } else {
             stub_offset(vector).map(|stub| gate(TRAMPOLINE + stub, 1))
         };

@@ -1,69 +1,94 @@
 /*
  * shadow-mmu trampoline: the only code of the VMM that runs inside the
  * guest. It lives in the hypervisor hole, mapped supervisor-only in every
- * shadow root, and runs at CPL0 on the per-vCPU IST stack, whose 16 KiB
- * block starts with the vCPU's mailbox.
+ * shadow root, and runs at CPL0 on the per-vCPU IST stack at the top of
+ * the vCPU's 16 KiB block.
  *
  * Every exception vector enters here (the hypercall is a #UD raised by a
- * marked `ud2`: KVM's emulator cannot deliver `int n` at CPL0). The
- * entry saves RAX, RDX and CR2 on the IST stack and exits to the VMM with
- * `out` to port 0x5a1; the VMM reads the hardware frame and the saved
- * registers from the stack, resolves the event, and leaves commands in the
- * mailbox, which the trampoline carries out before `iretq`:
- *
- *   1. 2-byte rewrite of each "touch" address: a guest store into a shadow
- *      page that is reused, so a hypervisor that shadows our tables drops
- *      its stale copy;
- *   2. an 8-byte rewrite of each listed entry: changes to present shadow
- *      entries, which such a hypervisor only sees when the guest makes them.
- *   The VMM has already stored the new values; both rewrites are atomic
- *   `lock or 0`s that store what the memory holds now, so a vCPU that
- *   carries its list out late cannot put back a value another vCPU's
- *   newer change replaced (a plain load-and-store could);
- *   3. invlpg of each listed address;
- *   4. flags: load CR4, load CR3 (or reload it: a full flush), set CR2,
- *      replace the iret frame (exception delivery to the guest's handler),
- *      or exit again for more commands than one mailbox holds.
+ * marked `ud2`: KVM's emulator cannot deliver `int n` at CPL0). The entry
+ * saves RAX, RDX and, for a page fault, CR2 on the IST stack and exits to
+ * the VMM with `out` to port 0x5a1. The VMM reads the hardware frame and
+ * the saved registers from the stack, resolves the event, and then writes
+ * what the trampoline must do as a return chain onto that same stack: the
+ * entry ends with `ret`, which pops the first gadget from the slot where
+ * CR2 was saved. Each gadget below takes its operand from the stack and
+ * returns into the next one; the last one restores RAX and RDX and
+ * `iretq`s through the hardware frame, which the VMM may have rewritten in
+ * place (resuming after a hypercall, delivering an exception to the
+ * guest's handler).
  *
  * CPL0 code is emulated instruction by instruction on the hosts this was
- * built on (~0.65 us each): the common path (nothing to do) is kept short.
+ * built on (about 1-2 us an instruction with its fetch walk), so the chain
+ * carries out exactly the work an exit needs and nothing else: a fault the
+ * VMM fixed resumes in 5 instructions after `out`, a CR3 load in 7. There
+ * are no flags to test and no lists to count.
+ *
+ * Gadgets (the VMM knows their offsets: kvm/mailbox.rs):
+ *   resume        the registers are still where the entry saved them;
+ *   resume_moved  the VMM moved RAX and RDX up two slots (so that the
+ *                 chain could use theirs);
+ *   cr3, cr4, cr2 load a control register;
+ *   invlpg        invalidate one address;
+ *   write         rewrite a shadow entry with its current value (`lock
+ *                 or 0`): a hypervisor that shadows our tables sees only
+ *                 the guest's own stores, and an atomic store of what the
+ *                 memory holds now cannot put back a value another vCPU
+ *                 has since replaced;
+ *   touch         a 2-byte `lock or 0` into a shadow page that is reused,
+ *                 so such a hypervisor drops its stale copy of it;
+ *   far           continue with the chain at the address popped (the
+ *                 chain area of the vCPU block, for chains longer than
+ *                 the five slots below the frame);
+ *   back          end of a far chain: back to the entry's stack;
+ *   again         exit again for the next batch, which the VMM writes at
+ *                 the start of the chain area.
  *
  * Assemble: as --64 -o t.o trampoline.S && objcopy -O binary t.o trampoline.bin
- * The layout constants below must match kvm/mailbox.rs.
+ * The offsets below must match kvm/mailbox.rs (a unit test compares them).
  */
         .intel_syntax noprefix
         .code64
         .text
 
-        .set MB_FLAGS,     0x100
-        .set MB_N_TOUCH,   0x108
-        .set MB_N_WRITES,  0x110
-        .set MB_N_INVLPG,  0x118
-        .set MB_CR3,       0x120
-        .set MB_CR4,       0x128
-        .set MB_CR2,       0x130
-        .set MB_FRAME,     0x140   /* rip, cs, rflags, rsp, ss */
-        .set MB_TOUCH,     0x200   /* 64 addresses */
-        .set MB_INVLPG,    0x400   /* 64 addresses */
-        .set MB_WRITES,    0x600   /* 320 entry addresses */
-
-        .set F_CR4,        1
-        .set F_CR3,        2
-        .set F_CR2,        4
-        .set F_FRAME,      8
-        .set F_MORE,       16      /* exit again for the next batch */
-        /* F_LISTS (32) only makes the flags word non-zero. */
-
         .set EXIT_PORT,    0x5a1
+        .set BLOCK_SIZE,   0x4000
+        .set CHAIN,        0x100   /* chain area offset in the vCPU block */
 
-/* Entry stubs: one per vector, 16 bytes apart, at offset 16 * index. */
+        .set STUB_STRIDE,  32
+        .set NMI_ENTRY,    0x400
+        .set G_RESUME,     0x440
+        .set G_RESUME_MOVED, 0x450
+        .set G_CR3,        0x460
+        .set G_CR4,        0x470
+        .set G_CR2,        0x480
+        .set G_INVLPG,     0x490
+        .set G_WRITE,      0x4a0
+        .set G_TOUCH,      0x4b0
+        .set G_FAR,        0x4c0
+        .set G_BACK,       0x4d0
+        .set G_AGAIN,      0x4e0
+
+/*
+ * Entry stubs: one per vector, STUB_STRIDE bytes apart. The stack they
+ * leave at the exit (16-byte aligned by the CPU before the pushes):
+ *   [rsp+0] CR2 (#PF only)  [rsp+8] rdx  [rsp+16] rax  [rsp+24] vector
+ *   [rsp+32] error code     [rsp+40] rip, cs, rflags, rsp, ss
+ */
         .macro stub vec, has_ec
-        .balign 16
+        .balign STUB_STRIDE
         .if \has_ec == 0
         push 0
         .endif
         push \vec
-        jmp common
+        push rax
+        push rdx
+        .if \vec == 14
+        mov rax, cr2
+        .endif
+        push rax
+        mov edx, EXIT_PORT
+        out dx, al
+        ret
         .endm
 
 stubs:
@@ -106,102 +131,73 @@ stubs:
  * for a change another vCPU made. Reload CR3, count the flush in the word
  * at the base of the NMI stack's 16 KiB block, and return.
  */
-        .balign 16
+        .org NMI_ENTRY
 nmi:
         push rax
         mov rax, cr3
         mov cr3, rax
         mov rax, rsp
-        and rax, -0x4000
+        and rax, -BLOCK_SIZE
         inc qword ptr [rax]
         pop rax
         iretq
 
-/*
- * Stack on entry to common (IST, 16-byte aligned by the CPU):
- *   [rsp+0] vector  [rsp+8] error code  [rsp+16] rip  [rsp+24] cs
- *   [rsp+32] rflags [rsp+40] rsp        [rsp+48] ss
- * After the three pushes below: rax at +16, rdx at +8, cr2 at +0.
- */
-        .balign 16
-common:
-        push rax
-        push rdx
-        mov rax, cr2
-        push rax
-exit:
-        mov edx, EXIT_PORT
-        out dx, al
-        /* The mailbox is at the start of this vCPU's 16 KiB block. */
-        mov rdx, rsp
-        and rdx, -0x4000
-        cmp qword ptr [rdx + MB_FLAGS], 0
-        jne commands
+        .org G_RESUME
 resume:
-        add rsp, 8
         pop rdx
         pop rax
         add rsp, 16
         iretq
 
-commands:
-        push rcx
-        push rsi
-        /* 1. touches */
-        mov rcx, [rdx + MB_N_TOUCH]
-        lea rsi, [rdx + MB_TOUCH]
-        jrcxz 2f
-1:      mov rax, [rsi]
-        lock or word ptr [rax], 0
-        add rsi, 8
-        loop 1b
-2:      /* 2. entry rewrites */
-        mov rcx, [rdx + MB_N_WRITES]
-        lea rsi, [rdx + MB_WRITES]
-        jrcxz 4f
-3:      mov rax, [rsi]
-        lock or qword ptr [rax], 0
-        add rsi, 8
-        loop 3b
-4:      /* 3. invlpg */
-        mov rcx, [rdx + MB_N_INVLPG]
-        lea rsi, [rdx + MB_INVLPG]
-        jrcxz 6f
-5:      mov rax, [rsi]
-        invlpg [rax]
-        add rsi, 8
-        loop 5b
-6:      /* 4. flags */
-        mov rcx, [rdx + MB_FLAGS]
-        test cl, F_CR4
-        jz 7f
-        mov rax, [rdx + MB_CR4]
-        mov cr4, rax
-7:      test cl, F_CR3
-        jz 8f
-        mov rax, [rdx + MB_CR3]
+        .org G_RESUME_MOVED
+resume_moved:
+        pop rax
+        pop rdx
+        iretq
+
+        .org G_CR3
+        pop rax
         mov cr3, rax
-8:      test cl, F_CR2
-        jz 9f
-        mov rax, [rdx + MB_CR2]
+        ret
+
+        .org G_CR4
+        pop rax
+        mov cr4, rax
+        ret
+
+        .org G_CR2
+        pop rax
         mov cr2, rax
-9:      test cl, F_FRAME
-        jz 10f
-        /* The iret frame is at rsp + 16 (rcx, rsi) + 24 (cr2, rdx, rax) + 16. */
-        mov rax, [rdx + MB_FRAME]
-        mov [rsp + 56], rax
-        mov rax, [rdx + MB_FRAME + 8]
-        mov [rsp + 64], rax
-        mov rax, [rdx + MB_FRAME + 16]
-        mov [rsp + 72], rax
-        mov rax, [rdx + MB_FRAME + 24]
-        mov [rsp + 80], rax
-        mov rax, [rdx + MB_FRAME + 32]
-        mov [rsp + 88], rax
-10:     mov rax, rcx
-        mov qword ptr [rdx + MB_FLAGS], 0
-        pop rsi
-        pop rcx
-        test al, F_MORE
-        jnz exit
-        jmp resume
+        ret
+
+        .org G_INVLPG
+        pop rax
+        invlpg [rax]
+        ret
+
+        .org G_WRITE
+        pop rax
+        lock or qword ptr [rax], 0
+        ret
+
+        .org G_TOUCH
+        pop rax
+        lock or word ptr [rax], 0
+        ret
+
+        .org G_FAR
+        pop rsp
+        ret
+
+        .org G_BACK
+        pop rsp
+        pop rax
+        pop rdx
+        iretq
+
+        .org G_AGAIN
+        mov edx, EXIT_PORT
+        out dx, al
+        and rsp, -BLOCK_SIZE
+        add rsp, CHAIN
+        ret
