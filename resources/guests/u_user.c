@@ -190,12 +190,15 @@ static u64 w_touch(void)
 
 /* ----------------------------------------------------------------- spaces */
 
+/* The kernel's MAX_SPACES: the first space and 63 new ones. */
+#define MAX_USER_SPACES 64
+
 static u64 w_spaces(void)
 {
     u64 k = param(1, 8), pages = param(2, 64), rounds = param(3, 50);
-    u64 ids[48];
-    if (k > 48)
-        k = 48;
+    u64 ids[MAX_USER_SPACES];
+    if (k > MAX_USER_SPACES)
+        k = MAX_USER_SPACES;
     ids[0] = 0;
     for (u64 s = 1; s < k; s++) {
         i64 id = sys(SYS_NEW_SPACE, 0, 0, 0, 0, 0);
