@@ -36,9 +36,10 @@ cause, exits, SPTEs prefetched, wall times, shadow/native) and, with --json,
 writes the same as JSON.
 
 Subcommands:
-  bench                run touch (64 MiB), spaces (64) and cow (16 MiB) N
-                       times per paging mode (default 5), alternating, and
-                       print the shadow/native ratios of the medians; with
+  bench                run touch (64 MiB, 256 warm passes), spaces (64) and
+                       cow (16 MiB) N times per paging mode (default 5),
+                       alternating, and print the shadow/native ratios of
+                       the medians; with
                        --json PATH also write PATH, PATH.md and PATH.svg
   walk SCENARIO.json   translate the scenario's accesses with the shadow-mmu
                        guest page-table walker and print one JSON line per
