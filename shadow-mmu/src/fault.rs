@@ -475,6 +475,11 @@ impl MmuState {
             Pte64::reserved_bits(state).table[1]
         };
         let nx = role.efer_nx();
+        let table = if role.direct() {
+            None
+        } else {
+            mem.host_window(sp_gfn.gpa())
+        };
         for i in start..start + window {
             if i == idx || spte::is_present(self.pages.arena.load(page, i)) {
                 continue;
@@ -486,7 +491,7 @@ impl MmuState {
                 let Some(sp) = self.pages.get(page) else {
                     return;
                 };
-                let Some(gpte) = Self::read_gpte(mem, sp, i) else {
+                let Some(gpte) = Self::read_gpte_in(table.as_ref(), mem, sp, i) else {
                     continue;
                 };
                 if gpte & (PTE_P | PTE_A) != (PTE_P | PTE_A) || gpte & rsvd != 0 {

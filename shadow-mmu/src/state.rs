@@ -10,7 +10,7 @@ use vm_memory::GuestMemoryMmap;
 use crate::addr::{Gfn, GuestAddress, Gva};
 use crate::arch::{PagingState, PteAccess};
 use crate::mmu::{Changes, MmuConfig, MmuError, SpteWrite};
-use crate::pte::{PteMemory, PTE_D, PTE_U, PTE_W};
+use crate::pte::{HostWindow, PteMemory, PTE_D, PTE_U, PTE_W};
 use crate::spt::rmap::Rmap;
 use crate::spt::{Origin, OutOfPages, PageId, Pages, Role, ShadowPage, SptePtr, Translation};
 use crate::spte;
@@ -443,11 +443,29 @@ impl MmuState {
 
     /// Reads the guest entry behind shadow entry `index` of `page`.
     pub fn read_gpte(mem: &GuestMemoryMmap, page: &ShadowPage, index: usize) -> Option<u64> {
+        Self::read_gpte_in(None, mem, page, index)
+    }
+
+    /// [`MmuState::read_gpte`] through `window` when it holds the entry
+    /// (callers reading many entries of one table take the window once,
+    /// rather than a region lookup per entry).
+    pub fn read_gpte_in(
+        window: Option<&HostWindow<'_>>,
+        mem: &GuestMemoryMmap,
+        page: &ShadowPage,
+        index: usize,
+    ) -> Option<u64> {
         let (gpa, four) = Self::gpte_location(page, index);
-        if four {
-            mem.load_u32(gpa).map(u64::from)
-        } else {
-            mem.load_u64(gpa)
+        match window {
+            Some(w) if w.contains(gpa, if four { 4 } else { 8 }) => {
+                if four {
+                    w.load_u32(gpa).map(u64::from)
+                } else {
+                    w.load_u64(gpa)
+                }
+            }
+            _ if four => mem.load_u32(gpa).map(u64::from),
+            _ => mem.load_u64(gpa),
         }
     }
 

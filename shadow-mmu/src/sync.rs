@@ -7,7 +7,7 @@ use vm_memory::GuestMemoryMmap;
 use crate::addr::{Gfn, GuestAddress, Gva, PAGE_SHIFT, PAGE_SIZE};
 use crate::arch::PteAccess;
 use crate::mmu::MmuError;
-use crate::pte::{Pte32, Pte64, PteFormat, PTE_A, PTE_D, PTE_P, PTE_PKEY_SHIFT};
+use crate::pte::{Pte32, Pte64, PteFormat, PteMemory, PTE_A, PTE_D, PTE_P, PTE_PKEY_SHIFT};
 use crate::spt::{PageId, SptePtr, ENTRIES};
 use crate::spte;
 use crate::state::{shadow_index, MmuState};
@@ -113,6 +113,7 @@ impl MmuState {
         self.unsync.remove(&page);
         // Synced again: the table's own frame is read-only in every mapping.
         self.write_protect(gfn);
+        let table = mem.host_window(gfn.gpa());
         for i in 0..ENTRIES {
             if !spte::is_present(self.pages.arena.load(page, i)) {
                 continue;
@@ -120,7 +121,7 @@ impl MmuState {
             let Some(sp) = self.pages.get(page) else {
                 return;
             };
-            let gpte = Self::read_gpte(mem, sp, i);
+            let gpte = Self::read_gpte_in(table.as_ref(), mem, sp, i);
             self.refresh_leaf(mem, page, i, gpte, true);
         }
         Counters::bump(&stats.syncs);
