@@ -200,7 +200,9 @@ impl MmuState {
         // 2: writable only when dirty and not a synced page table.
         if s.contains(PteAccess::WRITE) {
             if !off && leaf & PTE_D == 0 {
-                return Err(fail("writable but the guest entry is clean".into()));
+                return Err(fail(format!(
+                    "writable but the guest entry {leaf:#x} is clean"
+                )));
             }
             if level == 1 && self.is_write_protected(recorded) {
                 return Err(fail(format!(

@@ -307,34 +307,44 @@ impl MmuState {
             let idx = shadow_index(gva, level);
             let ptr = SptePtr::new(page, idx);
             let v = self.pages.arena.load(page, idx);
+            let child_level = level - 1;
+            // Under a guest large page (or with paging off) the child is a
+            // direct page of the range, with the leaf's rights as its role.
+            let direct = (walk.mode == PagingMode::Off || child_level < walk.level).then(|| {
+                base_role
+                    .with_level(child_level)
+                    .with_direct(true)
+                    .with_access(leaf_access)
+                    .with_pkey(pkey)
+            });
             if spte::is_present(v) && !spte::is_leaf(v, level) {
                 let Some(child) = self.pages.arena.page_at(spte::target(v)) else {
                     return FaultOutcome::Retry;
                 };
-                if let Some(c) = self.pages.get_mut(child) {
-                    c.write_flooding = 0;
+                let stale = direct
+                    .is_some_and(|role| self.pages.get(child).is_some_and(|c| c.role != role));
+                if !stale {
+                    if let Some(c) = self.pages.get_mut(child) {
+                        c.write_flooding = 0;
+                    }
+                    self.pages.touch(child);
+                    page = child;
+                    level -= 1;
+                    continue;
                 }
-                self.pages.touch(child);
-                page = child;
-                level -= 1;
-                continue;
-            }
-            if spte::is_present(v) {
+                // A direct page built for other rights: the guest's large
+                // page became dirty (the walk set D, which no tracked write
+                // reports) or changed its rights. Its entries were made
+                // for the old rights; link one for the new (KVM's
+                // validate_direct_spte).
+                self.drop_spte(ptr);
+            } else if spte::is_present(v) {
                 // A large leaf where the walk now needs a table.
                 self.drop_spte(ptr);
             }
-            let child_level = level - 1;
-            let (cgfn, crole) = if walk.mode == PagingMode::Off || child_level < walk.level {
-                // Under a guest large page (or with paging off): a direct
-                // page of the range.
+            let (cgfn, crole) = if let Some(role) = direct {
                 let frames = frames_at(child_level + 1);
-                let base = gfn.0 & !(frames - 1);
-                let role = base_role
-                    .with_level(child_level)
-                    .with_direct(true)
-                    .with_access(leaf_access)
-                    .with_pkey(pkey);
-                (Gfn(base), role)
+                (Gfn(gfn.0 & !(frames - 1)), role)
             } else if child_level > guest_top {
                 // The synthetic levels of a 32-bit or PAE root are built
                 // with the root; a missing one means the root is being torn

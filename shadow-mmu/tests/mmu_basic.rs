@@ -281,3 +281,63 @@ fn leaves_above_2_tib() {
     m.audit().unwrap();
     assert_eq!(m.stats().rmap_entries, 1, "only 0x60_0000's leaf is left");
 }
+
+/// A clean guest 2 MiB page mapped with 4 KiB pieces (a direct shadow page
+/// whose rights lack write until the guest entry is dirty) becomes dirty on
+/// a write: the walk sets D in the guest entry, which no tracked write
+/// reports. The shadow must then link a direct page built for the dirty
+/// rights rather than put a writable leaf into the clean page's, which
+/// another mapping of the same clean range shares (KVM's
+/// validate_direct_spte). Regression: the second root below read through
+/// the shared page a writable entry for a clean guest page.
+#[test]
+fn dirtying_a_large_guest_page_does_not_make_its_clean_shadow_writable() {
+    let m = mmu();
+    let s = four_level(&m);
+    // PD entry 3: a clean 2 MiB page at 0x20_0000 (gva 0x60_0000), with a
+    // shadowed page table inside it, so it is mapped with 4 KiB pieces.
+    w64(&m, 0x3000 + 3 * 8, 0x20_0000 | LEAF_RW | PS | A);
+    w64(&m, 0x3000 + 4 * 8, 0x20_5000 | UPPER);
+    w64(&m, 0x20_5000, 0x30_0000 | LEAF_RW | A | D);
+    // A second address space maps the same clean 2 MiB page.
+    w64(&m, 0x7000, 0x8000 | UPPER);
+    w64(&m, 0x8000, 0x9000 | UPPER);
+    w64(&m, 0x9000 + 3 * 8, 0x20_0000 | LEAF_RW | PS | A);
+    let other = long_mode(0x7000);
+
+    load(&m, 0, &s);
+    assert_eq!(
+        cpu_access(&m, 0, &s, 0x80_0000, rd(false)),
+        Cpu::Done(0x30_0000)
+    );
+    assert_eq!(
+        cpu_access(&m, 0, &s, 0x60_1000, rd(false)),
+        Cpu::Done(0x20_1000)
+    );
+    let (_, rights) = m.shadow_translate(0, Gva(0x60_1000)).unwrap();
+    assert!(
+        !rights.contains(shadow_mmu::PteAccess::WRITE),
+        "clean: read-only"
+    );
+    assert_eq!(
+        cpu_access(&m, 0, &s, 0x60_1000, wr(false)),
+        Cpu::Done(0x20_1000)
+    );
+    // SDM 4.8: the write set D in the guest large-page entry.
+    assert_eq!(r64(&m, 0x3000 + 3 * 8) & D, D);
+    m.audit().unwrap();
+
+    load(&m, 0, &other);
+    // A neighbour of the written page: 0x60_1000 itself is not faulted here
+    // (its fault would rewrite the entry with the second space's rights).
+    assert_eq!(
+        cpu_access(&m, 0, &other, 0x60_2000, rd(false)),
+        Cpu::Done(0x20_2000)
+    );
+    let rights = m.shadow_translate(0, Gva(0x60_1000)).map(|(_, r)| r);
+    assert!(
+        !rights.is_some_and(|r| r.contains(shadow_mmu::PteAccess::WRITE)),
+        "the second space's page is clean: its shadow must not be writable ({rights:?})"
+    );
+    m.audit().unwrap();
+}
