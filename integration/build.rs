@@ -36,7 +36,7 @@ const CFLAGS: &[&str] = &[
 /// local so that the kernel and user images never share code.
 const USER_EXPORTS: &[&str] = &[
     "user_entry",
-    "usys_ud2",
+    "usys_gate",
     "uprobe_read_insn",
     "uprobe_read_end",
     "uprobe_write_insn",

@@ -105,7 +105,7 @@ extern u64 kprobe_read(u64 va), kprobe_write(u64 va), kprobe_fetch(u64 va);
 extern char kprobe_read_insn[], kprobe_read_end[], kprobe_write_insn[], kprobe_write_end[];
 extern char kprobe_fetch_end[];
 /* User image symbols (their user virtual addresses). */
-extern char user_entry[], usys_ud2[], uprobe_read_insn[], uprobe_read_end[], uprobe_write_insn[];
+extern char user_entry[], usys_gate[], uprobe_read_insn[], uprobe_read_end[], uprobe_write_insn[];
 extern char uprobe_write_end[], uprobe_fetch_end[];
 
 static struct percpu percpu[MAX_CPUS] __attribute__((aligned(64)));
@@ -448,7 +448,8 @@ static void build_idt(void)
         idt[v].off0 = (u16)h;
         idt[v].sel = 0x08;
         idt[v].ist = 0;
-        idt[v].type = 0x8e; /* present, DPL0, interrupt gate */
+        /* present interrupt gate; DPL 3 for #BP, the system-call gate */
+        idt[v].type = v == 3 ? 0xee : 0x8e;
         idt[v].off1 = (u16)(h >> 16);
         idt[v].off2 = (u32)(h >> 32);
         idt[v].reserved = 0;
@@ -568,9 +569,8 @@ i64 syscall_dispatch(u64 a0, u64 a1, u64 a2, u64 a3, u64 a4, u64 nr);
 void trap(struct frame *f)
 {
     struct percpu *pc = this_cpu();
-    if (f->vector == 6 && f->rip == (u64)usys_ud2 && (f->cs & 3) == 3) {
+    if (f->vector == 3 && f->rip == (u64)usys_gate + 1 && (f->cs & 3) == 3) {
         /* the system-call gate (u_entry.S) */
-        f->rip += 2;
         f->rax = (u64)syscall_dispatch(f->rdi, f->rsi, f->rdx, f->r10, f->r8, f->rax);
         return;
     }

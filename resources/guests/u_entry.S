@@ -25,16 +25,19 @@ user_entry:
 
     /* The system-call gate: usys(a0, a1, a2, a3, a4, nr). On this host
      * neither syscall (it reaches LSTAR still at CPL3) nor int 0x80 (#UD)
-     * enters the kernel from CPL3, so a ud2 at this one address does: the
-     * kernel's #UD handler sees RIP == usys_ud2, takes RAX = number, RDI,
-     * RSI, RDX, R10, R8 = arguments, returns the result in RAX and resumes
-     * after the ud2. */
-    .globl usys, usys_ud2
+     * enters the kernel from CPL3, but int3 does (#BP, a trap: the kernel
+     * sees RIP after it), through a DPL-3 gate in both paging modes; in
+     * shadow mode the VMM builds that gate from the trap table, so a system
+     * call costs no VMM exit. The kernel's #BP handler checks RIP ==
+     * usys_gate + 1, takes RAX = number, RDI, RSI, RDX, R10, R8 = arguments
+     * and returns the result in RAX. (#UD is the hypercall in shadow mode,
+     * so it always goes through the VMM.) */
+    .globl usys, usys_gate
 usys:
     movq %rcx, %r10
     movq %r9, %rax
-usys_ud2:
-    ud2
+usys_gate:
+    int3
     ret
 
     /* Each returns 0, or 1 | error code << 8 when the kernel's #PF handler

@@ -24,8 +24,11 @@ pub const HOLE_PD: u64 = 0x1000;
 pub const HOLE_PT: u64 = 0x2000;
 /// The GDT.
 pub const GDT: u64 = 0x3000;
-/// The IDT (256 gates).
-pub const IDT: u64 = 0x4000;
+/// The per-vCPU IDTs (32 gates each), `IDT_STRIDE` apart: each vCPU's
+/// guest registers its own trap table, whose handlers become gates.
+pub const IDTS: u64 = 0x8000;
+/// Size of one IDT: vectors 0-31.
+pub const IDT_STRIDE: u64 = 32 * 16;
 /// The TSSs, one per vCPU, `TSS_STRIDE` apart.
 pub const TSS: u64 = 0x5000;
 /// Distance between TSSs.
@@ -39,6 +42,9 @@ pub const VCPU_BLOCKS: u64 = 0x10000;
 pub const VCPU_BLOCK_SIZE: u64 = 0x4000;
 /// Most vCPUs the system area holds.
 pub const MAX_VCPUS: usize = 32;
+
+// The IDTs lie between the trampoline's page and the vCPU blocks.
+const _: () = assert!(TRAMPOLINE + 0x1000 <= IDTS && idt(MAX_VCPUS) <= VCPU_BLOCKS);
 /// The per-vCPU NMI stacks (IST 2), one 16 KiB block each after the vCPU
 /// blocks; the first word of a block counts the flushes its NMIs made.
 pub const NMI_BLOCKS: u64 = VCPU_BLOCKS + MAX_VCPUS as u64 * VCPU_BLOCK_SIZE;
@@ -53,6 +59,16 @@ pub const USER_DS: u16 = 0x1b;
 pub const USER_CS: u16 = 0x23;
 /// The TSS of vCPU 0; vCPU `i` uses `TSS_SELECTOR + 16 * i`.
 pub const TSS_SELECTOR: u16 = 0x28;
+
+/// Offset of vCPU `index`'s IDT in the system area.
+pub const fn idt(index: usize) -> u64 {
+    IDTS + index as u64 * IDT_STRIDE
+}
+
+/// Offset of vCPU `index`'s TSS in the system area.
+pub const fn tss(index: usize) -> u64 {
+    TSS + index as u64 * TSS_STRIDE
+}
 
 /// Offset of vCPU `index`'s block in the system area.
 pub const fn vcpu_block(index: usize) -> u64 {

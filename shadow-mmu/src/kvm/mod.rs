@@ -147,8 +147,9 @@ struct VcpuGlue {
     guest: Option<PagingState>,
     /// The shadow root the vCPU's CR3 holds.
     root: u64,
-    /// The guest's trap table (32 handler gvas) and kernel stack.
-    trap_table: u64,
+    /// The guest's exception handlers, read from its trap table when it
+    /// registered it (0: none), and its kernel stack.
+    handlers: [u64; 32],
     kernel_rsp: u64,
     /// Chains still to hand to the trampoline, one per exit.
     pending: VecDeque<Vec<u64>>,
@@ -195,6 +196,9 @@ impl std::fmt::Debug for ShadowVm {
             .finish_non_exhaustive()
     }
 }
+
+/// The one vector the CPU delivers to the guest's handler directly.
+const DIRECT_VECTOR: u8 = 3;
 
 /// More single-page invalidations than this in one exit and a full flush
 /// is cheaper for the emulated trampoline.
@@ -389,8 +393,8 @@ impl ShadowVm {
         };
         sregs.gdt.base = hole_va(GDT);
         sregs.gdt.limit = (TSS_SELECTOR as u64 + 16 * MAX_VCPUS as u64 - 1) as u16;
-        sregs.idt.base = hole_va(IDT);
-        sregs.idt.limit = 0xfff;
+        sregs.idt.base = hole_va(idt(index));
+        sregs.idt.limit = (IDT_STRIDE - 1) as u16;
         sregs.cr0 = (Cr0::PE | Cr0::MP | Cr0::ET | Cr0::NE | Cr0::WP | Cr0::PG).bits();
         sregs.cr4 = real_cr4(guest);
         sregs.efer = (Efer::LME | Efer::LMA | Efer::NXE | Efer::SCE).bits();
@@ -558,6 +562,9 @@ impl ShadowVm {
                 cmds.frame = Some(resume);
                 self.hypercall(&mut g, index, rd(stack::RAX) & 0xffff_ffff, &mut cmds)?
             }
+            8 if self.failed_direct_delivery(&g, index, frame) => {
+                self.deliver(&g, index, DIRECT_VECTOR, None, None, frame, &mut cmds)
+            }
             v => {
                 let ec = has_error_code(v).then_some(error_code);
                 self.deliver(&g, index, v, ec, None, frame, &mut cmds)
@@ -573,6 +580,28 @@ impl ShadowVm {
             self.post(&mut g, index, cmds);
         }
         Ok(exit)
+    }
+
+    /// Whether the #DF with `frame` is this host's report of a direct #BP
+    /// delivery that faulted (its kernel stack or handler not shadowed yet):
+    /// the guest has a direct #BP gate and `frame` is the one the #BP would
+    /// have pushed, right after an `int3` (`cc`) or `int 3` (`cd 03`). The
+    /// VMM then delivers the #BP itself, through guest memory.
+    fn failed_direct_delivery(&self, g: &VcpuGlue, index: usize, frame: [u64; 5]) -> bool {
+        let handler = g.handlers[usize::from(DIRECT_VECTOR)];
+        if !is_guest_code_address(handler) {
+            return false;
+        }
+        let cpl = (frame[1] & 3) as u8;
+        let byte = |back: u64| {
+            let mem = self.mmu.memory().memory();
+            let fetch = Access::at_cpl(AccessKind::Fetch, cpl);
+            self.mmu
+                .gva_to_gpa(index, Gva(frame[0].wrapping_sub(back)), fetch)
+                .ok()
+                .and_then(|gpa| mem.read_obj::<u8>(gpa).ok())
+        };
+        byte(1) == Some(0xcc) || (byte(2) == Some(0xcd) && byte(1) == Some(0x03))
     }
 
     /// Whether the instruction at `rip` is the hypercall.
@@ -675,21 +704,12 @@ impl ShadowVm {
             rip: frame[0],
             cr2: cr2.unwrap_or(0),
         };
-        if g.trap_table == 0 || vector >= 32 {
-            return unhandled;
-        }
-        let mem = self.mmu.memory().memory();
-        let read = Access::implicit(AccessKind::Read);
-        let write = Access::implicit(AccessKind::Write);
-        let handler = self
-            .mmu
-            .gva_to_gpa(index, Gva(g.trap_table + 8 * u64::from(vector)), read)
-            .ok()
-            .and_then(|gpa| mem.read_obj::<u64>(gpa).ok())
-            .unwrap_or(0);
+        let handler = g.handlers.get(usize::from(vector)).copied().unwrap_or(0);
         if handler == 0 {
             return unhandled;
         }
+        let mem = self.mmu.memory().memory();
+        let write = Access::implicit(AccessKind::Write);
         let from_user = frame[1] & 3 == 3;
         let mut sp = if from_user { g.kernel_rsp } else { frame[3] } & !15;
         let mut pushes = vec![frame[4], frame[3], frame[2], frame[1], frame[0]];
@@ -708,13 +728,10 @@ impl ShadowVm {
             self.add_changes(g, index, cmds, changes);
         }
         let rflags = (frame[2] & !(RFLAGS_IF | RFLAGS_TF | RFLAGS_NT | RFLAGS_RF | RFLAGS_VM)) | 2;
-        cmds.frame = Some([
-            handler,
-            u64::from(KERNEL_CS),
-            rflags,
-            sp,
-            u64::from(KERNEL_DS),
-        ]);
+        // As the CPU does: a privilege change loads SS with the null
+        // selector; without one SS stays.
+        let ss = if from_user { 0 } else { frame[4] };
+        cmds.frame = Some([handler, u64::from(KERNEL_CS), rflags, sp, ss]);
         if cr2.is_some() {
             cmds.cr2 = cr2;
         }
@@ -772,8 +789,7 @@ impl ShadowVm {
                 abi::result::OK
             }
             Ok(Hypercall::SetTrapTable { table, kernel_rsp }) => {
-                g.trap_table = table;
-                g.kernel_rsp = kernel_rsp;
+                self.set_trap_table(g, index, table, kernel_rsp);
                 abi::result::OK
             }
             Ok(Hypercall::SetPagingBits { bits }) => {
@@ -813,6 +829,47 @@ impl ShadowVm {
             .track_write(GuestAddress(block.gpa.0 + abi::RESULT_OFFSET), 8);
         self.add_changes(g, index, cmds, changes);
         Ok(Exit::Resume)
+    }
+
+    /// Reads the guest's 32 handlers from its trap table at `table` (0: none)
+    /// and points vCPU `index`'s #BP gate (DPL 3: `int3`, the usual
+    /// system-call gate of guests on these hosts) straight at the guest's
+    /// handler: the CPU then delivers it with no exit, on `kernel_rsp` from
+    /// user mode. A handler that cannot be read, or that is not a canonical
+    /// address outside the hole, keeps the trampoline's gate.
+    ///
+    /// Only #BP: the host these were built on turns a fault during such a
+    /// delivery (the kernel stack not shadowed yet) into a #DF that names
+    /// neither the original vector nor the fault, and only for #BP, a trap
+    /// raised by a recognisable instruction, can the VMM tell what the
+    /// delivery was and redo it itself (`failed_direct_delivery`).
+    fn set_trap_table(&self, g: &mut VcpuGlue, index: usize, table: u64, kernel_rsp: u64) {
+        let mem = self.mmu.memory().memory();
+        let read = Access::implicit(AccessKind::Read);
+        for (vector, handler) in (0u8..).zip(g.handlers.iter_mut()) {
+            *handler = if table == 0 {
+                0
+            } else {
+                self.mmu
+                    .gva_to_gpa(index, Gva(table.wrapping_add(8 * u64::from(vector))), read)
+                    .ok()
+                    .and_then(|gpa| mem.read_obj::<u64>(gpa).ok())
+                    .unwrap_or(0)
+            };
+            let direct = vector == DIRECT_VECTOR && is_guest_code_address(*handler);
+            let gate = if direct {
+                Some(system::guest_gate(vector, *handler))
+            } else {
+                system::trampoline_gate(vector)
+            };
+            if let Some((lo, hi)) = gate {
+                let at = idt(index) + 16 * u64::from(vector);
+                self.sys_store(at, lo);
+                self.sys_store(at + 8, hi);
+            }
+        }
+        g.kernel_rsp = kernel_rsp;
+        system::set_rsp0(&self.system, index, kernel_rsp);
     }
 
     fn reload(
@@ -922,6 +979,14 @@ impl ShadowVm {
             self.sys_store(block + CHAIN + 8 * i as u64, slot);
         }
     }
+}
+
+/// Whether a gate may send the CPU to `va`: a canonical 48-bit address
+/// outside the hole (the VMM's own code and data).
+fn is_guest_code_address(va: u64) -> bool {
+    let canonical = ((va << 16) as i64 >> 16) as u64 == va;
+    let in_hole = (HOLE_BASE..HOLE_BASE + (1 << 39)).contains(&va);
+    va != 0 && canonical && !in_hole
 }
 
 /// The CR4 the vCPU really runs with: PAE and SSE support always, SMEP and

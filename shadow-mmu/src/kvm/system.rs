@@ -17,15 +17,39 @@ fn store(region: &MmapRegion<()>, off: u64, value: u64) {
     }
 }
 
-/// A 64-bit interrupt gate to hole offset `target` on stack `ist`, DPL 0.
-fn gate(target: u64, ist: u64) -> (u64, u64) {
-    let va = hole_va(target);
+/// A 64-bit interrupt gate to `va` on stack `ist` (0: no stack switch
+/// unless the privilege changes, then TSS.RSP0), callable by `int n` from
+/// CPL `dpl` and below.
+fn gate(va: u64, ist: u64, dpl: u64) -> (u64, u64) {
     let low = (va & 0xffff)
         | (u64::from(KERNEL_CS) << 16)
         | (ist << 32)
-        | (0x8e << 40) // present, DPL 0, interrupt gate
+        | ((0x8e | dpl << 5) << 40) // present, interrupt gate
         | (((va >> 16) & 0xffff) << 48);
     (low, va >> 32)
+}
+
+/// The privilege `int n` needs for `vector`: #BP and #OF (`int3`, `into`)
+/// may be raised from user mode, as operating systems set them up.
+const fn gate_dpl(vector: u8) -> u64 {
+    match vector {
+        3 | 4 => 3,
+        _ => 0,
+    }
+}
+
+/// The gate through which `vector` enters the trampoline.
+pub(super) fn trampoline_gate(vector: u8) -> Option<(u64, u64)> {
+    if vector == 2 {
+        return Some(gate(hole_va(TRAMPOLINE + NMI_ENTRY), 2, 0));
+    }
+    stub_offset(vector).map(|stub| gate(hole_va(TRAMPOLINE + stub), 1, gate_dpl(vector)))
+}
+
+/// The gate that delivers `vector` straight to the guest's handler at
+/// `handler`, on the current stack or, from user mode, on TSS.RSP0.
+pub(super) fn guest_gate(vector: u8, handler: u64) -> (u64, u64) {
+    gate(handler, 0, gate_dpl(vector))
 }
 
 /// A 64-bit available TSS descriptor for `base`.
@@ -60,6 +84,7 @@ pub(super) fn build(
         let off = page * 4096;
         let is_code = (TRAMPOLINE..TRAMPOLINE + code_pages * 4096).contains(&off);
         let used = off < TRAMPOLINE + code_pages * 4096
+            || (IDTS..idt(vcpus)).contains(&off)
             || (VCPU_BLOCKS..vcpu_block(vcpus)).contains(&off)
             || (NMI_BLOCKS..nmi_block(vcpus)).contains(&off);
         if !used {
@@ -78,7 +103,7 @@ pub(super) fn build(
     store(region, GDT + 0x18, 0x00cf_f300_0000_ffff);
     store(region, GDT + 0x20, 0x00af_fb00_0000_ffff);
     for i in 0..vcpus as u64 {
-        let tss = TSS + i * TSS_STRIDE;
+        let tss = tss(i as usize);
         let (lo, hi) = tss_descriptor(hole_va(tss));
         let sel = u64::from(TSS_SELECTOR) + 16 * i;
         store(region, GDT + sel, lo);
@@ -94,17 +119,14 @@ pub(super) fn build(
         write_unaligned(region, tss + 44, nmi_top);
         write_unaligned16(region, tss + 102, 104);
     }
-    // IDT: exceptions 0-31; the NMI (a flush request) has its own entry
-    // and stack.
-    for vector in 0..32u8 {
-        let gate = if vector == 2 {
-            Some(gate(TRAMPOLINE + NMI_ENTRY, 2))
-        } else {
-            stub_offset(vector).map(|stub| gate(TRAMPOLINE + stub, 1))
-        };
-        if let Some((lo, hi)) = gate {
-            store(region, IDT + 16 * u64::from(vector), lo);
-            store(region, IDT + 16 * u64::from(vector) + 8, hi);
+    // IDTs: exceptions 0-31 enter the trampoline until the guest registers
+    // handlers; the NMI (a flush request) has its own entry and stack.
+    for i in 0..vcpus {
+        for vector in 0..32u8 {
+            if let Some((lo, hi)) = trampoline_gate(vector) {
+                store(region, idt(i) + 16 * u64::from(vector), lo);
+                store(region, idt(i) + 16 * u64::from(vector) + 8, hi);
+            }
         }
     }
     // The trampoline.
@@ -113,6 +135,12 @@ pub(super) fn build(
         word[..chunk.len()].copy_from_slice(chunk);
         store(region, TRAMPOLINE + 8 * i as u64, u64::from_le_bytes(word));
     }
+}
+
+/// Sets TSS.RSP0 of vCPU `index`: the stack the CPU switches to when a
+/// gate without IST is taken from user mode.
+pub(super) fn set_rsp0(region: &MmapRegion<()>, index: usize, rsp: u64) {
+    write_unaligned(region, tss(index) + 4, rsp);
 }
 
 fn write_unaligned(region: &MmapRegion<()>, off: u64, value: u64) {
@@ -131,14 +159,23 @@ mod tests {
 
     #[test]
     fn gate_encoding() {
-        let (lo, hi) = gate(0x6010, 1);
-        // Offset 0xffff_ff00_0000_6010 split across the gate.
+        // SDM vol. 3, figure 6-8 (64-bit IDT gate descriptor).
+        let (lo, hi) = gate(0xffff_ff00_0000_6010, 1, 0);
         assert_eq!(lo & 0xffff, 0x6010);
         assert_eq!((lo >> 48) & 0xffff, 0x0000);
         assert_eq!(hi, 0xffff_ff00);
         assert_eq!((lo >> 16) & 0xffff, 0x08);
         assert_eq!((lo >> 32) & 0x7, 1);
         assert_eq!((lo >> 40) & 0xff, 0x8e);
+        // A user-callable gate to a guest handler: DPL 3 (bits 45-46),
+        // IST 0.
+        let (lo, hi) = guest_gate(3, 0xffff_8000_0012_3456);
+        assert_eq!((lo >> 40) & 0xff, 0xee);
+        assert_eq!((lo >> 32) & 0x7, 0);
+        assert_eq!(lo & 0xffff, 0x3456);
+        assert_eq!((lo >> 48) & 0xffff, 0x0012);
+        assert_eq!(hi, 0xffff_8000);
+        assert_eq!((guest_gate(13, 0).0 >> 40) & 0xff, 0x8e);
     }
 
     #[test]

@@ -4,8 +4,10 @@
  * shadow root, and runs at CPL0 on the per-vCPU IST stack at the top of
  * the vCPU's 16 KiB block.
  *
- * Every exception vector enters here (the hypercall is a #UD raised by a
- * marked `ud2`: KVM's emulator cannot deliver `int n` at CPL0). The entry
+ * Every exception vector enters here until the guest registers its trap
+ * table; then #BP goes straight to the guest's handler. (The hypercall is
+ * a #UD raised by a marked `ud2`: KVM's emulator cannot deliver `int n` at
+ * CPL0.) The entry
  * saves RAX, RDX and, for a page fault, CR2 on the IST stack and exits to
  * the VMM with `out` to port 0x5a1. The VMM reads the hardware frame and
  * the saved registers from the stack, resolves the event, and then writes
