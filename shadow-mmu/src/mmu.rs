@@ -133,7 +133,7 @@ impl Default for MmuConfig {
             max_pages: 4096,
             vcpus: 1,
             prefetch_window: 512,
-            cached_roots: 16,
+            cached_roots: 64,
             unsync: true,
             max_mapping_level: 2,
             table_writes: TableWrites::Unprotect,
@@ -404,6 +404,36 @@ impl Mmu {
     /// page table (guests cannot write such pages directly).
     pub fn is_write_protected(&self, gfn: Gfn) -> bool {
         self.state.lock().is_write_protected(gfn)
+    }
+
+    /// The cached roots vCPU `vcpu` could switch to right now with nothing
+    /// else to do, as (guest CR3, shadow root) pairs: those that a CR3 load
+    /// from the current 4-level state would find, and only while no shadow
+    /// page is unsync (a CR3 load must sync those first).
+    /// Each root stays allocated until `vcpu`'s next
+    /// [`ShadowMmu::load_paging_state`], [`ShadowMmu::page_fault`] or other
+    /// call that may release or reclaim it: a VMM that lets the vCPU switch
+    /// to one of them by itself must tell the MMU (with
+    /// `load_paging_state`) before any other call for that vCPU.
+    pub fn switchable_roots(&self, vcpu: usize) -> Vec<(u64, u64)> {
+        let st = self.state.lock();
+        let Ok(v) = st.vcpu(vcpu) else {
+            return Vec::new();
+        };
+        let Some(current) = v.root.as_ref() else {
+            return Vec::new();
+        };
+        if !st.unsync.is_empty() || current.key.mode != crate::arch::PagingMode::Level4 {
+            return Vec::new();
+        }
+        // The root a CR3 load finds is the one whose key matches: with the
+        // same role and mode, the key differs only in the table.
+        v.prev
+            .iter()
+            .chain(std::iter::once(current))
+            .filter(|r| r.key.role == current.key.role && r.key.mode == current.key.mode)
+            .map(|r| (r.state.cr3, st.pages.arena.page_address(r.page)))
+            .collect()
     }
 
     pub(crate) fn vcpu_state(&self, vcpu: usize) -> Result<PagingState, MmuError> {

@@ -63,10 +63,23 @@ pub const STUB_STRIDE: u64 = 32;
 /// Offset of the chain area in the vCPU block: where chains longer than the
 /// slots below the hardware frame go.
 pub const CHAIN: u64 = 0x100;
-/// End of the chain area (the IST stack lies above it).
-pub const CHAIN_END: u64 = 0x3c00;
-// The IST stack above the chain area needs room for the entry's frame.
-const _: () = assert!(CHAIN_END + 0x100 <= super::layout::VCPU_BLOCK_SIZE);
+/// End of the chain area (the root cache and the IST stack lie above it).
+pub const CHAIN_END: u64 = 0x3400;
+/// Offset of the root cache in the vCPU block: `ROOT_SLOTS` pairs of (guest
+/// CR3 with bit 63 set, shadow root), the slot of a CR3 given by its bits
+/// 12 and up, modulo `ROOT_SLOTS`; an empty slot holds zeros.
+pub const ROOTS: u64 = 0x3400;
+/// Entries of the root cache.
+pub const ROOT_SLOTS: u64 = 64;
+/// Offset of the word where the trampoline leaves the last CR3 it switched
+/// to by itself (0: none since the VMM last looked).
+pub const SWITCHED: u64 = 0x3800;
+/// Offset of the #UD entry (the register-form `LOAD_CR3` fast path).
+pub const UD_ENTRY: u64 = 0x500;
+// The root cache follows the chain area; the IST stack above the switch
+// word needs room for the entry's frame.
+const _: () = assert!(CHAIN_END <= ROOTS && ROOTS + 16 * ROOT_SLOTS <= SWITCHED);
+const _: () = assert!(SWITCHED + 0x100 <= super::layout::VCPU_BLOCK_SIZE);
 
 /// Most 8-byte slots of one batch in the chain area.
 pub const CHAIN_SLOTS: usize = ((CHAIN_END - CHAIN) / 8) as usize;
@@ -120,6 +133,10 @@ mod tests {
             ("NMI_ENTRY", NMI_ENTRY),
             ("STUB_STRIDE", STUB_STRIDE),
             ("CHAIN", CHAIN),
+            ("ROOTS", ROOTS),
+            ("ROOT_MASK", ROOT_SLOTS - 1),
+            ("SWITCHED", SWITCHED),
+            ("UD_ENTRY", UD_ENTRY),
             ("BLOCK_SIZE", super::super::layout::VCPU_BLOCK_SIZE),
         ];
         for (name, value) in pairs {

@@ -46,6 +46,10 @@ use mailbox::*;
 /// it raises reaches the trampoline; KVM's emulator, which runs guest CPL0
 /// code on the hosts this was built on, cannot deliver `int n`.
 pub const HYPERCALL_INSN: [u8; 5] = [0x0f, 0x0b, b'S', b'H', b'M'];
+/// The register form of the hypercall: RAX = number, RDX = argument, the
+/// result in RAX. Only `LOAD_CR3`: the trampoline itself carries it out when
+/// the address space's shadow root is cached (no exit).
+pub const HYPERCALL_REG_INSN: [u8; 5] = [0x0f, 0x0b, b'S', b'H', b'R'];
 /// The port the trampoline exits through.
 pub const EXIT_PORT: u16 = 0x5a1;
 /// The trampoline, assembled from `trampoline.S` (see its header).
@@ -517,6 +521,7 @@ impl ShadowVm {
         // a hypercall, or after an error, gets no stray return.
         self.sys_store(top - stack::CR2, trampoline_va(gadget::RESUME));
         let mut cmds = Commands::default();
+        self.catch_up_with_switch(&mut g, index, &mut cmds)?;
         // A flush this vCPU owes is done by the reload on the way back.
         let generation = self.flush.generation.load(Ordering::Acquire);
         if self.flush.flushed[index].load(Ordering::Acquire) < generation {
@@ -556,11 +561,23 @@ impl ShadowVm {
                     FaultOutcome::Emulate { gpa } => Exit::Emulate { gpa, rip: frame[0] },
                 }
             }
-            6 if frame[1] & 3 == 0 && self.is_hypercall(index, frame[0]) => {
+            6 if frame[1] & 3 == 0 && self.is_insn(index, frame[0], HYPERCALL_INSN) => {
                 let mut resume = frame;
                 resume[0] = frame[0] + HYPERCALL_INSN.len() as u64;
                 cmds.frame = Some(resume);
                 self.hypercall(&mut g, index, rd(stack::RAX) & 0xffff_ffff, &mut cmds)?
+            }
+            6 if frame[1] & 3 == 0 && self.is_insn(index, frame[0], HYPERCALL_REG_INSN) => {
+                let mut resume = frame;
+                resume[0] = frame[0] + HYPERCALL_REG_INSN.len() as u64;
+                cmds.frame = Some(resume);
+                let result = match rd(stack::RAX) {
+                    1 => self.load_cr3(&mut g, index, rd(stack::RDX), &mut cmds)?,
+                    _ => abi::result::E_UNKNOWN,
+                };
+                // The chain restores RAX from its slot.
+                self.sys_store(top - stack::RAX, result as u64);
+                Exit::Resume
             }
             8 if self.failed_direct_delivery(&g, index, frame) => {
                 self.deliver(&g, index, DIRECT_VECTOR, None, None, frame, &mut cmds)
@@ -580,6 +597,52 @@ impl ShadowVm {
             self.post(&mut g, index, cmds);
         }
         Ok(exit)
+    }
+
+    /// If the trampoline switched address spaces by itself since the last
+    /// exit (a cached root, see [`HYPERCALL_REG_INSN`]), tells the MMU, so
+    /// that it knows which root the vCPU runs on before anything else.
+    fn catch_up_with_switch(
+        &self,
+        g: &mut VcpuGlue,
+        index: usize,
+        cmds: &mut Commands,
+    ) -> Result<(), KvmGlueError> {
+        let at = vcpu_block(index) + SWITCHED;
+        let switched = self.sys_load(at);
+        if switched == 0 {
+            return Ok(());
+        }
+        self.sys_store(at, 0);
+        let Some(mut guest) = g.guest else {
+            return Err(MmuError::NoPagingState(index).into());
+        };
+        guest.cr3 = switched & !(1 << 63);
+        // A cached root: found, not built; no unsync page to sync.
+        let (root, changes) = self.load_root(index, &guest)?;
+        g.guest = Some(guest);
+        g.root = root;
+        self.add_changes(g, index, cmds, changes);
+        Ok(())
+    }
+
+    /// Fills vCPU `index`'s root cache with the roots it may switch to by
+    /// itself until its next exit (none with more than one vCPU: another
+    /// vCPU's exit could release a root this one is about to load).
+    fn publish_roots(&self, index: usize) {
+        let mut table = [[0u64; 2]; ROOT_SLOTS as usize];
+        if self.vcpus.len() == 1 {
+            for (cr3, root) in self.mmu.switchable_roots(index) {
+                if cr3 & (1 << 63) == 0 {
+                    table[((cr3 >> 12) % ROOT_SLOTS) as usize] = [cr3 | 1 << 63, root];
+                }
+            }
+        }
+        let base = vcpu_block(index) + ROOTS;
+        for (i, [key, root]) in table.into_iter().enumerate() {
+            self.sys_store(base + 16 * i as u64, key);
+            self.sys_store(base + 16 * i as u64 + 8, root);
+        }
     }
 
     /// Whether the #DF with `frame` is this host's report of a direct #BP
@@ -604,11 +667,11 @@ impl ShadowVm {
         byte(1) == Some(0xcc) || (byte(2) == Some(0xcd) && byte(1) == Some(0x03))
     }
 
-    /// Whether the instruction at `rip` is the hypercall.
-    fn is_hypercall(&self, index: usize, rip: u64) -> bool {
+    /// Whether the CPL0 instruction at `rip` is `want`.
+    fn is_insn(&self, index: usize, rip: u64, want: [u8; 5]) -> bool {
         let mem = self.mmu.memory().memory();
         let fetch = Access::at_cpl(AccessKind::Fetch, 0);
-        let mut insn = [0u8; HYPERCALL_INSN.len()];
+        let mut insn = [0u8; 5];
         for (i, byte) in insn.iter_mut().enumerate() {
             let Ok(gpa) = self
                 .mmu
@@ -621,7 +684,7 @@ impl ShadowVm {
             };
             *byte = b;
         }
-        insn == HYPERCALL_INSN
+        insn == want
     }
 
     /// Answers a hypercall the VMM served ([`Exit::Hypercall`]): writes
@@ -762,22 +825,7 @@ impl ShadowVm {
         };
         let result = match block.decode() {
             Err(_) => abi::result::E_INVALID,
-            Ok(Hypercall::LoadCr3 { cr3 }) => {
-                // Without PCIDE only PWT and PCD may be set below bit 12;
-                // the top table must be RAM below MAXPHYADDR.
-                let table = cr3 & !0xfff;
-                let flags_ok = guest.cr4.contains(Cr4::PCIDE) || cr3 & 0xfe7 == 0;
-                if !flags_ok
-                    || table & !guest.phys_mask() != 0
-                    || !mem.address_in_range(GuestAddress(table))
-                {
-                    abi::result::E_INVALID
-                } else {
-                    guest.cr3 = cr3;
-                    self.reload(g, index, guest, cmds)?;
-                    abi::result::OK
-                }
-            }
+            Ok(Hypercall::LoadCr3 { cr3 }) => self.load_cr3(g, index, cr3, cmds)?,
             Ok(Hypercall::Invlpg { gva }) => {
                 let changes = self.mmu.invlpg(index, Gva(gva))?;
                 self.add_changes(g, index, cmds, changes);
@@ -872,6 +920,33 @@ impl ShadowVm {
         system::set_rsp0(&self.system, index, kernel_rsp);
     }
 
+    /// `LOAD_CR3` of `cr3` on vCPU `index`: the result for the guest.
+    fn load_cr3(
+        &self,
+        g: &mut VcpuGlue,
+        index: usize,
+        cr3: u64,
+        cmds: &mut Commands,
+    ) -> Result<i64, KvmGlueError> {
+        let Some(mut guest) = g.guest else {
+            return Err(MmuError::NoPagingState(index).into());
+        };
+        let mem = self.mmu.memory().memory();
+        // Without PCIDE only PWT and PCD may be set below bit 12; the top
+        // table must be RAM below MAXPHYADDR.
+        let table = cr3 & !0xfff;
+        let flags_ok = guest.cr4.contains(Cr4::PCIDE) || cr3 & 0xfe7 == 0;
+        if !flags_ok
+            || table & !guest.phys_mask() != 0
+            || !mem.address_in_range(GuestAddress(table))
+        {
+            return Ok(abi::result::E_INVALID);
+        }
+        guest.cr3 = cr3;
+        self.reload(g, index, guest, cmds)?;
+        Ok(abi::result::OK)
+    }
+
     fn reload(
         &self,
         g: &mut VcpuGlue,
@@ -909,6 +984,7 @@ impl ShadowVm {
     fn post(&self, g: &mut VcpuGlue, index: usize, mut cmds: Commands) {
         let block = vcpu_block(index);
         let top = block + VCPU_BLOCK_SIZE;
+        self.publish_roots(index);
         if cmds.invlpg.len() > MAX_INVLPG {
             cmds.invlpg.clear();
             cmds.cr3.get_or_insert(g.root);

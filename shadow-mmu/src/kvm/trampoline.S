@@ -69,6 +69,15 @@
         .set G_FAR,        0x4c0
         .set G_BACK,       0x4d0
         .set G_AGAIN,      0x4e0
+        .set UD_ENTRY,     0x500
+
+        /* The root cache: 64 entries of (guest CR3 | bit 63, shadow root),
+         * indexed by CR3 bits 12-17; then the last CR3 switched to here. */
+        .set ROOTS,        0x3400
+        .set ROOT_MASK,    63
+        .set SWITCHED,     0x3800
+        /* At the #UD entry's exit, rsp is the IST top minus 80 bytes. */
+        .set FROM_TOP,     80 - BLOCK_SIZE
 
 /*
  * Entry stubs: one per vector, STUB_STRIDE bytes apart. The stack they
@@ -88,9 +97,13 @@
         mov rax, cr2
         .endif
         push rax
+        .if \vec == 6
+        jmp ud_entry
+        .else
         mov edx, EXIT_PORT
         out dx, al
         ret
+        .endif
         .endm
 
 stubs:
@@ -202,4 +215,52 @@ resume_moved:
         out dx, al
         and rsp, -BLOCK_SIZE
         add rsp, CHAIN
+        ret
+
+/*
+ * #UD: a register-form LOAD_CR3 (`ud2; "SHR"` at CPL0 with RAX = 1 and
+ * RDX = the new CR3) whose shadow root the VMM left in the root cache is
+ * carried out here, without an exit: note the CR3 (with bit 63 set) for
+ * the VMM, which catches up at the next exit, load the root, and return 0
+ * in RAX past the five bytes. Everything else, a miss included, exits as
+ * any vector does. The
+ * marker is read only when its five bytes lie in the page the ud2 was
+ * fetched from (so the read cannot fault).
+ */
+        .org UD_ENTRY
+ud_entry:
+        cmp qword ptr [rsp + 16], 1
+        jne slow
+        test byte ptr [rsp + 48], 3
+        jnz slow
+        mov rax, [rsp + 40]
+        mov edx, eax
+        and edx, 0xfff
+        cmp edx, 0xffb
+        ja slow
+        cmp dword ptr [rax], 0x48530b0f
+        jne slow
+        cmp byte ptr [rax + 4], 0x52
+        jne slow
+        mov rax, [rsp + 8]
+        mov edx, eax
+        shr edx, 12
+        and edx, ROOT_MASK
+        shl edx, 4
+        bts rax, 63
+        cmp rax, [rsp + rdx + ROOTS + FROM_TOP]
+        jne slow
+        mov [rsp + SWITCHED + FROM_TOP], rax
+        mov rax, [rsp + rdx + ROOTS + FROM_TOP + 8]
+        mov cr3, rax
+        add qword ptr [rsp + 40], 5
+        mov qword ptr [rsp + 16], 0
+        add rsp, 8
+        pop rdx
+        pop rax
+        add rsp, 16
+        iretq
+slow:
+        mov edx, EXIT_PORT
+        out dx, al
         ret
