@@ -355,7 +355,12 @@ impl ShadowVm {
             let mut g = glue.lock();
             g.guest = Some(*guest);
             g.root = root;
+            // A vCPU set up again (a reset) starts with no trap table, no
+            // switch to catch up with and only its new root cached.
+            self.set_trap_table(&mut g, index, 0, 0);
+            self.sys_store(vcpu_block(index) + SWITCHED, 0);
         }
+        self.publish_roots(index);
         let code = kvm_segment {
             base: 0,
             limit: 0xffff_ffff,
@@ -904,7 +909,9 @@ impl ShadowVm {
                     .and_then(|gpa| mem.read_obj::<u64>(gpa).ok())
                     .unwrap_or(0)
             };
-            let direct = vector == DIRECT_VECTOR && is_guest_code_address(*handler);
+            let direct = vector == DIRECT_VECTOR
+                && is_guest_code_address(*handler)
+                && is_guest_code_address(kernel_rsp);
             let gate = if direct {
                 Some(system::guest_gate(vector, *handler))
             } else {
@@ -917,6 +924,7 @@ impl ShadowVm {
             }
         }
         g.kernel_rsp = kernel_rsp;
+        // Only the direct gate uses TSS.RSP0 (the trampoline's have IST).
         system::set_rsp0(&self.system, index, kernel_rsp);
     }
 
@@ -1057,8 +1065,9 @@ impl ShadowVm {
     }
 }
 
-/// Whether a gate may send the CPU to `va`: a canonical 48-bit address
-/// outside the hole (the VMM's own code and data).
+/// Whether a gate may send the CPU to `va` (a handler, or the stack it
+/// pushes its frame on): a canonical 48-bit address outside the hole (the
+/// VMM's own code and data).
 fn is_guest_code_address(va: u64) -> bool {
     let canonical = ((va << 16) as i64 >> 16) as u64 == va;
     let in_hole = (HOLE_BASE..HOLE_BASE + (1 << 39)).contains(&va);
@@ -1253,6 +1262,46 @@ mod tests {
         // 2,209 operations, 943 to a chain.
         assert_eq!(ran.exits_again, 2);
         assert!(vm.vcpus[0].lock().pending.is_empty());
+    }
+
+    #[test]
+    fn setting_a_vcpu_up_again_forgets_gates_switches_and_cached_roots() {
+        let vm = shadow_vm();
+        let guest = PagingState {
+            cr0: Cr0::PE | Cr0::PG | Cr0::WP,
+            cr3: 0x1000,
+            cr4: Cr4::PAE,
+            efer: Efer::LME | Efer::LMA | Efer::NXE,
+            ..Default::default()
+        };
+        let mut sregs = kvm_sregs::default();
+        vm.prepare_vcpu(0, &guest, &mut sregs).expect("prepare");
+        assert_eq!(sregs.idt.base, hole_va(idt(0)));
+        // What a previous boot left: a direct #BP gate, a switch not caught
+        // up with, a root cache entry for a root that is gone.
+        let gate = idt(0) + 16 * u64::from(DIRECT_VECTOR);
+        let (lo, hi) = system::guest_gate(DIRECT_VECTOR, 0xffff_8000_0010_0000);
+        vm.sys_store(gate, lo);
+        vm.sys_store(gate + 8, hi);
+        vm.sys_store(vcpu_block(0) + SWITCHED, 0x5000 | 1 << 63);
+        vm.sys_store(vcpu_block(0) + ROOTS + 16 * 5, 0x5000 | 1 << 63);
+        vm.sys_store(vcpu_block(0) + ROOTS + 16 * 5 + 8, 0xdead_0000);
+        vm.prepare_vcpu(0, &guest, &mut sregs)
+            .expect("prepare again");
+        let want = system::trampoline_gate(DIRECT_VECTOR).expect("a stub");
+        assert_eq!((vm.sys_load(gate), vm.sys_load(gate + 8)), want);
+        assert_eq!(vm.sys_load(vcpu_block(0) + SWITCHED), 0);
+        // Only the new root (CR3 0x1000: slot 1) is cached.
+        for slot in 0..ROOT_SLOTS {
+            let key = vm.sys_load(vcpu_block(0) + ROOTS + 16 * slot);
+            let want = if slot == 1 { 0x1000 | 1 << 63 } else { 0 };
+            assert_eq!(key, want, "slot {slot}");
+        }
+        assert_eq!(
+            vm.sys_load(vcpu_block(0) + ROOTS + 16 + 8),
+            sregs.cr3,
+            "the cached root is the one CR3 holds"
+        );
     }
 
     #[test]
