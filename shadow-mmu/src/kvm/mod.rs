@@ -619,15 +619,11 @@ impl ShadowVm {
             return Ok(());
         }
         self.sys_store(at, 0);
-        let Some(mut guest) = g.guest else {
-            return Err(MmuError::NoPagingState(index).into());
-        };
-        guest.cr3 = switched & !(1 << 63);
-        // A cached root: found, not built; no unsync page to sync.
-        let (root, changes) = self.load_root(index, &guest)?;
-        g.guest = Some(guest);
-        g.root = root;
-        self.add_changes(g, index, cmds, changes);
+        // A cached root: found, not built; no unsync page to sync. The word
+        // lives in the hole, which guest CPL0 code can write: it is checked
+        // as a LOAD_CR3 would be, and the reload this queues puts the vCPU
+        // on the root the MMU now holds, whatever the word said.
+        let _ = self.load_cr3(g, index, switched & !(1 << 63), cmds)?;
         Ok(())
     }
 
@@ -1302,6 +1298,41 @@ mod tests {
             sregs.cr3,
             "the cached root is the one CR3 holds"
         );
+    }
+
+    #[test]
+    fn a_switch_made_by_the_trampoline_is_caught_up_with_and_checked() {
+        let vm = shadow_vm();
+        let guest = PagingState {
+            cr0: Cr0::PE | Cr0::PG | Cr0::WP,
+            cr3: 0x1000,
+            cr4: Cr4::PAE,
+            efer: Efer::LME | Efer::LMA | Efer::NXE,
+            ..Default::default()
+        };
+        let mut sregs = kvm_sregs::default();
+        vm.prepare_vcpu(0, &guest, &mut sregs).expect("prepare");
+        let switched = vcpu_block(0) + SWITCHED;
+        let user_ud = [0x40_1000, 0x23, 0x202, 0x7fff_0000, 0x1b];
+        let exit_with = |word: u64| {
+            vm.sys_store(switched, word);
+            enter(&vm, 0, 0, user_ud);
+            vm.sys_store(vcpu_block(0) + VCPU_BLOCK_SIZE - stack::VECTOR, 6);
+            // No trap table: the #UD itself is unhandled.
+            let exit = vm.handle_exit(0).expect("exit");
+            assert!(
+                matches!(exit, Exit::Unhandled { vector: 6, .. }),
+                "{exit:?}"
+            );
+            assert_eq!(vm.sys_load(switched), 0, "caught up");
+            vm.vcpus[0].lock().guest.map(|g| g.cr3)
+        };
+        // A value guest CPL0 code could forge in the hole: not RAM.
+        assert_eq!(exit_with((1 << 40) | 1 << 63), Some(0x1000));
+        // A real switch (RAM at 0x2000).
+        assert_eq!(exit_with(0x2000 | 1 << 63), Some(0x2000));
+        let root = vm.vcpus[0].lock().root;
+        assert_ne!(root, sregs.cr3, "the MMU holds the new space's root");
     }
 
     #[test]
