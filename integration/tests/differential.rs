@@ -10,50 +10,27 @@
 //!
 //! These tests need `/dev/kvm`: without it they FAIL (they never skip).
 
-use shadow_mmu_integration::vm::{self, PagingMode, RunReport, VmConfig, VmError, Workload};
+mod common;
+
+use common::{check_pair, check_same, run, DEFAULT_MAX_PAGES};
+use shadow_mmu_integration::vm::{PagingMode, RunReport, Workload};
 
 const SEED: u64 = 11;
 
-fn run(workload: Workload, paging: PagingMode, seed: u64) -> RunReport {
-    let mut cfg = VmConfig::new(workload, paging);
-    cfg.seed = seed;
-    match vm::run(&cfg) {
-        Ok(r) => r,
-        Err(e @ VmError::NoKvm(_)) => {
-            panic!("these tests need /dev/kvm and cannot run without it: {e}")
-        }
-        Err(e) => panic!("{workload} {paging}: {e}"),
-    }
-}
-
 /// Runs both modes; returns (native, shadow) after the common checks.
 fn both(workload: Workload, seed: u64) -> (RunReport, RunReport) {
-    let native = run(workload, PagingMode::Native, seed);
-    let shadow = run(workload, PagingMode::Shadow, seed);
-    for r in [&native, &shadow] {
-        assert_eq!(
-            (r.exit_status, r.results.status, r.results.errors),
-            (0, 0, 0),
-            "{workload} {}: the guest reported a failure; console:\n{}",
-            r.paging,
-            r.console
-        );
-        eprintln!("{}", r.summary());
-    }
-    let report = shadow.shadow.as_ref().expect("shadow runs report the MMU");
-    assert_eq!(report.audit, Ok(()), "{workload}: audit after the run");
-    eprintln!("{workload} shadow MMU: {:?}", report.stats);
-    assert!(native.shadow.is_none());
+    let native = run(workload, PagingMode::Native, seed, &[], DEFAULT_MAX_PAGES);
+    let shadow = run(workload, PagingMode::Shadow, seed, &[], DEFAULT_MAX_PAGES);
+    check_pair(workload, &native, &shadow);
     (native, shadow)
 }
 
-fn same_records(workload: Workload, seed: u64) {
-    let (native, shadow) = both(workload, seed);
-    assert_eq!(
-        native.results.difference(&shadow.results),
-        None,
-        "{workload}: native against shadow"
-    );
+/// Runs both modes, requires identical records; returns the shadow run.
+fn same_records(workload: Workload, seed: u64) -> RunReport {
+    let native = run(workload, PagingMode::Native, seed, &[], DEFAULT_MAX_PAGES);
+    let shadow = run(workload, PagingMode::Shadow, seed, &[], DEFAULT_MAX_PAGES);
+    check_same(workload, &native, &shadow);
+    shadow
 }
 
 #[test]
@@ -85,8 +62,7 @@ fn huge() {
 /// vCPU's TLB through the flush NMI.
 #[test]
 fn smp() {
-    same_records(Workload::Smp, SEED);
-    let shadow = run(Workload::Smp, PagingMode::Shadow, SEED);
+    let shadow = same_records(Workload::Smp, SEED);
     let report = shadow.shadow.expect("shadow report");
     eprintln!("smp: {} remote flushes by NMI", report.nmi_flushes);
     assert!(

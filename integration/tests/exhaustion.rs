@@ -11,58 +11,30 @@
 //!
 //! These tests need `/dev/kvm`: without it they FAIL (they never skip).
 
-use shadow_mmu_integration::vm::{self, PagingMode, RunReport, VmConfig, VmError, Workload};
+mod common;
+
+use common::{check_same, run, DEFAULT_MAX_PAGES};
+use shadow_mmu_integration::vm::{PagingMode, RunReport, Workload};
 
 const SEED: u64 = 11;
 
 /// A cap of a few dozen pages: a handful of address spaces' worth.
 const CAP: u32 = 32;
 
-fn run(workload: Workload, paging: PagingMode, params: &[u64], max_pages: u32) -> RunReport {
-    let mut cfg = VmConfig::new(workload, paging);
-    cfg.seed = SEED;
-    cfg.params[..params.len()].copy_from_slice(params);
-    cfg.max_pages = max_pages;
-    match vm::run(&cfg) {
-        Ok(r) => r,
-        Err(e @ VmError::NoKvm(_)) => {
-            panic!("these tests need /dev/kvm and cannot run without it: {e}")
-        }
-        Err(e) => panic!("{workload} {paging} (max {max_pages} shadow pages): {e}"),
-    }
-}
-
 /// Runs `workload` natively and shadowed under `cap` pages and requires
 /// what `differential.rs` requires (guest success, a clean audit, identical
 /// records, checksum and guest page faults), plus exhaustion: the cap was
 /// in effect and pages were reclaimed. Returns the shadow run.
 fn same_records_capped(workload: Workload, params: &[u64], cap: u32) -> RunReport {
-    let native = run(workload, PagingMode::Native, params, vm::DEFAULT_MAX_PAGES);
-    let shadow = run(workload, PagingMode::Shadow, params, cap);
-    for r in [&native, &shadow] {
-        assert_eq!(
-            (r.exit_status, r.results.status, r.results.errors),
-            (0, 0, 0),
-            "{workload} {}: the guest reported a failure; console:\n{}",
-            r.paging,
-            r.console
-        );
-        eprintln!("{}", r.summary());
-    }
-    let report = shadow.shadow.as_ref().expect("shadow runs report the MMU");
-    assert_eq!(report.audit, Ok(()), "{workload}: audit after the run");
-    eprintln!(
-        "{workload} shadow MMU (max {cap} pages): {:?}",
-        report.stats
+    let native = run(
+        workload,
+        PagingMode::Native,
+        SEED,
+        params,
+        DEFAULT_MAX_PAGES,
     );
-    assert!(native.shadow.is_none());
-
-    assert_eq!(
-        native.results.difference(&shadow.results),
-        None,
-        "{workload}: native against shadow"
-    );
-
+    let shadow = run(workload, PagingMode::Shadow, SEED, params, cap);
+    let report = check_same(workload, &native, &shadow);
     assert_eq!(
         report.max_pages,
         u64::from(cap),

@@ -1,0 +1,75 @@
+// Copyright 2026 The shadow-mmu Authors.
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! What the native-against-shadow tests share.
+
+use shadow_mmu_integration::vm::{self, PagingMode, RunReport, VmConfig, VmError, Workload};
+
+pub use vm::DEFAULT_MAX_PAGES;
+
+/// Runs `workload` with `paging`, `seed`, leading `params` and a cap of
+/// `max_pages` shadow pages; a missing `/dev/kvm` is a failure, never a
+/// skip.
+pub fn run(
+    workload: Workload,
+    paging: PagingMode,
+    seed: u64,
+    params: &[u64],
+    max_pages: u32,
+) -> RunReport {
+    let mut cfg = VmConfig::new(workload, paging);
+    cfg.seed = seed;
+    cfg.params[..params.len()].copy_from_slice(params);
+    cfg.max_pages = max_pages;
+    match vm::run(&cfg) {
+        Ok(r) => r,
+        Err(e @ VmError::NoKvm(_)) => {
+            panic!("these tests need /dev/kvm and cannot run without it: {e}")
+        }
+        Err(e) => panic!("{workload} {paging} (max {max_pages} shadow pages): {e}"),
+    }
+}
+
+/// The checks every pair of runs passes: both guests succeeded, only the
+/// shadow run has an MMU report, and its audit is clean. Returns that
+/// report.
+pub fn check_pair<'a>(
+    workload: Workload,
+    native: &RunReport,
+    shadow: &'a RunReport,
+) -> &'a vm::ShadowReport {
+    for r in [native, shadow] {
+        assert_eq!(
+            (r.exit_status, r.results.status, r.results.errors),
+            (0, 0, 0),
+            "{workload} {}: the guest reported a failure; console:\n{}",
+            r.paging,
+            r.console
+        );
+        eprintln!("{}", r.summary());
+    }
+    let report = shadow.shadow.as_ref().expect("shadow runs report the MMU");
+    assert_eq!(report.audit, Ok(()), "{workload}: audit after the run");
+    eprintln!(
+        "{workload} shadow MMU (max {} pages): {:?}",
+        report.max_pages, report.stats
+    );
+    assert!(native.shadow.is_none());
+    report
+}
+
+/// [`check_pair`], and the records, checksum and guest page faults equal
+/// the native run's.
+pub fn check_same<'a>(
+    workload: Workload,
+    native: &RunReport,
+    shadow: &'a RunReport,
+) -> &'a vm::ShadowReport {
+    let report = check_pair(workload, native, shadow);
+    assert_eq!(
+        native.results.difference(&shadow.results),
+        None,
+        "{workload}: native against shadow"
+    );
+    report
+}
