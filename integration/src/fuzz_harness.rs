@@ -1608,6 +1608,29 @@ fn serve(d: &mut MmuDriver, glue: &mut Glue, vcpu: usize, call: Hypercall) -> i6
                 Err(_) => E_INVALID,
             }
         }
+        Hypercall::MemoryMap { buf, capacity } => {
+            let mem = d.guest_mem();
+            match abi::write_memory_map(&mem, buf, capacity) {
+                Ok((count, written)) => {
+                    if let Some((at, len)) = written {
+                        for off in (0..len as u64).step_by(8) {
+                            let gpa = GuestAddress(at.0 + off);
+                            let value: u64 = mem.read_obj(gpa).unwrap_or(0);
+                            d.log.push(Op::Write {
+                                vcpu,
+                                gpa: gpa.0,
+                                bytes: value.to_le_bytes().to_vec(),
+                                flush: Flush::Nothing,
+                                emulated: true,
+                            });
+                            apply(&d.m, d.m.track_write(gpa, 8));
+                        }
+                    }
+                    count as i64
+                }
+                Err(_) => E_INVALID,
+            }
+        }
         // Console, exit, start vCPU and unknown numbers go to the VMM.
         Hypercall::Other { .. } => abi::result::E_UNKNOWN,
     }

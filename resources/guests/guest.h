@@ -27,6 +27,7 @@ typedef long i64;
 #define WL_ACCESS 6
 #define WL_SMP 7
 #define WL_HOSTILE 8
+#define WL_HOTPLUG 9
 
 /* Parameter slots: 0 is the seed of every workload, 1-5 are the workload's
  * own, 6-7 give the results buffer. */
@@ -66,6 +67,8 @@ typedef long i64;
 #define ACC_PD_VA 0x40804000UL          /* access test PD, read-only alias */
 #define DATA_VA 0x8000000000UL          /* PML4 slot 1: workload data */
 #define DATA2_VA 0x8040000000UL         /* second data region (+1 GiB) */
+#define HOTPLUG_VA 0x8000000000UL       /* hotplug: new RAM (PML4 slot 1) */
+#define HOTPLUG_ALIAS 0x4000000000UL    /* hotplug: alias at +256 GiB */
 #define ACCESS_VA 0x10000000000UL       /* PML4 slot 2: access test page */
 #define HOSTILE_VA 0x18000000000UL      /* PML4 slot 3: hostile tables */
 #define HUGE1G_VA 0x20000000000UL       /* PML4 slot 4: 1 GiB page */
@@ -91,6 +94,9 @@ typedef long i64;
 #define SYS_CONSOLE 15    /* va of a NUL-terminated user string (no SMAP) */
 #define SYS_PHYS 16       /* va -> gpa of the leaf (or ~0) */
 #define SYS_ACCESS_INIT 17 /* set up the access test: stage page, aliases */
+#define SYS_RAM_MAP 18    /* refresh uinfo's RAM regions -> count / <0 */
+#define SYS_MAP_RAM 19    /* va, gpa, npages: 2 MiB user RW pages of RAM
+                           * outside the boot RAM (hotplugged) -> 0 / <0 */
 
 /* SYS_MAP flags. */
 #define MAP_W 1
@@ -151,6 +157,8 @@ struct acc_stage {
 #define PTE_NX (1UL << 63)
 #define PTE_ADDR 0x000ffffffffff000UL
 
+#define MAX_RAM_REGIONS 16
+
 /* The user info page (UINFO_VA), written by the kernel. */
 struct uinfo {
     u64 workload;
@@ -160,6 +168,8 @@ struct uinfo {
     u64 params[8];
     u64 results_words; /* capacity of the results buffer in u64 words */
     u64 tsc_khz_hint;  /* 0: unknown */
+    u64 nram;          /* RAM regions in ram_regions (SYS_RAM_MAP) */
+    u64 ram_regions[MAX_RAM_REGIONS][2]; /* (start, size), ascending */
 };
 
 #endif

@@ -26,6 +26,7 @@
 #define HC_EXIT 7
 #define HC_START_VCPU 8
 #define HC_MMU_UPDATE 9
+#define HC_MEMORY_MAP 10
 
 #define MSR_EFER 0xc0000080u
 
@@ -924,6 +925,45 @@ static i64 sys_hostile(struct percpu *pc, u64 step, u64 out)
     return -1;
 }
 
+/* Asks the VMM for the RAM regions now (they grow with memory hotplug),
+ * straight into the user info page. */
+static i64 sys_ram_map(void)
+{
+    struct uinfo *u = (struct uinfo *)uinfo_gpa;
+    i64 n = hypercall(HC_MEMORY_MAP, (u64)u->ram_regions, MAX_RAM_REGIONS, 0, 0);
+    if (n < 0)
+        return n;
+    u->nram = (u64)n < MAX_RAM_REGIONS ? (u64)n : MAX_RAM_REGIONS;
+    return n;
+}
+
+/* Maps npages (a multiple of 512) of RAM at gpa, as the last SYS_RAM_MAP
+ * reported it and outside the boot RAM the kernel allocates from, at va in
+ * the current space with 2 MiB user RW pages. */
+static i64 sys_map_ram(struct percpu *pc, u64 va, u64 gpa, u64 npages)
+{
+    const struct uinfo *u = (const struct uinfo *)uinfo_gpa;
+    u64 size = npages * PAGE_SIZE;
+    if ((va | gpa | size) & (LARGE_SIZE - 1) || !npages || npages > (1UL << 30) || gpa < ram ||
+        va + size < va || va < DATA_VA || va + size > ACCESS_VA)
+        return -1;
+    int inside = 0;
+    for (u64 i = 0; i < u->nram; i++) {
+        u64 s = u->ram_regions[i][0], l = u->ram_regions[i][1];
+        if (gpa >= s && gpa - s <= l && size <= l - (gpa - s))
+            inside = 1;
+    }
+    if (!inside)
+        return -1;
+    for (u64 off = 0; off < size; off += LARGE_SIZE) {
+        u64 *p = pte_ptr(pc->root, va + off, 2, 1);
+        if (!p)
+            return -1;
+        pte_write(p, (gpa + off) | PTE_P | PTE_W | PTE_U | PTE_PS);
+    }
+    return 0;
+}
+
 static u64 user_gpa(struct percpu *pc, u64 va)
 {
     u64 *p = pte_ptr(pc->root, va, 1, 0);
@@ -1002,6 +1042,12 @@ i64 syscall_dispatch(u64 a0, u64 a1, u64 a2, u64 a3, u64 a4, u64 nr)
         break;
     case SYS_HOSTILE:
         r = sys_hostile(pc, a0, a1);
+        break;
+    case SYS_RAM_MAP:
+        r = sys_ram_map();
+        break;
+    case SYS_MAP_RAM:
+        r = sys_map_ram(pc, a0, a1, a2);
         break;
     default:
         r = -1;

@@ -710,10 +710,121 @@ static u64 w_hostile(void)
     return errors ? STATUS_MISMATCH : STATUS_OK;
 }
 
+/* ---------------------------------------------------------------- hotplug */
+
+static void put_hex(u64 v)
+{
+    char b[19];
+    b[0] = '0';
+    b[1] = 'x';
+    int n = 2;
+    for (int shift = 60; shift >= 0; shift -= 4) {
+        u64 d = (v >> shift) & 15;
+        if (d || n > 2 || shift == 0)
+            b[n++] = (char)(d < 10 ? '0' + d : 'a' + d - 10);
+    }
+    b[n] = 0;
+    doorbell_puts(b);
+}
+
+static u64 ram_total(void)
+{
+    u64 t = 0;
+    for (u64 i = 0; i < ui->nram; i++)
+        t += ui->ram_regions[i][1];
+    return t;
+}
+
+/* Whether [start, start + size) was RAM in the regions saved in old. */
+static int was_ram(const u64 (*old)[2], u64 nold, u64 start, u64 size)
+{
+    for (u64 i = 0; i < nold; i++)
+        if (start >= old[i][0] && start + size <= old[i][0] + old[i][1])
+            return 1;
+    return 0;
+}
+
+/* Waits for the VMM to add RAM (it learns of it with SYS_RAM_MAP, the ABI's
+ * MEMORY_MAP), `growths` times; after each, maps every new region twice
+ * (HOTPLUG_VA and an alias 256 GiB above), writes one word into each of its
+ * 4 KiB pages through the first mapping (the page's GPA mixed with the
+ * seed) and reads them back through the alias. Per region it prints and
+ * records start, size and the FNV-1a 64 of the words read, which a test
+ * can recompute from start, size and seed alone. */
+static u64 w_hotplug(void)
+{
+    u64 growths = param(1, 2);
+    static u64 old[MAX_RAM_REGIONS][2];
+    if (sys(SYS_RAM_MAP, 0, 0, 0, 0, 0) < 0)
+        return STATUS_SETUP;
+    u64 nold = ui->nram, seen = ram_total(), va = 0;
+    for (u64 i = 0; i < nold; i++) {
+        old[i][0] = ui->ram_regions[i][0];
+        old[i][1] = ui->ram_regions[i][1];
+    }
+    doorbell_puts("hotplug: waiting for RAM beyond ");
+    put_hex(seen);
+    doorbell_puts("\n");
+    for (u64 g = 0; g < growths; g++) {
+        /* Each SYS_RAM_MAP is a VMM exit; nothing else to do meanwhile. */
+        do {
+            if (sys(SYS_RAM_MAP, 0, 0, 0, 0, 0) < 0)
+                return STATUS_SETUP;
+        } while (ram_total() <= seen);
+        seen = ram_total();
+        for (u64 r = 0; r < ui->nram; r++) {
+            u64 start = ui->ram_regions[r][0], size = ui->ram_regions[r][1];
+            if (was_ram(old, nold, start, size))
+                continue;
+            if ((start | size) & (LARGE_SIZE - 1) || va + size > HOTPLUG_ALIAS ||
+                sys(SYS_MAP_RAM, HOTPLUG_VA + va, start, size / PAGE_SIZE, 0, 0) < 0 ||
+                sys(SYS_MAP_RAM, HOTPLUG_VA + HOTPLUG_ALIAS + va, start, size / PAGE_SIZE, 0, 0) < 0)
+                return STATUS_SETUP;
+            u64 pages = size / PAGE_SIZE, base = HOTPLUG_VA + va;
+            u64 t = rdtsc();
+            for (u64 i = 0; i < pages; i++)
+                *word(base + i * PAGE_SIZE + (i & 63) * 64) = (start + i * PAGE_SIZE) ^ ui->params[P_SEED];
+            u64 h = 0xcbf29ce484222325UL;
+            for (u64 i = 0; i < pages; i++) {
+                u64 v = *word(base + HOTPLUG_ALIAS + i * PAGE_SIZE + (i & 63) * 64);
+                errors += v != ((start + i * PAGE_SIZE) ^ ui->params[P_SEED]);
+                for (int b = 0; b < 64; b += 8) {
+                    h ^= (v >> b) & 0xff;
+                    h *= 0x100000001b3UL;
+                }
+            }
+            if (g < RH_NTSC_MAX)
+                tsc_slot((int)g, rdtsc() - t);
+            rec(start);
+            rec(size);
+            rec(h);
+            doorbell_puts("hotplug: region ");
+            put_hex(start);
+            doorbell_puts(" size ");
+            put_hex(size);
+            doorbell_puts(" fnv ");
+            put_hex(h);
+            doorbell_puts("\n");
+            va += size;
+        }
+        nold = ui->nram;
+        for (u64 i = 0; i < nold; i++) {
+            old[i][0] = ui->ram_regions[i][0];
+            old[i][1] = ui->ram_regions[i][1];
+        }
+        doorbell_puts("hotplug: growth ");
+        put_hex(g + 1);
+        doorbell_puts(" done, RAM ");
+        put_hex(seen);
+        doorbell_puts("\n");
+    }
+    return errors ? STATUS_MISMATCH : STATUS_OK;
+}
+
 /* ------------------------------------------------------------------- main */
 
 static const char *const names[] = {"?", "touch", "spaces", "cow", "adbits", "huge", "access",
-                                    "smp", "hostile"};
+                                    "smp", "hostile", "hotplug"};
 
 void __attribute__((noreturn)) user_main(const struct uinfo *info, u64 cpu)
 {
@@ -733,13 +844,14 @@ void __attribute__((noreturn)) user_main(const struct uinfo *info, u64 cpu)
     case WL_ACCESS: status = w_access(); break;
     case WL_SMP: status = w_smp(); break;
     case WL_HOSTILE: status = w_hostile(); break;
+    case WL_HOTPLUG: status = w_hotplug(); break;
     default: status = STATUS_SETUP; break;
     }
     R[RH_NRECORDS] = nrec;
     R[RH_ERRORS] = errors;
     R[RH_STATUS] = status;
     doorbell_puts("guest: ");
-    doorbell_puts(ui->workload < 9 ? names[ui->workload] : "?");
+    doorbell_puts(ui->workload < sizeof(names) / sizeof(names[0]) ? names[ui->workload] : "?");
     doorbell_puts(status == STATUS_OK ? " ok\n" : " FAILED\n");
     doorbell_exit(status);
 }

@@ -5,7 +5,7 @@
 //! [`AbiError`], never a panic.
 
 use thiserror::Error;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 /// The ABI version this crate implements.
 pub const ABI_VERSION: u32 = 1;
@@ -15,6 +15,8 @@ pub const BLOCK_SIZE: u64 = 64;
 pub const RESULT_OFFSET: u64 = 40;
 /// Most entries one `MMU_UPDATE` may carry.
 pub const MAX_MMU_UPDATES: u64 = 256;
+/// Most (start, size) pairs one `MEMORY_MAP` may ask for.
+pub const MAX_MEMORY_REGIONS: u64 = 64;
 
 /// Hypercall numbers.
 pub mod nr {
@@ -36,6 +38,8 @@ pub mod nr {
     pub const START_VCPU: u64 = 8;
     /// Batched page-table entry writes.
     pub const MMU_UPDATE: u64 = 9;
+    /// The guest RAM regions as they are now (memory hotplug).
+    pub const MEMORY_MAP: u64 = 10;
 }
 
 /// Hypercall results.
@@ -97,6 +101,13 @@ pub enum Hypercall {
         list: u64,
         /// Number of pairs.
         count: u64,
+    },
+    /// `MEMORY_MAP`.
+    MemoryMap {
+        /// GPA of room for `capacity` (start, size) pairs.
+        buf: u64,
+        /// How many pairs fit there.
+        capacity: u64,
     },
     /// Anything the MMU does not serve (console, exit, start vCPU, unknown).
     Other {
@@ -170,6 +181,15 @@ impl Block {
                     count: a1,
                 }
             }
+            nr::MEMORY_MAP => {
+                if a1 > MAX_MEMORY_REGIONS || !a0.is_multiple_of(8) {
+                    return Err(invalid);
+                }
+                Hypercall::MemoryMap {
+                    buf: a0,
+                    capacity: a1,
+                }
+            }
             nr => Hypercall::Other {
                 nr,
                 args: [a0, a1, a2, a3],
@@ -208,6 +228,40 @@ pub fn read_mmu_updates(
         pairs.push((GuestAddress(gpa), value));
     }
     Ok(pairs)
+}
+
+/// Serves `MEMORY_MAP`: writes the first `capacity` RAM regions of `mem`,
+/// in ascending order, as (start, size) pairs of `u64` at `buf`, and returns
+/// how many regions there are (possibly more than were written). Returns the
+/// guest-physical ranges written, which a shadow MMU must treat as guest
+/// stores.
+pub fn write_memory_map(
+    mem: &GuestMemoryMmap,
+    buf: u64,
+    capacity: u64,
+) -> Result<(u64, Option<(GuestAddress, usize)>), AbiError> {
+    let invalid = AbiError::InvalidArgument { nr: nr::MEMORY_MAP };
+    if capacity > MAX_MEMORY_REGIONS || !buf.is_multiple_of(8) {
+        return Err(invalid);
+    }
+    // vm-memory keeps the regions sorted and disjoint.
+    let regions: Vec<(u64, u64)> = mem.iter().map(|r| (r.start_addr().0, r.len())).collect();
+    let written = regions.len().min(capacity as usize);
+    let bytes = 16 * written;
+    if bytes == 0 {
+        return Ok((regions.len() as u64, None));
+    }
+    if !mem.check_range(GuestAddress(buf), bytes) {
+        return Err(invalid);
+    }
+    let mut raw = Vec::with_capacity(bytes);
+    for (start, size) in &regions[..written] {
+        raw.extend_from_slice(&start.to_le_bytes());
+        raw.extend_from_slice(&size.to_le_bytes());
+    }
+    mem.write_slice(&raw, GuestAddress(buf))
+        .map_err(|_| invalid)?;
+    Ok((regions.len() as u64, Some((GuestAddress(buf), bytes))))
 }
 
 #[cfg(test)]
@@ -258,5 +312,46 @@ mod tests {
         assert!(read_mmu_updates(&m, 0xfff8, 1).is_err(), "list beyond RAM");
         assert!(read_mmu_updates(&m, !7, 2).is_err(), "wrapping list");
         assert!(read_mmu_updates(&m, 0x100, 257).is_err());
+    }
+
+    #[test]
+    fn memory_maps() {
+        let m = GuestMemoryMmap::from_ranges(&[
+            (GuestAddress(0), 0x10000),
+            (GuestAddress(0x1_0000_0000), 0x20000),
+        ])
+        .unwrap();
+        assert_eq!(
+            write_memory_map(&m, 0x100, 4),
+            Ok((2, Some((GuestAddress(0x100), 32))))
+        );
+        let words: Vec<u64> = (0..4)
+            .map(|i| m.read_obj(GuestAddress(0x100 + 8 * i)).unwrap())
+            .collect();
+        assert_eq!(words, [0, 0x10000, 0x1_0000_0000, 0x20000]);
+        // Room for one: the count still says two.
+        m.write_obj(!0u64, GuestAddress(0x200 + 16)).unwrap();
+        assert_eq!(
+            write_memory_map(&m, 0x200, 1),
+            Ok((2, Some((GuestAddress(0x200), 16))))
+        );
+        assert_eq!(m.read_obj::<u64>(GuestAddress(0x200 + 16)).unwrap(), !0);
+        assert_eq!(write_memory_map(&m, 0x300, 0), Ok((2, None)));
+        assert!(write_memory_map(&m, 0x104, 1).is_err(), "misaligned");
+        assert!(write_memory_map(&m, 0xfff8, 1).is_err(), "beyond RAM");
+        assert!(write_memory_map(&m, 0x100, 65).is_err(), "too many");
+        let decoded = Block {
+            gpa: GuestAddress(0),
+            nr: nr::MEMORY_MAP,
+            args: [0x100, 2, 0, 0],
+        }
+        .decode();
+        assert_eq!(
+            decoded,
+            Ok(Hypercall::MemoryMap {
+                buf: 0x100,
+                capacity: 2
+            })
+        );
     }
 }

@@ -402,6 +402,10 @@ fn hypercall(
                 _ => HC_BAD_ARG,
             }
         }
+        nr::MEMORY_MAP => match shadow_mmu::abi::write_memory_map(&mem, args[0], args[1]) {
+            Ok((count, _)) => count as i64,
+            Err(_) => HC_BAD_ARG,
+        },
         nr::LOAD_CR3
         | nr::INVLPG
         | nr::FLUSH_TLB

@@ -864,6 +864,22 @@ impl ShadowVm {
                     Err(_) => abi::result::E_INVALID,
                 }
             }
+            Ok(Hypercall::MemoryMap { buf, capacity }) => {
+                // The map the MMU itself works from: after a hotplug the
+                // VMM's `memory_changed` is what makes new RAM appear here.
+                match abi::write_memory_map(&mem, buf, capacity) {
+                    Ok((count, written)) => {
+                        if let Some((at, len)) = written {
+                            for off in (0..len as u64).step_by(8) {
+                                let changes = self.mmu.track_write(GuestAddress(at.0 + off), 8);
+                                self.add_changes(g, index, cmds, changes);
+                            }
+                        }
+                        count as i64
+                    }
+                    Err(_) => abi::result::E_INVALID,
+                }
+            }
             Ok(Hypercall::Other { nr, args }) => {
                 return Ok(Exit::Hypercall {
                     block: block.gpa,
