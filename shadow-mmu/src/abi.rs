@@ -1,3 +1,6 @@
+// Copyright 2026 The shadow-mmu Authors.
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! The guest ABI (`resources/ABI.md`, version 1): hypercall numbers and the
 //! decoding of hypercall blocks and `MMU_UPDATE` lists from guest memory.
 //!

@@ -1,3 +1,6 @@
+// Copyright 2026 The shadow-mmu Authors.
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! Address newtypes: guest-virtual addresses and guest frame numbers.
 //!
 //! Guest-physical addresses use vm-memory's [`GuestAddress`] so that they flow

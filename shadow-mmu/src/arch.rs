@@ -1,3 +1,6 @@
+// Copyright 2026 The shadow-mmu Authors.
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! The x86 architectural state that decides how a linear address is
 //! translated: control registers, EFER, protection-key registers, the paging
 //! mode, page-fault error codes and the kinds of memory access.

@@ -1,3 +1,6 @@
+// Copyright 2026 The shadow-mmu Authors.
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! The audit: the invariants of the shadow state (DESIGN.md, "The audit"),
 //! checked over everything the MMU holds. Tests run it after every step.
 //!

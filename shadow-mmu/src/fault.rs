@@ -1,3 +1,6 @@
+// Copyright 2026 The shadow-mmu Authors.
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! The page-fault path: walk the guest tables, then build the shadow path
 //! down to a leaf (the seed's `fetch`), and prefetch around it.
 //!

@@ -1,3 +1,6 @@
+// Copyright 2026 The shadow-mmu Authors.
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! A fast keyed hash for the MMU's frame-indexed maps.
 //!
 //! The maps keyed by guest frame (the reverse map's directory, shadow pages

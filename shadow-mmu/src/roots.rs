@@ -1,3 +1,6 @@
+// Copyright 2026 The shadow-mmu Authors.
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! Shadow roots: what a vCPU's real CR3 points to, one per guest address
 //! space and paging configuration, with a small per-vCPU cache of previous
 //! roots so that switching back to an address space rebuilds nothing.

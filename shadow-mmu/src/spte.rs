@@ -1,3 +1,6 @@
+// Copyright 2026 The shadow-mmu Authors.
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! Shadow page-table entries: real x86-64 entries that the CPU walks.
 //!
 //! Links between shadow pages grant every right; a leaf carries the rights

@@ -1,3 +1,6 @@
+// Copyright 2026 The shadow-mmu Authors.
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! The shadow state guarded by the MMU lock, and the primitives every
 //! operation is built from: changing an entry, linking and zapping pages,
 //! write protection, unsync, and installing leaves.

@@ -1,3 +1,6 @@
+// Copyright 2026 The shadow-mmu Authors.
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! Counters of what the MMU did, for tuning and for tests.
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,3 +1,6 @@
+// Copyright 2026 The shadow-mmu Authors.
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! Keeping shadows coherent with guest tables that changed: syncing unsync
 //! pages (the seed's `sync_page`), INVLPG, and emulated writes to shadowed
 //! tables (the seed's `update_pte`).

@@ -1,3 +1,6 @@
+// Copyright 2026 The shadow-mmu Authors.
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! The guest page-table walker.
 //!
 //! Translates a guest-virtual address through the guest's own page tables

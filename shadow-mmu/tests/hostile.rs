@@ -1,3 +1,6 @@
+// Copyright 2026 The shadow-mmu Authors.
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! Hostile guest page tables and host-side faults: the MMU must answer with
 //! the architectural fault or a clear outcome, never panic, hang, map the
 //! hidden region, or lose its invariants.

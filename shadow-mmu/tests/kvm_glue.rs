@@ -1,3 +1,6 @@
+// Copyright 2026 The shadow-mmu Authors.
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! The KVM glue on real /dev/kvm: a CPL0 guest (tests/guest/basic.S) runs
 //! with CR3 on shadow tables, takes shadow faults through the trampoline, and
 //! gets its own page fault delivered through its trap table.

@@ -1,3 +1,6 @@
+// Copyright 2026 The shadow-mmu Authors.
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! Many vCPU threads on one `Mmu`.
 //!
 //! Both tests also run under Miri (`scripts/miri.sh`), which checks the

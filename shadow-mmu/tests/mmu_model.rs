@@ -1,3 +1,6 @@
+// Copyright 2026 The shadow-mmu Authors.
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! Model-based property test of the shadow MMU: random guest page-table
 //! edits (emulated when the page is write-protected, direct otherwise, then
 //! an INVLPG, a flush or nothing, as a guest may), accesses, INVLPG, CR3

@@ -1,3 +1,6 @@
+// Copyright 2026 The shadow-mmu Authors.
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! Guest behaviours the shadow MMU must keep correct: fork and copy-on-write,
 //! accessed/dirty harvesting, 32-bit and PAE guests on quadrant and
 //! synthetic shadows, 1 GiB guest pages over smaller shadows, CR0.WP=0.

@@ -1,3 +1,6 @@
+// Copyright 2026 The shadow-mmu Authors.
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! Where everything of the hidden region lives: in guest-physical space
 //! (KVM memslots above guest RAM) and in the hypervisor hole of every shadow
 //! root.

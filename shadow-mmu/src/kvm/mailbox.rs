@@ -1,3 +1,6 @@
+// Copyright 2026 The shadow-mmu Authors.
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! How the VMM and the trampoline talk: what the trampoline leaves on its
 //! IST stack at an exit, and the gadgets of the return chain through which
 //! the VMM tells it what to do before it resumes the guest. Must match

@@ -1,3 +1,6 @@
+// Copyright 2026 The shadow-mmu Authors.
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! Running a KVM vCPU on shadow page tables (feature `kvm`).
 //!
 //! [`ShadowVm`] owns the hidden region (the system area with the hole's page

@@ -1,3 +1,6 @@
+// Copyright 2026 The shadow-mmu Authors.
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! Builds the system area: the hole's page tables, the GDT, the IDT, one TSS
 //! per vCPU, and the trampoline.
 

@@ -1,4 +1,6 @@
-/*
+/* Copyright 2026 The shadow-mmu Authors.
+ * SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+ *
  * shadow-mmu trampoline: the only code of the VMM that runs inside the
  * guest. It lives in the hypervisor hole, mapped supervisor-only in every
  * shadow root, and runs at CPL0 on the per-vCPU IST stack at the top of

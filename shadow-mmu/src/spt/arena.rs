@@ -1,3 +1,6 @@
+// Copyright 2026 The shadow-mmu Authors.
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! The arena: one anonymous mapping holding every shadow page.
 //!
 //! Its pages have addresses in the *shadow-physical* space (what shadow

@@ -1,3 +1,6 @@
+// Copyright 2026 The shadow-mmu Authors.
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! Shadow pages: the arena that holds them, their roles, the bookkeeping that
 //! finds them by guest frame, and the reverse map from guest frames to the
 //! shadow entries that map them.

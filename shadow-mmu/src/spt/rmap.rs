@@ -1,3 +1,6 @@
+// Copyright 2026 The shadow-mmu Authors.
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! The reverse map: for each guest frame, the leaf shadow entries that map
 //! it. Write-protecting a frame that became a shadowed page table, and
 //! invalidating a frame, start here.

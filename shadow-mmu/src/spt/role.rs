@@ -1,3 +1,6 @@
+// Copyright 2026 The shadow-mmu Authors.
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! The role of a shadow page: everything besides the guest frame that decides
 //! what its entries mean. Two shadow pages of one guest table with different
 //! roles hold different entries, so the role is part of the lookup key.

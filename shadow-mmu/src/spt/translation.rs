@@ -1,3 +1,6 @@
+// Copyright 2026 The shadow-mmu Authors.
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! What each leaf shadow entry was built from (KVM's
 //! `shadowed_translation`): the guest frame, to find the entry's reverse-map
 //! record when it changes, and the guest's rights, for syncs.

@@ -1,3 +1,6 @@
+// Copyright 2026 The shadow-mmu Authors.
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
 //! A software guest for MMU tests: guest RAM, page-table building helpers,
 //! and a "CPU" that accesses memory through the shadow tables the way the
 //! hardware would, taking shadow page faults into the MMU.

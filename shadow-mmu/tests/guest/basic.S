@@ -1,4 +1,6 @@
-/*
+/* Copyright 2026 The shadow-mmu Authors.
+ * SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+ *
  * Guest code for tests/kvm_glue.rs, loaded at GPA/GVA 0x100000 and run at
  * CPL0 on shadow tables. Assemble:
  *   as --64 -o basic.o basic.S && objcopy -O binary basic.o basic.bin

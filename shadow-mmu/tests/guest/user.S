@@ -1,4 +1,6 @@
-/*
+/* Copyright 2026 The shadow-mmu Authors.
+ * SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+ *
  * Guest code for tests/kvm_glue.rs (CPL3 part), loaded at 0x100000:
  * a kernel page at 0x100000, user code at 0x101000. Assemble:
  *   as --64 -o user.o user.S && objcopy -O binary user.o user.bin
