@@ -12,7 +12,7 @@
 //! side in one run.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 
 use serde_json::{json, Value};
 
@@ -55,18 +55,28 @@ impl SuiteRow {
 /// The workloads of the default suite: all of them, in id order.
 pub const SUITE: [Workload; 8] = Workload::ALL;
 
-/// Runs the suite, printing a progress line per run on standard error.
+/// Writes `line` to standard error if a person may be watching it: in logs
+/// and pipes, carriage-return progress lines are only noise.
+fn progress(line: std::fmt::Arguments<'_>) {
+    let mut err = std::io::stderr().lock();
+    if err.is_terminal() {
+        let _ = err.write_fmt(line);
+        let _ = err.flush();
+    }
+}
+
+/// Runs the suite, printing a progress line per run on standard error when
+/// it is a terminal.
 pub fn run_suite(workloads: &[Workload]) -> Result<Vec<SuiteRow>, VmError> {
     let mut rows = Vec::new();
     for (i, &w) in workloads.iter().enumerate() {
         let mut runs = Vec::new();
         for paging in [PagingMode::Native, PagingMode::Shadow] {
-            eprint!(
+            progress(format_args!(
                 "\r[{}/{}] {w} {paging}...                 ",
                 i + 1,
                 workloads.len()
-            );
-            let _ = std::io::stderr().flush();
+            ));
             runs.push(vm::run(&VmConfig::new(w, paging))?);
         }
         let shadow = runs.pop().expect("two runs");
@@ -77,7 +87,9 @@ pub fn run_suite(workloads: &[Workload]) -> Result<Vec<SuiteRow>, VmError> {
             shadow,
         });
     }
-    eprintln!("\rdone.                                        ");
+    progress(format_args!(
+        "\rdone.                                        \n"
+    ));
     Ok(rows)
 }
 
@@ -264,7 +276,8 @@ const CASES: [Case; 5] = [
 /// runs, shadow runs).
 type Measured = (Workload, [u64; 5], Vec<RunReport>, Vec<RunReport>);
 
-/// Runs every bench case `runs` times per paging mode, alternating.
+/// Runs every bench case `runs` times per paging mode, alternating (progress
+/// on standard error when it is a terminal).
 pub fn run_bench(runs: usize) -> Result<Vec<BenchRow>, VmError> {
     // Touch runs serve P3, P3b and P3c together.
     let mut rows = Vec::new();
@@ -279,12 +292,11 @@ pub fn run_bench(runs: usize) -> Result<Vec<BenchRow>, VmError> {
                 let (mut native, mut shadow) = (Vec::new(), Vec::new());
                 for i in 0..runs {
                     for paging in [PagingMode::Native, PagingMode::Shadow] {
-                        eprint!(
+                        progress(format_args!(
                             "\r{} run {}/{runs} {paging}...           ",
                             case.workload,
                             i + 1
-                        );
-                        let _ = std::io::stderr().flush();
+                        ));
                         let mut cfg = VmConfig::new(case.workload, paging);
                         cfg.params = case.params;
                         let r = vm::run(&cfg)?;
@@ -321,7 +333,7 @@ pub fn run_bench(runs: usize) -> Result<Vec<BenchRow>, VmError> {
             tsc_khz: native.first().and_then(|r| r.tsc_khz),
         });
     }
-    eprintln!("\rdone.                                   ");
+    progress(format_args!("\rdone.                                   \n"));
     Ok(rows)
 }
 
