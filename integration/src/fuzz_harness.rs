@@ -24,6 +24,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use shadow_mmu::abi::{self, AbiError, Block, Hypercall};
+use shadow_mmu::hypercall::{self, HypercallVcpu, Served};
 use shadow_mmu::pte::{PTE_A, PTE_D, PTE_P, PTE_PS, PTE_U, PTE_W, PTE_XD};
 use shadow_mmu::{
     load_pdptrs, peek, translate, walk, Access, AccessKind, Changes, Cr0, Cr4, Efer, FaultOutcome,
@@ -1528,111 +1529,59 @@ struct Glue {
     kernel_rsp: u64,
 }
 
-/// Serves a decoded hypercall as the KVM glue does (`ShadowVm::hypercall`):
-/// the MMU calls and the result written back. Returns the result.
-fn serve(d: &mut MmuDriver, glue: &mut Glue, vcpu: usize, call: Hypercall) -> i64 {
-    use abi::result::{E_INVALID, OK};
-    match call {
-        Hypercall::LoadCr3 { cr3 } => {
-            let mut state = d.states[vcpu];
-            state.cr3 = cr3;
-            d.log.push(Op::LoadCr3 {
-                vcpu,
-                state: Box::new(state),
-                result: "hypercall",
-            });
-            d.load(vcpu, state);
-            OK
-        }
-        Hypercall::Invlpg { gva } => {
-            d.log.push(Op::Invlpg { vcpu, gva });
-            match d.m.invlpg(vcpu, Gva(gva)) {
-                Ok(c) => apply(&d.m, c),
-                Err(e) => d.fail(&format!("invlpg: {e}")),
-            }
-            OK
-        }
-        Hypercall::FlushTlb => {
-            d.log.push(Op::FlushTlb { vcpu });
-            match d.m.flush_tlb(vcpu) {
-                Ok(c) => apply(&d.m, c),
-                Err(e) => d.fail(&format!("flush_tlb: {e}")),
-            }
-            OK
-        }
-        Hypercall::SetTrapTable { table, kernel_rsp } => {
-            glue.trap_table = table;
-            glue.kernel_rsp = kernel_rsp;
-            OK
-        }
-        Hypercall::SetPagingBits { bits } => {
-            let mut state = d.states[vcpu];
-            state.cr0.set(Cr0::WP, bits & 1 != 0);
-            state.cr4.set(Cr4::SMEP, bits & 2 != 0);
-            state.cr4.set(Cr4::SMAP, bits & 4 != 0);
-            state.efer.set(Efer::NXE, bits & 8 != 0);
-            d.log.push(Op::LoadCr3 {
-                vcpu,
-                state: Box::new(state),
-                result: "SET_PAGING_BITS",
-            });
-            d.load(vcpu, state);
-            OK
-        }
-        Hypercall::MmuUpdate { list, count } => {
-            let mem = d.guest_mem();
-            match abi::read_mmu_updates(&mem, list, count) {
-                Ok(pairs) => {
-                    assert!(
-                        pairs.len() as u64 == count,
-                        "read_mmu_updates returned {} pairs for count {count}",
-                        pairs.len()
-                    );
-                    for (gpa, value) in pairs {
-                        assert!(
-                            gpa.0.is_multiple_of(8) && mem.check_range(gpa, 8),
-                            "read_mmu_updates let {gpa:?} through"
-                        );
-                        let _ = mem.write_obj(value, gpa);
-                        d.log.push(Op::Write {
-                            vcpu,
-                            gpa: gpa.0,
-                            bytes: value.to_le_bytes().to_vec(),
-                            flush: Flush::Nothing,
-                            emulated: true,
-                        });
-                        apply(&d.m, d.m.track_write(gpa, 8));
-                    }
-                    OK
-                }
-                Err(_) => E_INVALID,
-            }
-        }
-        Hypercall::MemoryMap { buf, capacity } => {
-            let mem = d.guest_mem();
-            match abi::write_memory_map(&mem, buf, capacity) {
-                Ok((count, written)) => {
-                    if let Some((at, len)) = written {
-                        for off in (0..len as u64).step_by(8) {
-                            let gpa = GuestAddress(at.0 + off);
-                            let value: u64 = mem.read_obj(gpa).unwrap_or(0);
-                            d.log.push(Op::Write {
-                                vcpu,
-                                gpa: gpa.0,
-                                bytes: value.to_le_bytes().to_vec(),
-                                flush: Flush::Nothing,
-                                emulated: true,
-                            });
-                            apply(&d.m, d.m.track_write(gpa, 8));
-                        }
-                    }
-                    count as i64
-                }
-                Err(_) => E_INVALID,
-            }
-        }
-        // Console, exit, start vCPU and unknown numbers go to the VMM.
-        Hypercall::Other { .. } => abi::result::E_UNKNOWN,
+/// A vCPU of the hypercall harness, as the shared hypercall service
+/// ([`shadow_mmu::hypercall::serve`], which the KVM glue runs too) sees it.
+struct FuzzVcpu<'a> {
+    d: &'a mut MmuDriver,
+    glue: &'a mut Glue,
+    vcpu: usize,
+}
+
+impl HypercallVcpu for FuzzVcpu<'_> {
+    type Error = MmuError;
+
+    fn mmu(&self) -> &Mmu {
+        &self.d.m
+    }
+
+    fn index(&self) -> usize {
+        self.vcpu
+    }
+
+    fn paging_state(&self) -> Option<PagingState> {
+        Some(self.d.states[self.vcpu])
+    }
+
+    fn load_paging_state(&mut self, state: PagingState) -> Result<(), MmuError> {
+        self.d.log.push(Op::LoadCr3 {
+            vcpu: self.vcpu,
+            state: Box::new(state),
+            result: "hypercall",
+        });
+        self.d.load(self.vcpu, state);
+        Ok(())
+    }
+
+    fn set_trap_table(&mut self, table: u64, kernel_rsp: u64) {
+        self.glue.trap_table = table;
+        self.glue.kernel_rsp = kernel_rsp;
+    }
+
+    fn apply(&mut self, changes: Changes) {
+        apply(&self.d.m, changes);
+    }
+
+    fn wrote(&mut self, gpa: GuestAddress, len: usize) {
+        let mem = self.d.guest_mem();
+        let mut bytes = vec![0u8; len];
+        let _ = mem.read_slice(&mut bytes, gpa);
+        self.d.log.push(Op::Write {
+            vcpu: self.vcpu,
+            gpa: gpa.0,
+            bytes,
+            flush: Flush::Nothing,
+            emulated: true,
+        });
     }
 }
 
@@ -1664,6 +1613,8 @@ fn check_decode(b: &Block, decoded: &Result<Hypercall, AbiError>) {
         abi::nr::SET_TRAP_TABLE => a0.is_multiple_of(8),
         abi::nr::SET_PAGING_BITS => a0 & !0xf == 0,
         abi::nr::MMU_UPDATE => a0.is_multiple_of(8) && a1 <= abi::MAX_MMU_UPDATES,
+        // ABI.md: an 8-byte aligned buffer, room for at most 64 regions.
+        abi::nr::MEMORY_MAP => a0.is_multiple_of(8) && a1 <= 64,
         _ => true,
     };
     match decoded {
@@ -1681,6 +1632,10 @@ fn check_decode(b: &Block, decoded: &Result<Hypercall, AbiError>) {
                 abi::nr::MMU_UPDATE => Hypercall::MmuUpdate {
                     list: a0,
                     count: a1,
+                },
+                abi::nr::MEMORY_MAP => Hypercall::MemoryMap {
+                    buf: a0,
+                    capacity: a1,
                 },
                 nr => Hypercall::Other {
                     nr,
@@ -1796,9 +1751,31 @@ pub fn hypercall(data: &[u8]) {
         if let Some(Op::Hypercall { decoded: dec, .. }) = d.log.last_mut() {
             *dec = decoded.ok();
         }
-        let result = match decoded {
-            Ok(call) => serve(&mut d, &mut glue, vcpu, call),
-            Err(_) => abi::result::E_INVALID,
+        let served = {
+            let mut v = FuzzVcpu {
+                d: &mut d,
+                glue: &mut glue,
+                vcpu,
+            };
+            match hypercall::serve(&mem, &mut v, &block) {
+                Ok(served) => served,
+                Err(e) => d.fail(&format!("hypercall: {e}")),
+            }
+        };
+        let result = match served {
+            Served::Done(result) => result,
+            Served::Vmm { .. } => {
+                // Console, exit, start vCPU and unknown numbers: the VMM
+                // answers, a store into guest memory reported to the MMU
+                // as the KVM glue's `complete_hypercall` does.
+                let result = abi::result::E_UNKNOWN;
+                block.complete(&mem, result);
+                apply(
+                    &d.m,
+                    d.m.track_write(GuestAddress(gpa + abi::RESULT_OFFSET), 8),
+                );
+                result
+            }
         };
         d.log.push(Op::Hypercall {
             vcpu,
@@ -1807,19 +1784,11 @@ pub fn hypercall(data: &[u8]) {
             decoded: None,
             result: Some(result),
         });
-        // The result, written by the VMM as the KVM glue writes it: a VMM
-        // store into guest memory is reported to the MMU, since the block
-        // may share a page with a shadowed page table.
-        block.complete(&mem, result);
         let written = mem.read_obj::<i64>(GuestAddress(gpa + abi::RESULT_OFFSET));
         assert_eq!(
             written.ok(),
             Some(result),
-            "complete() did not write the result"
-        );
-        apply(
-            &d.m,
-            d.m.track_write(GuestAddress(gpa + abi::RESULT_OFFSET), 8),
+            "the result is not in the block"
         );
         d.audit();
     }

@@ -260,6 +260,56 @@ impl Access {
     }
 }
 
+/// Exception vectors (SDM Vol. 3A, Table 6-1).
+pub mod vector {
+    /// Divide error.
+    pub const DE: u8 = 0;
+    /// Debug.
+    pub const DB: u8 = 1;
+    /// Non-maskable interrupt.
+    pub const NMI: u8 = 2;
+    /// Breakpoint (`int3`).
+    pub const BP: u8 = 3;
+    /// Overflow (`into`).
+    pub const OF: u8 = 4;
+    /// BOUND range exceeded.
+    pub const BR: u8 = 5;
+    /// Invalid opcode.
+    pub const UD: u8 = 6;
+    /// Device not available.
+    pub const NM: u8 = 7;
+    /// Double fault.
+    pub const DF: u8 = 8;
+    /// Invalid TSS.
+    pub const TS: u8 = 10;
+    /// Segment not present.
+    pub const NP: u8 = 11;
+    /// Stack-segment fault.
+    pub const SS: u8 = 12;
+    /// General protection.
+    pub const GP: u8 = 13;
+    /// Page fault.
+    pub const PF: u8 = 14;
+    /// x87 floating-point error.
+    pub const MF: u8 = 16;
+    /// Alignment check.
+    pub const AC: u8 = 17;
+    /// Machine check.
+    pub const MC: u8 = 18;
+    /// SIMD floating-point exception.
+    pub const XM: u8 = 19;
+    /// Virtualization exception.
+    pub const VE: u8 = 20;
+    /// Control-protection exception.
+    pub const CP: u8 = 21;
+
+    /// Whether the CPU pushes an error code for `vector` when it delivers
+    /// it as an exception.
+    pub const fn has_error_code(vector: u8) -> bool {
+        matches!(vector, DF | TS | NP | SS | GP | PF | AC | CP)
+    }
+}
+
 /// The smallest MAXPHYADDR this crate accepts.
 pub const MIN_MAXPHYADDR: u8 = 32;
 /// The largest MAXPHYADDR the architecture allows.

@@ -16,11 +16,14 @@ use vm_memory::{GuestAddressSpace, GuestMemoryMmap};
 
 use crate::addr::{Gfn, Gva, PAGE_SHIFT};
 use crate::arch::{Access, AccessKind, Cr0, Cr4, PagingMode, PagingState, PfErrorCode, PteAccess};
-use crate::mmu::{Changes, FaultOutcome, GuestException, Mmu, MmuError, TableWrites};
+use crate::changes::Changes;
+use crate::config::TableWrites;
+use crate::error::MmuError;
+use crate::outcome::{FaultOutcome, GuestException};
 use crate::pte::{Pte32, Pte64, PteFormat, PteMemory, PTE_A, PTE_D, PTE_P, PTE_PKEY_SHIFT};
 use crate::spt::{PageId, Role, SptePtr, ENTRIES};
 use crate::spte;
-use crate::state::{frames_at, shadow_index, MmuState};
+use crate::state::{frames_at, shadow_index, MmuState, Shared};
 use crate::stats::Counters;
 use crate::walker::{self, GuestWalk, WalkError};
 
@@ -33,7 +36,7 @@ struct Request {
 }
 
 pub(crate) fn page_fault(
-    mmu: &Mmu,
+    mmu: &Shared,
     vcpu: usize,
     gva: Gva,
     error_code: PfErrorCode,
@@ -61,7 +64,7 @@ pub(crate) fn page_fault(
 }
 
 /// Maps `gva` if the guest does, for a prefault without an access.
-pub(crate) fn prefetch(mmu: &Mmu, vcpu: usize, gva: Gva) -> Result<Changes, MmuError> {
+pub(crate) fn prefetch(mmu: &Shared, vcpu: usize, gva: Gva) -> Result<Changes, MmuError> {
     let access = Access::at_cpl(AccessKind::Read, 0);
     let (_, changes) = resolve(
         mmu,
@@ -83,7 +86,7 @@ fn inject_pf(error_code: PfErrorCode, gva: Gva) -> FaultOutcome {
 }
 
 fn resolve(
-    mmu: &Mmu,
+    mmu: &Shared,
     vcpu: usize,
     gva: Gva,
     req: Request,

@@ -13,10 +13,18 @@
 //! * [`pte`]: the 32-bit and 64-bit paging-entry formats and how entries are
 //!   read from and atomically updated in guest memory.
 //! * [`walker`]: the guest page-table walker, exact to the SDM.
-//! * [`spt`]: shadow pages, their roles, the arena and the reverse map;
-//!   [`spte`]: the shadow entries the CPU walks.
+//! * `spt`: shadow pages, their roles, the arena and the reverse map
+//!   (internal); [`spte`]: the shadow entries the CPU walks.
+//! * [`config`], [`changes`], [`outcome`], [`error`]: the types the MMU's
+//!   operations take and return.
 //! * [`mmu`]: the [`ShadowMmu`] trait and [`Mmu`]; the fault path, sync,
-//!   roots and the [`audit`] live in modules of their own.
+//!   roots and the [`audit`] live in modules of their own, below it.
+//! * `kvm` (feature `kvm`): running KVM vCPUs on the shadow tables, using
+//!   only the crate's public API.
+//!
+//! Imports go one way: addresses, architectural state and entry formats at
+//! the bottom; the walker; shadow pages (which never see the walker); the
+//! shared types; the state; the operations; `mmu`; and `kvm` on top.
 
 //!
 //! # Example
@@ -63,14 +71,24 @@ pub mod abi;
 pub mod addr;
 pub mod arch;
 pub mod audit;
+pub mod changes;
+pub mod config;
+pub mod error;
 mod fault;
 mod hash;
+pub mod hypercall;
 #[cfg(feature = "kvm")]
 pub mod kvm;
 pub mod mmu;
+pub mod outcome;
 pub mod pte;
 mod roots;
+// Shadow pages are the MMU's internals; the `test-utils` feature opens them
+// to the benches that measure them directly.
+#[cfg(feature = "test-utils")]
 pub mod spt;
+#[cfg(not(feature = "test-utils"))]
+mod spt;
 pub mod spte;
 mod state;
 pub mod stats;
@@ -82,10 +100,11 @@ pub use arch::{
     Access, AccessKind, Cr0, Cr4, Efer, KeyRights, PagingMode, PagingState, PfErrorCode, PteAccess,
 };
 pub use audit::AuditError;
-pub use mmu::{
-    Changes, FaultOutcome, FrameMap, GuestException, Hole, IdentityFrames, Mmu, MmuConfig,
-    MmuError, ShadowMmu, SpteWrite, TableWrites,
-};
+pub use changes::{Changes, SpteWrite};
+pub use config::{AtomicGuestMemory, FrameMap, Hole, IdentityFrames, MmuConfig, TableWrites};
+pub use error::MmuError;
+pub use mmu::{Mmu, ShadowMmu};
+pub use outcome::{FaultOutcome, GuestException};
 pub use pte::PteMemory;
 pub use stats::Stats;
 pub use walker::{gva_to_gpa, load_pdptrs, peek, translate, walk, GuestWalk, WalkError};

@@ -16,7 +16,7 @@ use vm_memory::GuestMemoryMmap;
 
 use crate::addr::Gfn;
 use crate::arch::{Cr4, PagingMode, PagingState, PteAccess};
-use crate::mmu::MmuError;
+use crate::error::MmuError;
 use crate::spt::{PageId, Role, SptePtr};
 use crate::state::{MmuState, Root, RootKey};
 use crate::stats::Counters;

@@ -7,17 +7,22 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::ops::Range;
+use std::sync::atomic::AtomicU64;
+
+use parking_lot::Mutex;
 
 use vm_memory::GuestMemoryMmap;
 
 use crate::addr::{Gfn, GuestAddress, Gva};
 use crate::arch::{PagingState, PteAccess};
-use crate::mmu::{Changes, MmuConfig, MmuError, SpteWrite};
+use crate::changes::{Changes, SpteWrite};
+use crate::config::{AtomicGuestMemory, MmuConfig};
+use crate::error::MmuError;
 use crate::pte::{HostWindow, PteMemory, PTE_D, PTE_U, PTE_W};
 use crate::spt::rmap::Rmap;
 use crate::spt::{Origin, OutOfPages, PageId, Pages, Role, ShadowPage, SptePtr, Translation};
 use crate::spte;
-use crate::stats::Counters;
+use crate::stats::{Counters, Gauges};
 
 /// The key of a root: the guest's top table and everything that changes how
 /// it is shadowed.
@@ -84,7 +89,28 @@ pub(crate) const fn shadow_index(gva: u64, level: u8) -> usize {
     ((gva >> (12 + 9 * (level as u32 - 1))) & 511) as usize
 }
 
+/// Everything an MMU operation works on: the guest memory, the shadow state
+/// under its lock, and what is read or counted without the lock.
+pub(crate) struct Shared {
+    pub mem: AtomicGuestMemory,
+    /// Bumped whenever the guest memory map changes: a guest walk made
+    /// outside the lock is stale if it moved meanwhile.
+    pub seq: AtomicU64,
+    pub state: Mutex<MmuState>,
+    pub stats: Counters,
+}
+
 impl MmuState {
+    /// Sizes for a [`Stats`](crate::Stats) snapshot.
+    pub fn gauges(&self) -> Gauges {
+        Gauges {
+            pages_in_use: u64::from(self.pages.live()),
+            pages_pending: self.pages.pending() as u64,
+            rmap_entries: self.rmap.len() as u64,
+            unsync_pages: self.unsync.len() as u64,
+        }
+    }
+
     pub fn new(pages: Pages, cfg: MmuConfig) -> MmuState {
         let mut vcpus = Vec::with_capacity(cfg.vcpus);
         vcpus.resize_with(cfg.vcpus, VcpuMmu::default);

@@ -5,7 +5,14 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::state::MmuState;
+/// Sizes of the shadow state when a snapshot is taken (read under the lock).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Gauges {
+    pub pages_in_use: u64,
+    pub pages_pending: u64,
+    pub rmap_entries: u64,
+    pub unsync_pages: u64,
+}
 
 macro_rules! counters {
     ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
@@ -30,13 +37,13 @@ macro_rules! counters {
         }
 
         impl Counters {
-            pub(crate) fn snapshot(&self, st: &MmuState) -> Stats {
+            pub(crate) fn snapshot(&self, gauges: Gauges) -> Stats {
                 Stats {
                     $($name: self.$name.load(Ordering::Relaxed),)*
-                    pages_in_use: u64::from(st.pages.live()),
-                    pages_pending: st.pages.pending() as u64,
-                    rmap_entries: st.rmap.len() as u64,
-                    unsync_pages: st.unsync.len() as u64,
+                    pages_in_use: gauges.pages_in_use,
+                    pages_pending: gauges.pages_pending,
+                    rmap_entries: gauges.rmap_entries,
+                    unsync_pages: gauges.unsync_pages,
                 }
             }
         }

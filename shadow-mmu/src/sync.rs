@@ -9,7 +9,7 @@ use vm_memory::GuestMemoryMmap;
 
 use crate::addr::{Gfn, GuestAddress, Gva, PAGE_SHIFT, PAGE_SIZE};
 use crate::arch::PteAccess;
-use crate::mmu::MmuError;
+use crate::error::MmuError;
 use crate::pte::{Pte32, Pte64, PteFormat, PteMemory, PTE_A, PTE_D, PTE_P, PTE_PKEY_SHIFT};
 use crate::spt::{PageId, SptePtr, ENTRIES};
 use crate::spte;

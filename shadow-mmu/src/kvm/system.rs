@@ -11,6 +11,7 @@ use vm_memory::{MmapRegion, VolatileMemory};
 use super::layout::*;
 use super::mailbox::{stub_offset, NMI_ENTRY};
 use super::TRAMPOLINE_CODE;
+use crate::arch::vector;
 use crate::pte::{PTE_A, PTE_D, PTE_P, PTE_PS, PTE_W, PTE_XD};
 
 fn store(region: &MmapRegion<()>, off: u64, value: u64) {
@@ -36,14 +37,14 @@ fn gate(va: u64, ist: u64, dpl: u64) -> (u64, u64) {
 /// may be raised from user mode, as operating systems set them up.
 const fn gate_dpl(vector: u8) -> u64 {
     match vector {
-        3 | 4 => 3,
+        vector::BP | vector::OF => 3,
         _ => 0,
     }
 }
 
 /// The gate through which `vector` enters the trampoline.
 pub(super) fn trampoline_gate(vector: u8) -> Option<(u64, u64)> {
-    if vector == 2 {
+    if vector == vector::NMI {
         return Some(gate(hole_va(TRAMPOLINE + NMI_ENTRY), 2, 0));
     }
     stub_offset(vector).map(|stub| gate(hole_va(TRAMPOLINE + stub), 1, gate_dpl(vector)))

@@ -129,11 +129,6 @@ impl Pages {
         self.pending_free.len()
     }
 
-    /// Whether a page could be allocated now.
-    pub fn can_allocate(&self) -> bool {
-        !self.free.is_empty() || self.next_fresh < self.arena.pages()
-    }
-
     /// The page `id`, if it is in use.
     #[inline]
     pub fn get(&self, id: PageId) -> Option<&ShadowPage> {

@@ -221,6 +221,7 @@ impl Rmap {
     }
 
     /// Whether the map is empty.
+    #[cfg(any(test, feature = "test-utils"))]
     pub fn is_empty(&self) -> bool {
         self.entries == 0
     }

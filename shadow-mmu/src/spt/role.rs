@@ -65,11 +65,6 @@ impl Role {
         Role(bits)
     }
 
-    /// The raw bits.
-    pub const fn bits(self) -> u32 {
-        self.0
-    }
-
     /// Level of the page: 1 holds 4 KiB leaves, 4 or 5 is a root.
     pub const fn level(self) -> u8 {
         (self.0 & LEVEL_MASK) as u8

@@ -46,7 +46,8 @@ pub struct Translations {
 }
 
 impl Translations {
-    /// Bytes per entry outside the side list.
+    /// Bytes per entry outside the side list (for memory accounting).
+    #[cfg(feature = "test-utils")]
     pub const BYTES_PER_ENTRY: usize = std::mem::size_of::<u32>();
 
     /// `entries` default translations.

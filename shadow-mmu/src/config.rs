@@ -1,0 +1,135 @@
+// Copyright 2026 The shadow-mmu Authors.
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! How a shadow MMU is built: its configuration, the guest memory it reads
+//! and where guest frames live in shadow-physical space.
+
+use std::fmt;
+use std::ops::Range;
+
+use vm_memory::{GuestMemoryAtomic, GuestMemoryBackend, GuestMemoryMmap};
+
+use crate::addr::{Gfn, PAGE_SHIFT};
+
+/// The guest memory type the MMU reads guest tables from.
+pub type AtomicGuestMemory = GuestMemoryAtomic<GuestMemoryMmap>;
+
+/// Where the frames behind guest-physical memory live in the
+/// shadow-physical space that shadow entries point to.
+///
+/// Under KVM that space is KVM's guest-physical space and RAM maps 1:1
+/// ([`IdentityFrames`]); a bare-metal hypervisor would return host-physical
+/// frames here.
+pub trait FrameMap: Send + Sync + fmt::Debug {
+    /// The shadow-physical address of the frame backing `gfn`, or `None` when
+    /// no guest RAM is there.
+    fn frame(&self, mem: &GuestMemoryMmap, gfn: Gfn) -> Option<u64>;
+
+    /// Whether `pages` frames from `gfn` are RAM backed by one contiguous,
+    /// equally aligned shadow-physical range (so one large entry can map
+    /// them).
+    fn contiguous(&self, mem: &GuestMemoryMmap, gfn: Gfn, pages: u64) -> bool;
+}
+
+/// Guest RAM at the same address in shadow-physical space (KVM memslots).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IdentityFrames;
+
+impl FrameMap for IdentityFrames {
+    fn frame(&self, mem: &GuestMemoryMmap, gfn: Gfn) -> Option<u64> {
+        let gpa = gfn.gpa();
+        mem.address_in_range(gpa).then_some(gpa.0)
+    }
+
+    fn contiguous(&self, mem: &GuestMemoryMmap, gfn: Gfn, pages: u64) -> bool {
+        let Some(len) = pages.checked_mul(1 << PAGE_SHIFT) else {
+            return false;
+        };
+        let Ok(len) = usize::try_from(len) else {
+            return false;
+        };
+        mem.check_range(gfn.gpa(), len)
+    }
+}
+
+/// What to do with a guest write to a page that is shadowed as a page table
+/// and cannot go unsync.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TableWrites {
+    /// Drop the shadows of the page and let the write through (KVM's
+    /// "unprotect and retry"). Writes to a table used by the faulting walk
+    /// itself still need emulation.
+    Unprotect,
+    /// Always ask the VMM to emulate the write and report it with
+    /// [`ShadowMmu::track_write`](crate::ShadowMmu::track_write).
+    Emulate,
+}
+
+/// A range of guest-virtual addresses that belongs to the hypervisor: one
+/// top-level entry of every shadow root points into the hidden region, and
+/// guest translations there are refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hole {
+    /// The top-level (PML4 or PML5) index the hole occupies.
+    pub root_index: u16,
+    /// The entry installed at that index in every root.
+    pub entry: u64,
+}
+
+/// How a [`Mmu`](crate::Mmu) is built.
+#[derive(Debug)]
+pub struct MmuConfig {
+    /// Shadow-physical address of the first shadow page.
+    pub arena_base: u64,
+    /// Most shadow pages in use at once (8 to 4,194,304); the oldest are
+    /// reclaimed beyond it.
+    pub max_pages: u32,
+    /// Number of vCPUs.
+    pub vcpus: usize,
+    /// Guest entries around a faulting one whose mappings are installed by
+    /// the same fault (a power of two, 1..=512; 1 disables prefetch).
+    pub prefetch_window: usize,
+    /// Previous roots each vCPU keeps for cheap CR3 switches.
+    pub cached_roots: usize,
+    /// Let 4 KiB guest page tables go unsync instead of write-protecting
+    /// them.
+    pub unsync: bool,
+    /// Largest page the shadow tables may use: 1 (4 KiB), 2 (2 MiB) or
+    /// 3 (1 GiB). The hosts this was built on walk no 1 GiB shadow pages.
+    pub max_mapping_level: u8,
+    /// Policy for writes to shadowed page tables.
+    pub table_writes: TableWrites,
+    /// The hypervisor hole, if the embedding VMM has one.
+    pub hole: Option<Hole>,
+    /// Shadow-physical ranges no shadow leaf may ever point into (the
+    /// hidden region); the arena is always included.
+    pub hidden: Vec<Range<u64>>,
+    /// Guest frames to shadow-physical frames.
+    pub frames: Box<dyn FrameMap>,
+    /// Where guest entries that point into the hidden region are mapped
+    /// instead: a page of a registered MMIO range with nothing behind it, so
+    /// that such accesses behave as they would on a machine without the
+    /// hidden region (reads of all-ones, dropped writes, as the VMM's MMIO
+    /// handler decides). `None`: such accesses are reported as MMIO and
+    /// never mapped.
+    pub hidden_sink: Option<u64>,
+}
+
+impl Default for MmuConfig {
+    fn default() -> Self {
+        MmuConfig {
+            arena_base: 1 << 46,
+            max_pages: 4096,
+            vcpus: 1,
+            prefetch_window: 512,
+            cached_roots: 64,
+            unsync: true,
+            max_mapping_level: 2,
+            table_writes: TableWrites::Unprotect,
+            hole: None,
+            hidden: Vec::new(),
+            frames: Box::new(IdentityFrames),
+            hidden_sink: None,
+        }
+    }
+}

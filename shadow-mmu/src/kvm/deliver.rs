@@ -1,0 +1,86 @@
+// Copyright 2026 The shadow-mmu Authors.
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! Delivering an exception to the guest as the CPU would: the frame pushed
+//! on the kernel stack through the guest's own tables, the handler from the
+//! trap table.
+
+use vm_memory::{Bytes, GuestAddressSpace};
+
+use super::chain::Commands;
+use super::exit::Exit;
+use super::frame::{IretFrame, RFLAGS_IF, RFLAGS_NT, RFLAGS_RF, RFLAGS_TF, RFLAGS_VM};
+use super::layout::*;
+use super::vcpu::VcpuGlue;
+use super::ShadowVm;
+use crate::{Access, AccessKind, Gva, ShadowMmu};
+
+impl ShadowVm {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn deliver(
+        &self,
+        g: &VcpuGlue,
+        index: usize,
+        vector: u8,
+        error_code: Option<u64>,
+        cr2: Option<u64>,
+        frame: IretFrame,
+        cmds: &mut Commands,
+    ) -> Exit {
+        let unhandled = Exit::Unhandled {
+            vector,
+            error_code: error_code.unwrap_or(0),
+            rip: frame.rip,
+            cr2: cr2.unwrap_or(0),
+        };
+        let handler = g.handlers.get(usize::from(vector)).copied().unwrap_or(0);
+        if handler == 0 {
+            return unhandled;
+        }
+        let mem = self.mmu.memory().memory();
+        let write = Access::implicit(AccessKind::Write);
+        let from_user = frame.is_user();
+        let mut sp = if from_user { g.kernel_rsp } else { frame.rsp } & !15;
+        // Pushed from the highest address down: SS first, RIP last.
+        let mut pushes: Vec<u64> = frame.words().into_iter().rev().collect();
+        pushes.extend(error_code);
+        for value in pushes {
+            sp = sp.wrapping_sub(8);
+            let Ok(gpa) = self.mmu.gva_to_gpa(index, Gva(sp), write) else {
+                // The kernel stack is unusable: a double fault on hardware.
+                return unhandled;
+            };
+            if mem.write_obj(value, gpa).is_err() {
+                return unhandled;
+            }
+            // The stack may share a page with a shadowed page table.
+            let changes = self.mmu.track_write(gpa, 8);
+            self.add_changes(g, index, cmds, changes);
+        }
+        let rflags =
+            (frame.rflags & !(RFLAGS_IF | RFLAGS_TF | RFLAGS_NT | RFLAGS_RF | RFLAGS_VM)) | 2;
+        // As the CPU does: a privilege change loads SS with the null
+        // selector; without one SS stays.
+        let ss = if from_user { 0 } else { frame.ss };
+        cmds.frame = Some(IretFrame {
+            rip: handler,
+            cs: u64::from(KERNEL_CS),
+            rflags,
+            rsp: sp,
+            ss,
+        });
+        if cr2.is_some() {
+            cmds.cr2 = cr2;
+        }
+        Exit::Resume
+    }
+}
+
+/// Whether a gate may send the CPU to `va` (a handler, or the stack it
+/// pushes its frame on): a canonical 48-bit address outside the hole (the
+/// VMM's own code and data).
+pub(super) fn is_guest_code_address(va: u64) -> bool {
+    let canonical = ((va << 16) as i64 >> 16) as u64 == va;
+    let in_hole = (HOLE_BASE..HOLE_BASE + (1 << 39)).contains(&va);
+    va != 0 && canonical && !in_hole
+}

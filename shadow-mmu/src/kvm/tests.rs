@@ -1,0 +1,279 @@
+// Copyright 2026 The shadow-mmu Authors.
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! The glue's logic without a vCPU: return chains run through a model of
+//! the trampoline's gadgets, vCPU setup, switches caught up with.
+
+use kvm_bindings::kvm_sregs;
+use vm_memory::{GuestAddress, GuestMemoryAtomic, GuestMemoryMmap};
+
+use super::chain::{trampoline_va, Commands, MAX_INVLPG};
+use super::frame::IretFrame;
+use super::mailbox::*;
+use super::*;
+use crate::{Cr0, Cr4, Efer, PagingState};
+
+/// What a chain did, as the trampoline's gadgets would carry it out.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Ran {
+    ops: Vec<(&'static str, u64)>,
+    rax: u64,
+    rdx: u64,
+    frame: [u64; 5],
+    exits_again: usize,
+}
+
+/// A VM over 1 MiB of guest RAM, without KVM: only its hidden region and
+/// MMU, which is all the glue's logic touches.
+fn shadow_vm() -> ShadowVm {
+    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+    let cfg = ShadowVmConfig {
+        hidden_base: 1 << 40,
+        first_slot: 1,
+        mmu: MmuConfig::default(),
+    };
+    ShadowVm::without_memslots(GuestMemoryAtomic::new(mem), cfg).expect("shadow VM")
+}
+
+/// Leaves on vCPU 0's stack what the entry stub leaves at an exit.
+fn enter(vm: &ShadowVm, rax: u64, rdx: u64, frame: [u64; 5]) {
+    let top = vcpu_block(0) + VCPU_BLOCK_SIZE;
+    vm.sys_store(top - stack::CR2, 0xdead_beef);
+    vm.sys_store(top - stack::RDX, rdx);
+    vm.sys_store(top - stack::RAX, rax);
+    vm.sys_store(top - stack::VECTOR, 14);
+    vm.sys_store(top - stack::ERROR_CODE, 4);
+    for (i, v) in frame.into_iter().enumerate() {
+        vm.sys_store(top - stack::RIP + 8 * i as u64, v);
+    }
+}
+
+/// Runs vCPU 0's chain from the entry's `ret` to `iretq`, written from
+/// the instructions of each gadget in trampoline.S, calling the VMM at
+/// every `again` as the `out` there would.
+fn run_chain(vm: &ShadowVm) -> Ran {
+    let block = vcpu_block(0);
+    let top = block + VCPU_BLOCK_SIZE;
+    let off = |va: u64| va - HOLE_BASE;
+    let mut rsp = top - 80;
+    let mut ran = Ran::default();
+    let pop = |rsp: &mut u64| {
+        let v = vm.sys_load(*rsp);
+        *rsp += 8;
+        v
+    };
+    for _ in 0..100_000 {
+        let gadget = pop(&mut rsp) - trampoline_va(0);
+        let name = match gadget {
+            gadget::RESUME => {
+                ran.rdx = pop(&mut rsp);
+                ran.rax = pop(&mut rsp);
+                rsp += 16;
+                break;
+            }
+            gadget::RESUME_MOVED => {
+                ran.rax = pop(&mut rsp);
+                ran.rdx = pop(&mut rsp);
+                break;
+            }
+            gadget::BACK => {
+                rsp = off(pop(&mut rsp));
+                ran.rax = pop(&mut rsp);
+                ran.rdx = pop(&mut rsp);
+                break;
+            }
+            gadget::FAR => {
+                rsp = off(pop(&mut rsp));
+                continue;
+            }
+            gadget::AGAIN => {
+                ran.exits_again += 1;
+                assert_eq!(vm.handle_exit(0).expect("re-exit"), Exit::Resume);
+                rsp = block + CHAIN;
+                continue;
+            }
+            gadget::CR3 => "cr3",
+            gadget::CR4 => "cr4",
+            gadget::CR2 => "cr2",
+            gadget::INVLPG => "invlpg",
+            gadget::WRITE => "write",
+            gadget::TOUCH => "touch",
+            other => panic!("return to trampoline offset {other:#x}"),
+        };
+        let operand = pop(&mut rsp);
+        ran.ops.push((name, operand));
+    }
+    assert_eq!(rsp, top - stack::RIP, "iretq must find the hardware frame");
+    for (i, slot) in ran.frame.iter_mut().enumerate() {
+        *slot = vm.sys_load(top - stack::RIP + 8 * i as u64);
+    }
+    ran
+}
+
+/// A VM whose vCPU 0 is set up on the 4-level guest tables at 0x1000.
+fn prepared_vm() -> (ShadowVm, PagingState, kvm_sregs) {
+    let vm = shadow_vm();
+    let guest = PagingState {
+        cr0: Cr0::PE | Cr0::PG | Cr0::WP,
+        cr3: 0x1000,
+        cr4: Cr4::PAE,
+        efer: Efer::LME | Efer::LMA | Efer::NXE,
+        ..Default::default()
+    };
+    let mut sregs = kvm_sregs::default();
+    vm.prepare_vcpu(0, &guest, &mut sregs).expect("prepare");
+    (vm, guest, sregs)
+}
+
+const FRAME: [u64; 5] = [0x40_1000, 0x23, 0x202, 0x7fff_0000, 0x1b];
+
+fn post(vm: &ShadowVm, cmds: Commands) {
+    let mut g = vm.vcpus[0].lock();
+    vm.post(&mut g, 0, cmds);
+}
+
+#[test]
+fn nothing_to_do_resumes_with_the_registers_in_place() {
+    let vm = shadow_vm();
+    enter(&vm, 0xaaaa, 0xdddd, FRAME);
+    post(&vm, Commands::default());
+    let ran = run_chain(&vm);
+    assert_eq!(
+        ran,
+        Ran {
+            rax: 0xaaaa,
+            rdx: 0xdddd,
+            frame: FRAME,
+            ..Ran::default()
+        }
+    );
+}
+
+#[test]
+fn one_operation_fits_below_the_frame() {
+    let vm = shadow_vm();
+    enter(&vm, 0xaaaa, 0xdddd, FRAME);
+    let new_frame = IretFrame {
+        rip: 0x1234,
+        cs: 0x08,
+        rflags: 0x2,
+        rsp: 0xffff_8000_0000_1000,
+        ss: 0x10,
+    };
+    let cmds = Commands {
+        cr3: Some(0x5000),
+        frame: Some(new_frame),
+        ..Commands::default()
+    };
+    post(&vm, cmds);
+    let ran = run_chain(&vm);
+    assert_eq!(
+        ran,
+        Ran {
+            ops: vec![("cr3", 0x5000)],
+            rax: 0xaaaa,
+            rdx: 0xdddd,
+            frame: new_frame.words(),
+            exits_again: 0,
+        }
+    );
+}
+
+#[test]
+fn long_lists_take_several_exits_in_order() {
+    let vm = shadow_vm();
+    enter(&vm, 0xaaaa, 0xdddd, FRAME);
+    let touches: Vec<u64> = (0..700).map(|i| HOLE_BASE + 0x20_0000 + 4096 * i).collect();
+    let writes: Vec<u64> = (0..1500).map(|i| HOLE_BASE + 0x20_0000 + 8 * i).collect();
+    let invlpg: Vec<u64> = (0..3).map(|i| 0x40_0000 + 4096 * i).collect();
+    let cmds = Commands {
+        touches: touches.clone(),
+        writes: writes.clone(),
+        invlpg: invlpg.clone(),
+        cr4: Some(0x20),
+        cr3: Some(0x5000),
+        cr2: Some(0x40_0123),
+        frame: None,
+    };
+    post(&vm, cmds);
+    let ran = run_chain(&vm);
+    let mut want: Vec<(&str, u64)> = touches.iter().map(|&v| ("touch", v)).collect();
+    want.extend(writes.iter().map(|&v| ("write", v)));
+    want.extend(invlpg.iter().map(|&v| ("invlpg", v)));
+    want.extend([("cr4", 0x20), ("cr3", 0x5000), ("cr2", 0x40_0123)]);
+    assert_eq!(ran.ops, want);
+    assert_eq!((ran.rax, ran.rdx, ran.frame), (0xaaaa, 0xdddd, FRAME));
+    // 2,209 operations, 815 to a chain.
+    assert_eq!(ran.exits_again, 2);
+    assert!(vm.vcpus[0].lock().pending.is_empty());
+}
+
+#[test]
+fn setting_a_vcpu_up_again_forgets_gates_switches_and_cached_roots() {
+    let (vm, guest, mut sregs) = prepared_vm();
+    assert_eq!(sregs.idt.base, hole_va(idt(0)));
+    // What a previous boot left: a direct #BP gate, a switch not caught
+    // up with, a root cache entry for a root that is gone.
+    let gate = idt(0) + 16 * u64::from(DIRECT_VECTOR);
+    let (lo, hi) = system::guest_gate(DIRECT_VECTOR, 0xffff_8000_0010_0000);
+    vm.sys_store(gate, lo);
+    vm.sys_store(gate + 8, hi);
+    vm.sys_store(vcpu_block(0) + SWITCHED, 0x5000 | 1 << 63);
+    vm.sys_store(vcpu_block(0) + ROOTS + 16 * 5, 0x5000 | 1 << 63);
+    vm.sys_store(vcpu_block(0) + ROOTS + 16 * 5 + 8, 0xdead_0000);
+    vm.prepare_vcpu(0, &guest, &mut sregs)
+        .expect("prepare again");
+    let want = system::trampoline_gate(DIRECT_VECTOR).expect("a stub");
+    assert_eq!((vm.sys_load(gate), vm.sys_load(gate + 8)), want);
+    assert_eq!(vm.sys_load(vcpu_block(0) + SWITCHED), 0);
+    // Only the new root (CR3 0x1000: slot 1) is cached.
+    for slot in 0..ROOT_SLOTS {
+        let key = vm.sys_load(vcpu_block(0) + ROOTS + 16 * slot);
+        let want = if slot == 1 { 0x1000 | 1 << 63 } else { 0 };
+        assert_eq!(key, want, "slot {slot}");
+    }
+    assert_eq!(
+        vm.sys_load(vcpu_block(0) + ROOTS + 16 + 8),
+        sregs.cr3,
+        "the cached root is the one CR3 holds"
+    );
+}
+
+#[test]
+fn a_switch_made_by_the_trampoline_is_caught_up_with_and_checked() {
+    let (vm, _, sregs) = prepared_vm();
+    let switched = vcpu_block(0) + SWITCHED;
+    let user_ud = [0x40_1000, 0x23, 0x202, 0x7fff_0000, 0x1b];
+    let exit_with = |word: u64| {
+        vm.sys_store(switched, word);
+        enter(&vm, 0, 0, user_ud);
+        vm.sys_store(vcpu_block(0) + VCPU_BLOCK_SIZE - stack::VECTOR, 6);
+        // No trap table: the #UD itself is unhandled.
+        let exit = vm.handle_exit(0).expect("exit");
+        assert!(
+            matches!(exit, Exit::Unhandled { vector: 6, .. }),
+            "{exit:?}"
+        );
+        assert_eq!(vm.sys_load(switched), 0, "caught up");
+        vm.vcpus[0].lock().guest.map(|g| g.cr3)
+    };
+    // A value guest CPL0 code could forge in the hole: not RAM.
+    assert_eq!(exit_with((1 << 40) | 1 << 63), Some(0x1000));
+    // A real switch (RAM at 0x2000).
+    assert_eq!(exit_with(0x2000 | 1 << 63), Some(0x2000));
+    let root = vm.vcpus[0].lock().root;
+    assert_ne!(root, sregs.cr3, "the MMU holds the new space's root");
+}
+
+#[test]
+fn too_many_invalidations_become_a_flush() {
+    let vm = shadow_vm();
+    enter(&vm, 1, 2, FRAME);
+    vm.vcpus[0].lock().root = 0x9000;
+    let cmds = Commands {
+        invlpg: (0..=MAX_INVLPG as u64).map(|i| 4096 * i).collect(),
+        ..Commands::default()
+    };
+    post(&vm, cmds);
+    assert_eq!(run_chain(&vm).ops, vec![("cr3", 0x9000)]);
+}

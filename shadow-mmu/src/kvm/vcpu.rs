@@ -1,0 +1,151 @@
+// Copyright 2026 The shadow-mmu Authors.
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! Setting a vCPU up to run on shadow tables: its segment registers, GDT,
+//! IDT and TSS in the hole, the real CR0/CR4/EFER, and the per-vCPU state
+//! the glue keeps.
+
+use std::collections::VecDeque;
+
+use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs};
+use kvm_ioctls::VcpuFd;
+use parking_lot::Mutex;
+
+use super::chain::Commands;
+use super::layout::*;
+use super::mailbox::SWITCHED;
+use super::{KvmGlueError, ShadowVm};
+use crate::{Cr0, Cr4, Efer, MmuError, PagingMode, PagingState, ShadowMmu};
+
+/// Per-vCPU shadow state of the glue.
+#[derive(Debug, Default)]
+pub(super) struct VcpuGlue {
+    /// The paging state the guest believes in.
+    pub(super) guest: Option<PagingState>,
+    /// The shadow root the vCPU's CR3 holds.
+    pub(super) root: u64,
+    /// The guest's exception handlers, read from its trap table when it
+    /// registered it (0: none), and its kernel stack.
+    pub(super) handlers: [u64; 32],
+    pub(super) kernel_rsp: u64,
+    /// Chains still to hand to the trampoline, one per exit.
+    pub(super) pending: VecDeque<Vec<u64>>,
+    /// Commands held back until the VMM has answered a hypercall.
+    pub(super) deferred: Option<Commands>,
+    /// CR2 as the guest knows it: the address of the last page fault
+    /// delivered to it. Shadow faults the guest never sees overwrite the
+    /// real CR2 and must put this back.
+    pub(super) guest_cr2: u64,
+}
+
+impl ShadowVm {
+    /// Sets vCPU `index` (whose CPUID is already set) up to start at `regs`
+    /// in 64-bit mode on the shadow of the guest tables `guest` describes.
+    pub fn setup_vcpu(
+        &self,
+        vcpu: &VcpuFd,
+        index: usize,
+        guest: &PagingState,
+        regs: &kvm_regs,
+    ) -> Result<(), KvmGlueError> {
+        let mut sregs = vcpu.get_sregs()?;
+        self.prepare_vcpu(index, guest, &mut sregs)?;
+        vcpu.set_sregs(&sregs)?;
+        vcpu.set_regs(regs)?;
+        Ok(())
+    }
+
+    /// Fills `sregs` for vCPU `index` to run in 64-bit mode on the shadow of
+    /// the guest tables `guest` describes: CR3 is the shadow root, GDT, IDT
+    /// and TR are the VMM's in the hole. For VMMs that set the registers
+    /// themselves (see [`ShadowVm::setup_vcpu`] for one that does it all).
+    pub fn prepare_vcpu(
+        &self,
+        index: usize,
+        guest: &PagingState,
+        sregs: &mut kvm_sregs,
+    ) -> Result<(), KvmGlueError> {
+        if guest.mode() == PagingMode::Level5 {
+            // The hole is mounted in 4-level roots only.
+            return Err(KvmGlueError::Config("5-level guests are not supported"));
+        }
+        let (root, changes) = self.load_root(index, guest)?;
+        // The vCPU has not run: nothing is cached anywhere yet.
+        self.mmu.flush_completed();
+        drop(changes);
+        let glue = self.glue(index)?;
+        {
+            let mut g = glue.lock();
+            g.guest = Some(*guest);
+            g.root = root;
+            // A vCPU set up again (a reset) starts with no trap table, no
+            // switch to catch up with and only its new root cached.
+            self.set_trap_table(&mut g, index, 0, 0);
+            self.sys_store(vcpu_block(index) + SWITCHED, 0);
+        }
+        self.publish_roots(index);
+        let code = kvm_segment {
+            base: 0,
+            limit: 0xffff_ffff,
+            selector: KERNEL_CS,
+            type_: 11,
+            present: 1,
+            dpl: 0,
+            db: 0,
+            s: 1,
+            l: 1,
+            g: 1,
+            avl: 0,
+            unusable: 0,
+            padding: 0,
+        };
+        let data = kvm_segment {
+            selector: KERNEL_DS,
+            type_: 3,
+            db: 1,
+            l: 0,
+            ..code
+        };
+        sregs.cs = code;
+        sregs.ds = data;
+        sregs.es = data;
+        sregs.ss = data;
+        sregs.fs = data;
+        sregs.gs = data;
+        sregs.tr = kvm_segment {
+            base: hole_va(TSS + index as u64 * TSS_STRIDE),
+            limit: 103,
+            selector: TSS_SELECTOR + 16 * index as u16,
+            type_: 11,
+            s: 0,
+            db: 0,
+            l: 0,
+            g: 0,
+            ..code
+        };
+        sregs.gdt.base = hole_va(GDT);
+        sregs.gdt.limit = (TSS_SELECTOR as u64 + 16 * MAX_VCPUS as u64 - 1) as u16;
+        sregs.idt.base = hole_va(idt(index));
+        sregs.idt.limit = (IDT_STRIDE - 1) as u16;
+        sregs.cr0 = (Cr0::PE | Cr0::MP | Cr0::ET | Cr0::NE | Cr0::WP | Cr0::PG).bits();
+        sregs.cr4 = real_cr4(guest);
+        sregs.efer = (Efer::LME | Efer::LMA | Efer::NXE | Efer::SCE).bits();
+        sregs.cr3 = root;
+        Ok(())
+    }
+
+    /// The glue state of vCPU `index`.
+    pub(super) fn glue(&self, index: usize) -> Result<&Mutex<VcpuGlue>, KvmGlueError> {
+        self.vcpus
+            .get(index)
+            .ok_or(KvmGlueError::Mmu(MmuError::NoSuchVcpu(index)))
+    }
+}
+
+/// The CR4 the vCPU really runs with: PAE and SSE support always, SMEP and
+/// SMAP as the guest asked (the CPU checks them against shadow U bits).
+pub(super) fn real_cr4(guest: &PagingState) -> u64 {
+    let mut cr4 = Cr4::PAE | Cr4::OSFXSR | Cr4::OSXMMEXCPT;
+    cr4 |= guest.cr4 & (Cr4::SMEP | Cr4::SMAP);
+    cr4.bits()
+}
