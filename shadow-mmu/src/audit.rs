@@ -1,7 +1,7 @@
 // Copyright 2026 The shadow-mmu Authors.
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
-//! The audit: the invariants of the shadow state (DESIGN.md, "The audit"),
+//! The audit: the invariants of the shadow state (`docs/DESIGN.md`, "The audit"),
 //! checked over everything the MMU holds. Tests run it after every step.
 //!
 //! 1. Every present leaf reachable from a root grants a subset of what the
