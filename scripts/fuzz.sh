@@ -11,7 +11,7 @@
 # toolchain (libFuzzer and sanitizers). The committed seeds in
 # fuzz/corpus/TARGET are read, never written: new inputs go to a scratch
 # corpus under $FUZZ_WORK_DIR (default /tmp/shadow-mmu-fuzz), crashes to
-# fuzz/artifacts/TARGET/ (git-ignored; tests/fuzz_corpus.rs replays what is
+# fuzz/artifacts/TARGET/ (git-ignored; fuzz/common/tests/corpus.rs replays what is
 # there). Builds use $CARGO_TARGET_DIR (default /tmp/target-fuzz).
 # $FUZZ_SANITIZER picks cargo-fuzz's sanitizer (default address; none runs
 # mmu_ops and hypercall about ten times faster).

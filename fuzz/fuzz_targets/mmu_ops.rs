@@ -1,12 +1,12 @@
 // Copyright 2026 The shadow-mmu Authors.
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
-//! cargo-fuzz target: see `shadow_mmu_integration::fuzz_harness::mmu_ops`.
+//! cargo-fuzz target: see `shadow_mmu_fuzz_common::mmu_ops`.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    shadow_mmu_integration::fuzz_harness::mmu_ops(data);
+    shadow_mmu_fuzz_common::mmu_ops(data);
 });

@@ -1,12 +1,12 @@
 // Copyright 2026 The shadow-mmu Authors.
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
-//! cargo-fuzz target: see `shadow_mmu_integration::fuzz_harness::scenario`.
+//! cargo-fuzz target: see `shadow_mmu_fuzz_common::scenario`.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    shadow_mmu_integration::fuzz_harness::scenario(data);
+    shadow_mmu_fuzz_common::scenario(data);
 });

@@ -84,9 +84,7 @@ pub fn serve<V: HypercallVcpu>(
             abi::result::OK
         }
         Ok(Hypercall::SetPagingBits { bits }) => {
-            let mut state = vcpu
-                .paging_state()
-                .ok_or(MmuError::NoPagingState(index))?;
+            let mut state = vcpu.paging_state().ok_or(MmuError::NoPagingState(index))?;
             state.cr0.set(Cr0::WP, bits & 1 != 0);
             state.cr4.set(Cr4::SMEP, bits & 2 != 0);
             state.cr4.set(Cr4::SMAP, bits & 4 != 0);

@@ -93,6 +93,8 @@ pub mod spte;
 mod state;
 pub mod stats;
 mod sync;
+#[cfg(feature = "test-utils")]
+pub mod test_utils;
 pub mod walker;
 
 pub use addr::{Gfn, GuestAddress, Gva, PAGE_SHIFT, PAGE_SIZE};

@@ -56,7 +56,8 @@ impl HypercallVcpu for GlueVcpu<'_> {
     }
 
     fn set_trap_table(&mut self, table: u64, kernel_rsp: u64) {
-        self.vm.set_trap_table(self.g, self.index, table, kernel_rsp);
+        self.vm
+            .set_trap_table(self.g, self.index, table, kernel_rsp);
     }
 
     fn apply(&mut self, changes: Changes) {

@@ -10,11 +10,11 @@
 use std::sync::atomic::Ordering;
 
 use shadow_mmu::pte::{PTE_A, PTE_D, PTE_P, PTE_PS, PTE_U, PTE_W};
+use shadow_mmu::test_utils;
 use shadow_mmu::{
-    walker, Access, AccessKind, Changes, Cr0, Cr4, Efer, FaultOutcome, GuestAddress,
-    GuestException, Gva, Mmu, MmuConfig, PagingState, PfErrorCode, PteAccess, ShadowMmu,
+    Access, AccessKind, Cr0, Cr4, Efer, GuestAddress, GuestException, Mmu, MmuConfig, PagingState,
 };
-use vm_memory::{Bytes, GuestMemoryAtomic, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 
 pub const RAM: u64 = 64 << 20;
 pub const UPPER: u64 = PTE_P | PTE_W | PTE_U;
@@ -84,78 +84,17 @@ pub fn w32(m: &Mmu, gpa: u64, v: u32) {
     .expect("write");
 }
 
-use vm_memory::GuestAddressSpace;
+// Not every test uses every part of the model.
+#[allow(unused_imports)]
+pub use shadow_mmu::test_utils::{apply, error_code, shadow_allows, Cpu};
 
-/// Applies what the VMM must do after an operation (there is no real CPU
-/// here, so flushes complete at once).
-pub fn apply(m: &Mmu, c: Changes) {
-    if c.flush_all {
-        m.flush_completed();
-    }
-}
-
-pub fn error_code(access: Access) -> PfErrorCode {
-    let mut ec = PfErrorCode::empty();
-    match access.kind {
-        AccessKind::Write => ec |= PfErrorCode::W,
-        AccessKind::Fetch => ec |= PfErrorCode::ID,
-        AccessKind::Read => {}
-    }
-    if access.user {
-        ec |= PfErrorCode::U;
-    }
-    ec
-}
-
-/// What a CPU running on the shadow tables ends up doing for one access.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cpu {
-    /// The access completed at this guest-physical address.
-    Done(u64),
-    /// The guest got this exception.
-    Fault(GuestException),
-    /// The VMM must emulate (MMIO or a page-table write).
-    Exit(FaultOutcome),
-}
-
-/// Whether shadow rights allow `access` on a CPU with `state`'s control bits.
-pub fn shadow_allows(state: &PagingState, r: PteAccess, access: Access) -> bool {
-    let user = access.user;
-    match access.kind {
-        AccessKind::Read => !user || r.contains(PteAccess::USER),
-        AccessKind::Write => r.contains(PteAccess::WRITE) && (!user || r.contains(PteAccess::USER)),
-        AccessKind::Fetch => {
-            r.contains(PteAccess::EXEC)
-                && (if user {
-                    r.contains(PteAccess::USER)
-                } else {
-                    !(r.contains(PteAccess::USER) && state.cr4.contains(Cr4::SMEP))
-                })
-        }
-    }
-}
-
-/// Performs `access` as a CPU on vCPU `vcpu`'s shadow root would: a hit in
-/// the shadow tables completes; a miss is a shadow page fault the MMU
-/// resolves. The host CPU runs with CR0.WP=1, so supervisor writes need W.
+/// Performs `access` as a CPU on vCPU `vcpu`'s shadow root would (the
+/// shared guest model, `shadow_mmu::test_utils`).
 pub fn cpu_access(m: &Mmu, vcpu: usize, state: &PagingState, gva: u64, access: Access) -> Cpu {
-    for _ in 0..16 {
-        if let Some((spa, rights)) = m.shadow_translate(vcpu, Gva(gva)) {
-            if shadow_allows(state, rights, access) {
-                return Cpu::Done(spa);
-            }
-        }
-        let (outcome, changes) = m
-            .page_fault(vcpu, Gva(gva), error_code(access))
-            .expect("page fault");
-        apply(m, changes);
-        match outcome {
-            FaultOutcome::Fixed | FaultOutcome::Retry => continue,
-            FaultOutcome::Inject(e) => return Cpu::Fault(e),
-            other => return Cpu::Exit(other),
-        }
+    match test_utils::cpu_access(m, vcpu, state, gva, access, 16) {
+        Ok(cpu) => cpu,
+        Err(e) => panic!("access to {gva:#x} did not settle: {e:?}"),
     }
-    panic!("access to {gva:#x} did not settle");
 }
 
 /// What the guest's own tables say about `access` (without touching A/D).
@@ -165,29 +104,12 @@ pub fn guest_says(
     gva: u64,
     access: Access,
 ) -> Result<u64, GuestException> {
-    match walker::peek(&*m.memory().memory(), state, Gva(gva), access) {
-        Ok(w) => Ok(w.gpa.0),
-        Err(shadow_mmu::WalkError::PageFault(ec)) => Err(GuestException::PageFault {
-            error_code: ec,
-            cr2: Gva(gva),
-        }),
-        Err(_) => Err(GuestException::GeneralProtection),
-    }
+    test_utils::guest_says(&m.memory().memory(), state, gva, access)
 }
 
+/// Loads `state` on `vcpu`, completing flushes when pages run out.
 pub fn load(m: &Mmu, vcpu: usize, state: &PagingState) -> u64 {
-    for _ in 0..4 {
-        match m.load_paging_state(vcpu, state) {
-            Ok((root, c)) => {
-                apply(m, c);
-                return root;
-            }
-            // Reclaimed pages become free once every vCPU has flushed.
-            Err(shadow_mmu::MmuError::OutOfPages) => m.flush_completed(),
-            Err(e) => panic!("load paging state: {e}"),
-        }
-    }
-    panic!("no shadow page for a root after flushing");
+    test_utils::load(m, vcpu, state).expect("load paging state")
 }
 
 pub fn rd(user: bool) -> Access {

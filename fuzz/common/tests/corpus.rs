@@ -3,18 +3,18 @@
 
 //! Replays the committed fuzz corpus (`fuzz/corpus/<target>/`) and any kept
 //! crash reproducers (`fuzz/artifacts/<target>/`) through the harnesses of
-//! `shadow_mmu_integration::fuzz_harness`, as ordinary tests: no nightly
-//! toolchain or libFuzzer needed. A corpus directory that is missing or
+//! this crate, as ordinary tests (`cargo test --workspace` in `fuzz/`): no
+//! nightly toolchain or libFuzzer needed. A corpus directory that is missing or
 //! empty fails the test.
 
 use std::fs;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
-use shadow_mmu_integration::fuzz_harness;
+use shadow_mmu_fuzz_common as fuzz_harness;
 
 fn fuzz_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 /// The regular files of `dir`, sorted.
