@@ -26,6 +26,21 @@ impl Gva {
         self.0
     }
 
+    /// The address with bit `top_bit` copied into every bit above it: the
+    /// canonical form for a linear-address width of `top_bit + 1` bits.
+    #[inline]
+    pub const fn sign_extend(self, top_bit: u32) -> Gva {
+        let shift = 63 - top_bit;
+        Gva((((self.0 << shift) as i64) >> shift) as u64)
+    }
+
+    /// Whether the address is canonical for `top_bit + 1` bits (47 for
+    /// 4-level paging, 56 for 5-level).
+    #[inline]
+    pub const fn is_canonical(self, top_bit: u32) -> bool {
+        self.sign_extend(top_bit).0 == self.0
+    }
+
     /// The address rounded down to a `1 << shift` boundary.
     #[inline]
     pub const fn align_down(self, shift: u32) -> Gva {
@@ -80,5 +95,21 @@ mod tests {
         assert_eq!(Gfn::containing(gpa), Gfn(0x12345));
         assert_eq!(Gfn(0x12345).gpa(), GuestAddress(0x1234_5000));
         assert_eq!(Gva(0x40_1fff).align_down(21), Gva(0x40_0000));
+    }
+
+    #[test]
+    fn canonical_addresses() {
+        // SDM Vol. 1 3.3.7.1: bits 63..48 (4-level) or 63..57 (5-level)
+        // equal bit 47 or bit 56.
+        assert!(Gva(0x0000_7fff_ffff_f000).is_canonical(47));
+        assert!(Gva(0xffff_8000_0000_0000).is_canonical(47));
+        assert!(!Gva(0x0000_8000_0000_0000).is_canonical(47));
+        assert!(Gva(0x0000_8000_0000_0000).is_canonical(56));
+        assert!(!Gva(0x0100_0000_0000_0000).is_canonical(56));
+        assert_eq!(
+            Gva(0x8000_0000_0000).sign_extend(47),
+            Gva(0xffff_8000_0000_0000)
+        );
+        assert_eq!(Gva(0x1ff_0000_0000_1000).sign_extend(47), Gva(0x1000));
     }
 }

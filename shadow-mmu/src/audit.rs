@@ -47,11 +47,6 @@ pub enum AuditError {
     Bookkeeping(String),
 }
 
-fn sign_extend(gva: u64, top_bit: u32) -> u64 {
-    let shift = 63 - top_bit;
-    (((gva << shift) as i64) >> shift) as u64
-}
-
 impl MmuState {
     /// Checks every invariant.
     pub fn audit(&self, mem: &GuestMemoryMmap) -> Result<(), AuditError> {
@@ -102,7 +97,7 @@ impl MmuState {
                         SptePtr::new(page, i),
                         v,
                         level,
-                        sign_extend(gva, top_bit),
+                        Gva(gva).sign_extend(top_bit).0,
                     )?;
                 }
                 continue;

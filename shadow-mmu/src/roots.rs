@@ -18,7 +18,7 @@ use crate::addr::Gfn;
 use crate::arch::{Cr4, PagingMode, PagingState, PteAccess};
 use crate::error::MmuError;
 use crate::spt::{PageId, Role, SptePtr};
-use crate::state::{MmuState, Root, RootKey};
+use crate::state::{GuestCpuid, MmuState, Root, RootKey};
 use crate::stats::Counters;
 
 /// The key that identifies `state`'s root.
@@ -49,7 +49,11 @@ impl MmuState {
         stats: &Counters,
     ) -> Result<u64, MmuError> {
         self.vcpu(vcpu)?;
-        self.cpuid = (state.maxphyaddr, state.gbpages, state.pse36);
+        self.cpuid = GuestCpuid {
+            maxphyaddr: state.maxphyaddr,
+            gbpages: state.gbpages,
+            pse36: state.pse36,
+        };
         self.begin_op();
         let key = root_key(state);
         let flush = !(state.cr4.contains(Cr4::PCIDE) && state.cr3 & (1 << 63) != 0);

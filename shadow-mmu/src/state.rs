@@ -73,8 +73,20 @@ pub(crate) struct MmuState {
     /// Pages used at or after this stamp belong to the running operation and
     /// are not reclaimed by it.
     pub op_stamp: u64,
-    /// MAXPHYADDR, 1 GiB pages and PSE-36 as the guest's CPUID reports them.
-    pub cpuid: (u8, bool, bool),
+    /// What the guest's CPUID says about paging.
+    pub cpuid: GuestCpuid,
+}
+
+/// The paging features the guest's CPUID reports, which decide what its
+/// entries may hold (reserved bits) and map.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct GuestCpuid {
+    /// MAXPHYADDR.
+    pub maxphyaddr: u8,
+    /// 1 GiB pages.
+    pub gbpages: bool,
+    /// PSE-36 (32-bit paging: 4 MiB pages above 4 GiB).
+    pub pse36: bool,
 }
 
 /// Frames covered by one entry at `level`.
@@ -124,7 +136,11 @@ impl MmuState {
             mmio: Vec::new(),
             cfg,
             op_stamp: 0,
-            cpuid: (48, true, true),
+            cpuid: GuestCpuid {
+                maxphyaddr: 48,
+                gbpages: true,
+                pse36: true,
+            },
         }
     }
 
@@ -147,8 +163,8 @@ impl MmuState {
 
     /// A paging state with the guest's CPUID facts and `role`'s semantics.
     pub fn role_state(&self, role: Role) -> PagingState {
-        let (maxphy, gb, pse36) = self.cpuid;
-        role.paging_state(maxphy, gb, pse36)
+        let c = self.cpuid;
+        role.paging_state(c.maxphyaddr, c.gbpages, c.pse36)
     }
 
     /// Writes `new` into an entry, recording what the VMM must do if the

@@ -206,8 +206,7 @@ fn address_is_valid(mode: PagingMode, gva: Gva) -> bool {
         PagingMode::Level4 => 47,
         PagingMode::Level5 => 56,
     };
-    let shift = 63 - sign_bit;
-    (((gva.0 << shift) as i64) >> shift) as u64 == gva.0
+    gva.is_canonical(sign_bit)
 }
 
 /// How the walker reaches guest memory: through a [`HostWindow`] of the

@@ -3,8 +3,8 @@
 
 //! Who walks the guest's page tables: KVM (`native`) or the shadow MMU
 //! (`shadow`). The VMM calls these hooks at the few points where the two
-//! differ; everything else (boot state, hypercalls 6-8, the doorbell) is
-//! common.
+//! differ; everything else (boot state, the VMM's hypercalls, the doorbell)
+//! is common.
 //!
 //! Shadow paging is [`ShadowPaging`], which hands the hooks to
 //! `shadow_mmu::kvm`.
@@ -22,9 +22,6 @@ use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
 use super::boot::BOOT_PML4;
 use super::VmError;
-
-/// `-3`: not available in this paging mode.
-pub const HC_NOT_AVAILABLE: i64 = -3;
 
 /// The paging mode named on the command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -169,21 +166,6 @@ impl Paging {
                 rip: rip_of(ctx.vcpu),
             }),
             Paging::Shadow(s) => s.trampoline_exit(ctx, data),
-        }
-    }
-
-    /// Hook (c): hypercalls 1-5 and 9 (`LOAD_CR3`, `INVLPG`, `FLUSH_TLB`,
-    /// `SET_TRAP_TABLE`, `SET_PAGING_BITS`, `MMU_UPDATE`). Returns the
-    /// result to write into the block.
-    pub fn hypercall(
-        &self,
-        ctx: &mut VcpuContext<'_>,
-        nr: u64,
-        args: [u64; 4],
-    ) -> Result<i64, VmError> {
-        match self {
-            Paging::Native => Ok(HC_NOT_AVAILABLE),
-            Paging::Shadow(s) => s.hypercall(ctx, nr, args),
         }
     }
 }
@@ -334,17 +316,6 @@ impl ShadowPaging {
                 rip: rip(at),
             }),
         }
-    }
-
-    fn hypercall(
-        &self,
-        _ctx: &mut VcpuContext<'_>,
-        _nr: u64,
-        _args: [u64; 4],
-    ) -> Result<i64, VmError> {
-        // Under shadow paging these come through the trampoline (the marked
-        // ud2); an `out` hypercall asking for them is the native ABI.
-        Ok(HC_NOT_AVAILABLE)
     }
 }
 

@@ -17,15 +17,12 @@ use super::{lock, Shared, VmError};
 
 /// Hypercall port (native paging).
 pub const HYPERCALL_PORT: u16 = 0x5a0;
-/// The shadow trampoline's exit port.
-pub const TRAMPOLINE_PORT: u16 = 0x5a1;
 
 /// Hypercall numbers of `resources/ABI.md` (one definition, the crate's).
 pub use shadow_mmu::abi::nr;
+use shadow_mmu::abi::{self, result, Block};
+use shadow_mmu::kvm::EXIT_PORT;
 
-const HC_UNKNOWN: i64 = shadow_mmu::abi::result::E_UNKNOWN;
-const HC_BAD_ARG: i64 = shadow_mmu::abi::result::E_INVALID;
-const BLOCK_SIZE: u64 = shadow_mmu::abi::BLOCK_SIZE;
 const CONSOLE_MAX: u64 = 4096;
 
 /// Sets up vCPU `index` in the ABI's boot state: CPUID (before the special
@@ -241,7 +238,7 @@ fn run_loop(shared: &Shared, fd: &mut VcpuFd, index: u32) -> Result<Option<u64>,
                     return Ok(Some(status));
                 }
             }
-            Exit::Out(TRAMPOLINE_PORT, data) => {
+            Exit::Out(EXIT_PORT, data) => {
                 shared.trampoline.fetch_add(1, Ordering::Relaxed);
                 let vm = vm_context(shared);
                 let outcome = shared.paging.trampoline_exit(
@@ -352,41 +349,30 @@ fn hypercall(
     index: u32,
     gpa: u32,
 ) -> Result<Option<u64>, VmError> {
-    let gpa = u64::from(gpa);
-    if !gpa.is_multiple_of(8) || gpa + BLOCK_SIZE > shared.ram_size {
-        return Err(guest_error(
-            fd,
-            index,
-            format!("hypercall block at {gpa:#x} is misaligned or not in RAM"),
-        ));
-    }
     let mem = shared.memory.memory();
-    let mut raw = [0u8; 48];
-    mem.read_slice(&mut raw, GuestAddress(gpa))
-        .map_err(|e| VmError::Memory(format!("hypercall block at {gpa:#x}: {e}")))?;
-    let w = |i: usize| u64::from_le_bytes(raw[8 * i..8 * i + 8].try_into().expect("8 bytes"));
-    let number = w(0);
-    let args = [w(1), w(2), w(3), w(4)];
+    let block =
+        Block::read(&mem, u64::from(gpa)).map_err(|e| guest_error(fd, index, e.to_string()))?;
+    let args = block.args;
     let mut exit = None;
-    let result = match number {
+    let result = match block.nr {
         nr::CONSOLE_WRITE => {
             let (at, len) = (args[0], args[1]);
             if len > CONSOLE_MAX || at.checked_add(len).is_none_or(|e| e > shared.ram_size) {
-                HC_BAD_ARG
+                result::E_INVALID
             } else {
                 let mut buf = vec![0u8; len as usize];
                 match mem.read_slice(&mut buf, GuestAddress(at)) {
                     Ok(()) => {
                         shared.console_write(&buf);
-                        0
+                        result::OK
                     }
-                    Err(_) => HC_BAD_ARG,
+                    Err(_) => result::E_INVALID,
                 }
             }
         }
         nr::EXIT => {
             exit = Some(args[0]);
-            0
+            result::OK
         }
         nr::START_VCPU => {
             let mut started = lock(&shared.started);
@@ -397,35 +383,27 @@ fn hypercall(
                 Some(i) if !started[i] => {
                     started[i] = true;
                     shared.started_cv.notify_all();
-                    0
+                    result::OK
                 }
-                _ => HC_BAD_ARG,
+                _ => result::E_INVALID,
             }
         }
-        nr::MEMORY_MAP => match shadow_mmu::abi::write_memory_map(&mem, args[0], args[1]) {
-            Ok((count, _)) => count as i64,
-            Err(_) => HC_BAD_ARG,
+        nr::MEMORY_MAP => match abi::write_memory_map(&mem, args[0], args[1]) {
+            Ok((count, _)) => i64::try_from(count).unwrap_or(i64::MAX),
+            Err(_) => result::E_INVALID,
         },
+        // The MMU's own hypercalls: under shadow paging they reach the
+        // crate through the trampoline (the marked `ud2`), never this port;
+        // natively the guest uses the instructions themselves.
         nr::LOAD_CR3
         | nr::INVLPG
         | nr::FLUSH_TLB
         | nr::SET_TRAP_TABLE
         | nr::SET_PAGING_BITS
-        | nr::MMU_UPDATE => {
-            let vm = vm_context(shared);
-            shared.paging.hypercall(
-                &mut VcpuContext {
-                    vm: &vm,
-                    vcpu: fd,
-                    index,
-                },
-                number,
-                args,
-            )?
-        }
-        _ => HC_UNKNOWN,
+        | nr::MMU_UPDATE => result::E_MODE,
+        _ => result::E_UNKNOWN,
     };
-    mem.write_obj(result, GuestAddress(gpa + 40))
+    mem.write_obj(result, GuestAddress(block.gpa.0 + abi::RESULT_OFFSET))
         .map_err(|e| VmError::Memory(format!("hypercall result at {gpa:#x}: {e}")))?;
     Ok(exit)
 }

@@ -80,7 +80,7 @@ impl ShadowVm {
 /// pushes its frame on): a canonical 48-bit address outside the hole (the
 /// VMM's own code and data).
 pub(super) fn is_guest_code_address(va: u64) -> bool {
-    let canonical = ((va << 16) as i64 >> 16) as u64 == va;
+    let canonical = Gva(va).is_canonical(47);
     let in_hole = (HOLE_BASE..HOLE_BASE + (1 << 39)).contains(&va);
     va != 0 && canonical && !in_hole
 }
