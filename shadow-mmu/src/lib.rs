@@ -73,6 +73,7 @@ pub mod arch;
 pub mod audit;
 pub mod changes;
 pub mod config;
+pub mod emulate;
 pub mod error;
 mod fault;
 mod hash;
