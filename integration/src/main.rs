@@ -26,7 +26,9 @@ use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 use shadow_mmu_integration::scenario::Scenario;
 use shadow_mmu_integration::suite;
-use shadow_mmu_integration::vm::{self, elf, guest, PagingMode, VmConfig, VmError, Workload};
+use shadow_mmu_integration::vm::{
+    self, elf, guest, PagingMode, PtWrites, VmConfig, VmError, Workload,
+};
 use shadow_mmu_integration::walk;
 
 /// The top-level usage: clap would show only `[OPTIONS] [COMMAND]`, and the
@@ -37,7 +39,8 @@ shadow-run [--json PATH]
        shadow-run walk SCENARIO.json
        shadow-run run WORKLOAD --paging native|shadow [--vcpus N] [--mem MIB]
                       [--seed S] [--param NAME=VALUE]... [--timeout SECS]
-                      [--max-pages N] [--console] [--records] [--kernel PATH]
+                      [--max-pages N] [--pt-writes hypercall|direct] [--console]
+                      [--records] [--kernel PATH]
        shadow-run help [COMMAND] | --help | --version";
 
 const AFTER_HELP: &str = "\
@@ -139,6 +142,12 @@ struct RunArgs {
     #[arg(long, value_name = "MODE", value_parser = paging_parser())]
     paging: PagingMode,
 
+    /// Shadow paging only: how the guest kernel writes its page tables,
+    /// with `MMU_UPDATE` hypercalls or with the same stores as natively,
+    /// which the VMM emulates where they hit a write-protected table.
+    #[arg(long, value_name = "STYLE", value_parser = pt_writes_parser())]
+    pt_writes: Option<PtWrites>,
+
     /// Number of vCPUs, 1 to 8 [default: 1, smp: 2].
     #[arg(long, value_name = "N", value_parser = vcpus)]
     vcpus: Option<u32>,
@@ -239,6 +248,14 @@ fn paging_parser() -> impl TypedValueParser<Value = PagingMode> {
     .try_map(|s| s.parse::<PagingMode>())
 }
 
+fn pt_writes_parser() -> impl TypedValueParser<Value = PtWrites> {
+    PossibleValuesParser::new([
+        PossibleValue::new("hypercall").help("MMU_UPDATE hypercalls [default]"),
+        PossibleValue::new("direct").help("ordinary stores, emulated by the VMM"),
+    ])
+    .try_map(|s| s.parse::<PtWrites>())
+}
+
 /// A number, decimal or `0x` hexadecimal.
 fn number(s: &str) -> Result<u64, String> {
     let parsed = match s.strip_prefix("0x") {
@@ -317,6 +334,12 @@ impl RunArgs {
                 return Err("--max-pages needs --paging shadow".into());
             }
             cfg.max_pages = n;
+        }
+        if let Some(w) = self.pt_writes {
+            if self.paging != PagingMode::Shadow {
+                return Err("--pt-writes needs --paging shadow".into());
+            }
+            cfg.pt_writes = w;
         }
         Ok(cfg)
     }

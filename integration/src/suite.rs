@@ -3,8 +3,10 @@
 
 //! The main job (`shadow-run` with no arguments) and `shadow-run bench`.
 //!
-//! The suite runs every workload with shadow paging and, as the reference,
-//! with native paging, and reports per workload whether the shadow run
+//! The suite runs every workload with shadow paging, once with the guest
+//! kernel writing its page tables through `MMU_UPDATE` hypercalls and once
+//! with ordinary stores the VMM emulates, and, as the reference, with
+//! native paging; it reports per workload and mode whether the shadow run
 //! passed (guest status, identical records, clean audit), how the MMU
 //! resolved its faults, and the shadow/native wall-time ratio. The bench
 //! runs the measured workloads several times in alternation and reports the
@@ -16,7 +18,7 @@ use std::io::{IsTerminal as _, Write as _};
 
 use serde_json::{json, Value};
 
-use crate::vm::{self, PagingMode, RunReport, VmConfig, VmError, Workload};
+use crate::vm::{self, PagingMode, PtWrites, RunReport, VmConfig, VmError, Workload};
 
 /// One workload of the suite.
 #[derive(Debug)]
@@ -25,30 +27,45 @@ pub struct SuiteRow {
     pub workload: Workload,
     /// The native reference run.
     pub native: RunReport,
-    /// The shadow run.
+    /// The shadow run with page-table writes through hypercalls.
     pub shadow: RunReport,
+    /// The shadow run with page-table writes as ordinary stores.
+    pub direct: RunReport,
 }
 
 impl SuiteRow {
-    /// Records identical to the native run's (hostile differs by design
-    /// where it reaches for the hole: its own checks are in the tests).
-    pub fn same_results(&self) -> bool {
-        self.workload == Workload::Hostile
-            || self.native.results.records == self.shadow.results.records
+    /// The shadow runs, with their page-table write style.
+    pub fn shadow_runs(&self) -> [(PtWrites, &RunReport); 2] {
+        [
+            (PtWrites::Hypercall, &self.shadow),
+            (PtWrites::Direct, &self.direct),
+        ]
     }
 
-    /// Whether the shadow run passed.
-    pub fn pass(&self) -> bool {
+    /// Records of `run` identical to the native run's (hostile differs by
+    /// design where it reaches for the hole: its own checks are in the
+    /// tests).
+    pub fn same_results(&self, run: &RunReport) -> bool {
+        self.workload == Workload::Hostile || self.native.results.records == run.results.records
+    }
+
+    /// Whether the shadow run `run` passed.
+    pub fn passed(&self, run: &RunReport) -> bool {
         let ok =
             |r: &RunReport| r.exit_status == 0 && r.results.status == 0 && r.results.errors == 0;
         ok(&self.native)
-            && ok(&self.shadow)
-            && self.same_results()
-            && self.shadow.shadow.as_ref().is_some_and(|s| s.audit.is_ok())
+            && ok(run)
+            && self.same_results(run)
+            && run.shadow.as_ref().is_some_and(|s| s.audit.is_ok())
     }
 
-    fn ratio(&self) -> f64 {
-        self.shadow.wall.as_secs_f64() / self.native.wall.as_secs_f64().max(1e-9)
+    /// Whether both shadow runs passed.
+    pub fn pass(&self) -> bool {
+        self.passed(&self.shadow) && self.passed(&self.direct)
+    }
+
+    fn ratio(&self, run: &RunReport) -> f64 {
+        run.wall.as_secs_f64() / self.native.wall.as_secs_f64().max(1e-9)
     }
 }
 
@@ -70,21 +87,30 @@ fn progress(line: std::fmt::Arguments<'_>) {
 pub fn run_suite(workloads: &[Workload]) -> Result<Vec<SuiteRow>, VmError> {
     let mut rows = Vec::new();
     for (i, &w) in workloads.iter().enumerate() {
+        let modes = [
+            (PagingMode::Native, PtWrites::Hypercall),
+            (PagingMode::Shadow, PtWrites::Hypercall),
+            (PagingMode::Shadow, PtWrites::Direct),
+        ];
         let mut runs = Vec::new();
-        for paging in [PagingMode::Native, PagingMode::Shadow] {
+        for (paging, pt_writes) in modes {
             progress(format_args!(
-                "\r[{}/{}] {w} {paging}...                 ",
+                "\r[{}/{}] {w} {paging} ({pt_writes} page-table writes)...      ",
                 i + 1,
                 workloads.len()
             ));
-            runs.push(vm::run(&VmConfig::new(w, paging))?);
+            let mut cfg = VmConfig::new(w, paging);
+            cfg.pt_writes = pt_writes;
+            runs.push(vm::run(&cfg)?);
         }
-        let shadow = runs.pop().expect("two runs");
-        let native = runs.pop().expect("two runs");
+        let [native, shadow, direct]: [RunReport; 3] = runs
+            .try_into()
+            .map_err(|_| VmError::Shadow("the suite ran fewer than three modes".into()))?;
         rows.push(SuiteRow {
             workload: w,
             native,
             shadow,
+            direct,
         });
     }
     progress(format_args!(
@@ -93,39 +119,80 @@ pub fn run_suite(workloads: &[Workload]) -> Result<Vec<SuiteRow>, VmError> {
     Ok(rows)
 }
 
-/// The suite as a Markdown table.
+/// The suite as a Markdown table: one line per workload and shadow mode.
 pub fn suite_markdown(rows: &[SuiteRow]) -> String {
     let mut s = String::from(
-        "| workload | result | faults: no SPTE / dirty / write-prot. / guest / MMIO | exits (trampoline + hypercalls) | SPTEs prefetched | syncs | wall shadow | wall native | shadow/native |\n\
-         |---|---|---|---|---|---|---|---|---|\n",
+        "| workload | page-table writes | result | faults: no SPTE / dirty / write-prot. / guest / MMIO | emulated | unsyncs / syncs | exits (trampoline + hypercalls) | SPTEs prefetched | wall shadow | wall native | shadow/native |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
-        let st = r
-            .shadow
-            .shadow
-            .as_ref()
-            .map(|s| s.stats)
-            .unwrap_or_default();
-        let e = &r.shadow.exits;
-        let _ = writeln!(
-            s,
-            "| {} | {} | {} / {} / {} / {} / {} | {} | {} | {} | {:.3} s | {:.3} s | {:.2} |",
-            r.workload,
-            if r.pass() { "pass" } else { "FAIL" },
-            st.fault_no_spte,
-            st.fault_dirty_tracking,
-            st.fault_write_protected,
-            st.fault_guest,
-            st.fault_mmio,
-            e.trampoline + e.hypercalls,
-            st.prefetched,
-            st.syncs,
-            r.shadow.wall.as_secs_f64(),
-            r.native.wall.as_secs_f64(),
-            r.ratio(),
-        );
+        for (writes, run) in r.shadow_runs() {
+            let sh = run.shadow.as_ref();
+            let st = sh.map(|s| s.stats).unwrap_or_default();
+            let e = &run.exits;
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} / {} / {} / {} / {} | {} | {} / {} | {} | {} | {:.3} s | {:.3} s | {:.2} |",
+                r.workload,
+                writes,
+                if r.passed(run) { "pass" } else { "FAIL" },
+                st.fault_no_spte,
+                st.fault_dirty_tracking,
+                st.fault_write_protected,
+                st.fault_guest,
+                st.fault_mmio,
+                sh.map_or(0, |s| s.emulated),
+                st.unsyncs,
+                st.syncs,
+                e.trampoline + e.hypercalls,
+                st.prefetched,
+                run.wall.as_secs_f64(),
+                r.native.wall.as_secs_f64(),
+                r.ratio(run),
+            );
+        }
     }
     s
+}
+
+/// One shadow run of the suite as JSON.
+fn run_json(r: &SuiteRow, writes: PtWrites, run: &RunReport) -> Value {
+    let sh = run.shadow.as_ref();
+    let st = sh.map(|s| s.stats).unwrap_or_default();
+    json!({
+        "page_table_writes": writes.to_string(),
+        "pass": r.passed(run),
+        "same_results_as_native": r.same_results(run),
+        "audit": sh.map(|s| match &s.audit {
+            Ok(()) => "clean".to_string(),
+            Err(e) => e.clone(),
+        }),
+        "checksum": format!("{:#x}", run.results.checksum),
+        "faults": {
+            "no_spte": st.fault_no_spte,
+            "dirty_tracking": st.fault_dirty_tracking,
+            "write_protected": st.fault_write_protected,
+            "spurious": st.fault_spurious,
+            "guest": st.fault_guest,
+            "mmio": st.fault_mmio,
+            "retry": st.fault_retry,
+            "emulate": st.fault_emulate,
+        },
+        "emulated": sh.map_or(0, |s| s.emulated),
+        "tracked_writes": st.tracked_writes,
+        "exits": {
+            "trampoline": run.exits.trampoline,
+            "hypercalls": run.exits.hypercalls,
+            "doorbell": run.exits.doorbell,
+        },
+        "prefetched": st.prefetched,
+        "syncs": st.syncs,
+        "unsyncs": st.unsyncs,
+        "zapped_pages": st.zapped_pages,
+        "pages_in_use": st.pages_in_use,
+        "wall_s": run.wall.as_secs_f64(),
+        "ratio": r.ratio(run),
+    })
 }
 
 /// The suite as JSON.
@@ -133,45 +200,17 @@ pub fn suite_json(rows: &[SuiteRow]) -> Value {
     let rows: Vec<Value> = rows
         .iter()
         .map(|r| {
-            let st = r
-                .shadow
-                .shadow
-                .as_ref()
-                .map(|s| s.stats)
-                .unwrap_or_default();
+            let shadow: Vec<Value> = r
+                .shadow_runs()
+                .into_iter()
+                .map(|(writes, run)| run_json(r, writes, run))
+                .collect();
             json!({
                 "workload": r.workload.to_string(),
                 "pass": r.pass(),
-                "same_results_as_native": r.same_results(),
-                "audit": r.shadow.shadow.as_ref().map(|s| match &s.audit {
-                    Ok(()) => "clean".to_string(),
-                    Err(e) => e.clone(),
-                }),
                 "checksum_native": format!("{:#x}", r.native.results.checksum),
-                "checksum_shadow": format!("{:#x}", r.shadow.results.checksum),
-                "faults": {
-                    "no_spte": st.fault_no_spte,
-                    "dirty_tracking": st.fault_dirty_tracking,
-                    "write_protected": st.fault_write_protected,
-                    "spurious": st.fault_spurious,
-                    "guest": st.fault_guest,
-                    "mmio": st.fault_mmio,
-                    "retry": st.fault_retry,
-                    "emulate": st.fault_emulate,
-                },
-                "exits": {
-                    "trampoline": r.shadow.exits.trampoline,
-                    "hypercalls": r.shadow.exits.hypercalls,
-                    "doorbell": r.shadow.exits.doorbell,
-                },
-                "prefetched": st.prefetched,
-                "syncs": st.syncs,
-                "unsyncs": st.unsyncs,
-                "zapped_pages": st.zapped_pages,
-                "pages_in_use": st.pages_in_use,
-                "wall_shadow_s": r.shadow.wall.as_secs_f64(),
                 "wall_native_s": r.native.wall.as_secs_f64(),
-                "ratio": r.ratio(),
+                "shadow": shadow,
             })
         })
         .collect();

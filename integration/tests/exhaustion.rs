@@ -13,8 +13,8 @@
 
 mod common;
 
-use common::{check_same, run, DEFAULT_MAX_PAGES};
-use shadow_mmu_integration::vm::{PagingMode, RunReport, Workload};
+use common::{check_same, run, Mode, DEFAULT_MAX_PAGES};
+use shadow_mmu_integration::vm::{PtWrites, RunReport, Workload};
 
 const SEED: u64 = 11;
 
@@ -26,14 +26,14 @@ const CAP: u32 = 32;
 /// records, checksum and guest page faults), plus exhaustion: the cap was
 /// in effect and pages were reclaimed. Returns the shadow run.
 fn same_records_capped(workload: Workload, params: &[u64], cap: u32) -> RunReport {
-    let native = run(
+    let native = run(workload, Mode::Native, SEED, params, DEFAULT_MAX_PAGES);
+    let shadow = run(
         workload,
-        PagingMode::Native,
+        Mode::Shadow(PtWrites::Hypercall),
         SEED,
         params,
-        DEFAULT_MAX_PAGES,
+        cap,
     );
-    let shadow = run(workload, PagingMode::Shadow, SEED, params, cap);
     let report = check_same(workload, &native, &shadow);
     assert_eq!(
         report.max_pages,

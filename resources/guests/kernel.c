@@ -46,7 +46,11 @@ struct bootinfo {
     u64 workload;
     u64 params[8];
     u64 doorbell;
+    u64 options; /* BOOT_PT_DIRECT */
 };
+
+/* Boot info options (offset 104). */
+#define BOOT_PT_DIRECT 1UL /* shadow paging: page-table stores are plain stores */
 
 struct hcblock {
     u64 nr;
@@ -115,6 +119,10 @@ static struct tss tss[MAX_CPUS] __attribute__((aligned(16)));
 static struct idt_entry idt[32] __attribute__((aligned(16)));
 
 static int shadow;
+/* Under shadow paging, page-table entries are written with MMU_UPDATE
+ * hypercalls unless pt_direct: then with the same stores as natively, which
+ * the VMM emulates where they hit a write-protected table. */
+static int pt_direct;
 static u64 ncpus, ram, workload, params[8], doorbell;
 u64 *res; /* also used by entry.S */
 static u64 res_words;
@@ -300,7 +308,7 @@ static void pt_commit(void)
  * the table with MMU_UPDATE before the next flush, CR3 load or return. */
 static inline void pte_write(u64 *p, u64 v)
 {
-    if (!shadow) {
+    if (!shadow || pt_direct) {
         *(volatile u64 *)p = v;
         return;
     }
@@ -309,6 +317,32 @@ static inline void pte_write(u64 *p, u64 v)
     batch[pc->cpu][pc->nbatch][1] = v;
     if (++pc->nbatch == BATCH_MAX)
         pt_commit();
+}
+
+/* Clears A and D in a live entry as a kernel's page reclaimer does: A with
+ * a locked test-and-clear (Linux's ptep_test_and_clear_young is lock btr),
+ * D with a compare-exchange loop, since the CPU may set either meanwhile. */
+static inline void pte_clear_ad(u64 *p)
+{
+    u64 v = *(volatile u64 *)p;
+    if (shadow && !pt_direct) {
+        if (v & (PTE_A | PTE_D))
+            pte_write(p, v & ~(PTE_A | PTE_D));
+        return;
+    }
+    if (v & PTE_A)
+        __asm__ volatile("lock btrq $5, %0" : "+m"(*p) : : "memory", "cc");
+    u64 old = *(volatile u64 *)p;
+    while (old & PTE_D) {
+        u64 prev;
+        __asm__ volatile("lock cmpxchgq %2, %1"
+                         : "=a"(prev), "+m"(*p)
+                         : "r"(old & ~PTE_D), "0"(old)
+                         : "memory", "cc");
+        if (prev == old)
+            break;
+        old = prev;
+    }
 }
 
 static void tlb_invlpg(u64 va)
@@ -380,7 +414,7 @@ static u64 *pte_ptr(u64 root, u64 va, int level, int alloc)
             pte_write(e, v);
             /* later walks read this entry from memory: under shadow paging
              * it must not wait in the batch */
-            if (shadow)
+            if (shadow && !pt_direct)
                 pt_commit();
         } else if (l <= 3 && (v & PTE_PS)) {
             return 0;
@@ -399,7 +433,7 @@ static void map_range(u64 root, u64 va, u64 gpa, u64 npages, u64 flags)
         if (n > npages)
             n = npages;
         u64 v = gpa | flags;
-        if (!shadow) {
+        if (!shadow || pt_direct) {
             for (u64 i = 0; i < n; i++, v += PAGE_SIZE)
                 p[i] = v;
         } else {
@@ -685,9 +719,7 @@ static i64 sys_clear_ad(struct percpu *pc, u64 va, u64 npages)
             if (!p)
                 return -1;
         }
-        u64 v = *p;
-        if (v & (PTE_A | PTE_D))
-            pte_write(p, v & ~(PTE_A | PTE_D));
+        pte_clear_ad(p);
     }
     tlb_flush();
     return 0;
@@ -718,7 +750,7 @@ static i64 sys_split(struct percpu *pc, u64 va)
     u64 flags = v & (PTE_P | PTE_W | PTE_U | PTE_A | PTE_D);
     u64 base = (v & PTE_ADDR & ~(LARGE_SIZE - 1)) | flags;
     u64 *t = (u64 *)pt;
-    if (!shadow) {
+    if (!shadow || pt_direct) {
         for (u64 i = 0; i < 512; i++)
             t[i] = base + i * PAGE_SIZE;
     } else {
@@ -787,11 +819,11 @@ static i64 access_init(struct percpu *pc)
     return 0;
 }
 
-/* Copy n entries into a live page table: one rep movsq natively, batched
- * MMU_UPDATE pairs under shadow paging. */
+/* Copy n entries into a live page table: one rep movsq natively (and with
+ * direct page-table writes), batched MMU_UPDATE pairs under shadow paging. */
 static void pt_copy(u64 *dst, const u64 *src, u64 n)
 {
-    if (shadow) {
+    if (shadow && !pt_direct) {
         for (u64 i = 0; i < n; i++)
             pte_write(&dst[i], src[i]);
         return;
@@ -1112,6 +1144,7 @@ void kmain(struct bootinfo *bi, u64 cpu)
             __asm__ volatile("ud2");
         }
         shadow = bi->paging == 1;
+        pt_direct = shadow && (bi->options & BOOT_PT_DIRECT);
         ncpus = bi->ncpus ? bi->ncpus : 1;
         if (ncpus > MAX_CPUS)
             ncpus = MAX_CPUS;

@@ -56,12 +56,14 @@ pub struct BootInfo {
     pub workload: u64,
     /// Workload parameters.
     pub params: [u64; 8],
+    /// Guest kernel options (bit 0: direct page-table writes).
+    pub options: u64,
 }
 
 impl BootInfo {
     /// The page's bytes (little-endian, ABI layout).
-    pub fn to_bytes(&self) -> [u8; 104] {
-        let mut b = [0u8; 104];
+    pub fn to_bytes(&self) -> [u8; 112] {
+        let mut b = [0u8; 112];
         b[0..8].copy_from_slice(&BOOT_MAGIC.to_le_bytes());
         b[8..12].copy_from_slice(&self.paging.to_le_bytes());
         b[12..16].copy_from_slice(&self.vcpus.to_le_bytes());
@@ -71,6 +73,7 @@ impl BootInfo {
             b[32 + 8 * i..40 + 8 * i].copy_from_slice(&p.to_le_bytes());
         }
         b[96..104].copy_from_slice(&DOORBELL.to_le_bytes());
+        b[104..112].copy_from_slice(&self.options.to_le_bytes());
         b
     }
 }

@@ -40,7 +40,7 @@ use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
 pub use elf::{ElfError, LoadedKernel};
 pub use paging::{
-    Paging, PagingMode, ShadowPaging, TrampolineOutcome, DEFAULT_MAX_PAGES, HIDDEN_BASE,
+    Paging, PagingMode, PtWrites, ShadowPaging, TrampolineOutcome, DEFAULT_MAX_PAGES, HIDDEN_BASE,
     MIN_MAX_PAGES,
 };
 pub use results::Results;
@@ -107,6 +107,8 @@ pub struct VmConfig {
     pub workload: Workload,
     /// Native or shadow paging.
     pub paging: PagingMode,
+    /// Under shadow paging: how the guest kernel writes its page tables.
+    pub pt_writes: PtWrites,
     /// Number of vCPUs (1..=8).
     pub vcpus: u32,
     /// Guest RAM in MiB.
@@ -133,6 +135,7 @@ impl VmConfig {
         VmConfig {
             workload,
             paging,
+            pt_writes: PtWrites::Hypercall,
             vcpus: workload.min_vcpus(),
             mem_mib: 256,
             seed: 1,
@@ -192,6 +195,10 @@ pub struct ShadowReport {
     pub nmi_flushes: u64,
     /// The page cap in effect: the size of the MMU's arena in pages.
     pub max_pages: u64,
+    /// Guest instructions the glue emulated (stores into shadowed tables).
+    pub emulated: u64,
+    /// How the guest kernel wrote its page tables.
+    pub pt_writes: PtWrites,
 }
 
 impl RunReport {
@@ -228,9 +235,10 @@ impl RunReport {
         if let Some(sh) = &self.shadow {
             let st = &sh.stats;
             s.push_str(&format!(
-                ", shadow pages: cap {}, {} reclaimed, exits: {} trampoline, {} doorbell; \
-                 faults: {} no-spte, {} guest, {} write-protected, {} spurious; \
-                 {} syncs, {} roots built, {} root cache hits",
+                ", {} page-table writes, shadow pages: cap {}, {} reclaimed, exits: {} trampoline, \
+                 {} doorbell; faults: {} no-spte, {} guest, {} write-protected, {} spurious; \
+                 {} emulated, {} unsyncs, {} syncs, {} roots built, {} root cache hits",
+                sh.pt_writes,
                 sh.max_pages,
                 st.reclaimed,
                 self.exits.trampoline,
@@ -239,6 +247,8 @@ impl RunReport {
                 st.fault_guest,
                 st.fault_write_protected,
                 st.fault_spurious,
+                sh.emulated,
+                st.unsyncs,
                 st.syncs,
                 st.roots_built,
                 st.root_cache_hits
@@ -432,6 +442,7 @@ pub fn run_kernel(config: &VmConfig, kernel: &[u8]) -> Result<RunReport, VmError
         ram_size,
         workload: config.workload.id(),
         params,
+        options: config.pt_writes.boot_option(),
     };
     boot::write_boot_state(&*memory.memory(), &info).map_err(VmError::Memory)?;
 
@@ -575,6 +586,8 @@ pub fn run_kernel(config: &VmConfig, kernel: &[u8]) -> Result<RunReport, VmError
                     audit: vm.mmu().audit().map_err(|e| e.to_string()),
                     nmi_flushes: vm.nmi_flushes(),
                     max_pages: vm.mmu().arena_region().2 / 4096,
+                    emulated: vm.emulated(),
+                    pt_writes: config.pt_writes,
                 }
             }),
             Paging::Native => None,

@@ -16,7 +16,7 @@ use std::sync::OnceLock;
 
 use kvm_bindings::kvm_sregs;
 use kvm_ioctls::{VcpuFd, VmFd};
-use shadow_mmu::kvm::{Exit, ShadowVm, ShadowVmConfig};
+use shadow_mmu::kvm::{Exit, KvmGlueError, ShadowVm, ShadowVmConfig};
 use shadow_mmu::{Cr0, Cr4, Efer, MmuConfig, PagingState, ShadowMmu};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
@@ -59,6 +59,51 @@ impl FromStr for PagingMode {
             "native" => Ok(PagingMode::Native),
             "shadow" => Ok(PagingMode::Shadow),
             _ => Err(format!("unknown paging mode {s:?} (native or shadow)")),
+        }
+    }
+}
+
+/// How the guest kernel writes its page tables under shadow paging (boot
+/// info option `BOOT_PT_DIRECT`; natively they are always plain stores).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PtWrites {
+    /// Batched `MMU_UPDATE` hypercalls.
+    #[default]
+    Hypercall,
+    /// The same stores as natively (`mov`, `lock cmpxchg`, `lock btr`, `rep
+    /// movsq`); the VMM emulates those that hit a write-protected table.
+    Direct,
+}
+
+impl PtWrites {
+    /// The boot info options bit.
+    pub fn boot_option(self) -> u64 {
+        match self {
+            PtWrites::Hypercall => 0,
+            PtWrites::Direct => 1,
+        }
+    }
+}
+
+impl fmt::Display for PtWrites {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PtWrites::Hypercall => "hypercall",
+            PtWrites::Direct => "direct",
+        })
+    }
+}
+
+impl FromStr for PtWrites {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "hypercall" => Ok(PtWrites::Hypercall),
+            "direct" => Ok(PtWrites::Direct),
+            _ => Err(format!(
+                "unknown page-table write style {s:?} (hypercall or direct)"
+            )),
         }
     }
 }
@@ -282,10 +327,37 @@ impl ShadowPaging {
         ctx: &mut VcpuContext<'_>,
         _data: u32,
     ) -> Result<TrampolineOutcome, VmError> {
-        let exit = self
-            .vm()?
-            .handle_exit(ctx.index as usize)
+        let vm = self.vm()?;
+        let index = ctx.index as usize;
+        let mut exit = vm
+            .handle_exit(index)
             .map_err(|e| VmError::Shadow(e.to_string()))?;
+        if matches!(exit, Exit::Emulate { .. }) {
+            // A store into a shadowed page table: the glue carries it out
+            // with the guest's registers.
+            let mut regs = ctx.vcpu.get_regs().map_err(|source| VmError::Kvm {
+                what: "KVM_GET_REGS",
+                source,
+            })?;
+            let before = regs;
+            exit = vm.emulate(index, &mut regs).map_err(|e| match e {
+                KvmGlueError::Emulation { rip, bytes } => VmError::Guest {
+                    vcpu: ctx.index,
+                    what: format!(
+                        "a store into a shadowed page table that cannot be emulated \
+                         (bytes {bytes:02x?})"
+                    ),
+                    rip,
+                },
+                e => VmError::Shadow(e.to_string()),
+            })?;
+            if regs != before {
+                ctx.vcpu.set_regs(&regs).map_err(|source| VmError::Kvm {
+                    what: "KVM_SET_REGS",
+                    source,
+                })?;
+            }
+        }
         let rip = |r: u64| r;
         match exit {
             Exit::Resume => Ok(TrampolineOutcome::Resume),

@@ -3,21 +3,40 @@
 
 //! What the native-against-shadow tests share.
 
-use shadow_mmu_integration::vm::{self, PagingMode, RunReport, VmConfig, VmError, Workload};
+use shadow_mmu_integration::vm::{
+    self, PagingMode, PtWrites, RunReport, VmConfig, VmError, Workload,
+};
 
 pub use vm::DEFAULT_MAX_PAGES;
 
-/// Runs `workload` with `paging`, `seed`, leading `params` and a cap of
+/// How a workload runs: natively, or shadowed with the guest kernel's
+/// page-table writes made one way or the other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// KVM walks the guest's tables.
+    Native,
+    /// The CPU walks the tables shadow-mmu built.
+    Shadow(PtWrites),
+}
+
+/// The shadow modes every workload runs in (in the differential tests;
+/// the exhaustion tests need only one).
+#[allow(dead_code)]
+pub const SHADOW_MODES: [Mode; 2] = [
+    Mode::Shadow(PtWrites::Hypercall),
+    Mode::Shadow(PtWrites::Direct),
+];
+
+/// Runs `workload` in `mode` with `seed`, leading `params` and a cap of
 /// `max_pages` shadow pages; a missing `/dev/kvm` is a failure, never a
 /// skip.
-pub fn run(
-    workload: Workload,
-    paging: PagingMode,
-    seed: u64,
-    params: &[u64],
-    max_pages: u32,
-) -> RunReport {
+pub fn run(workload: Workload, mode: Mode, seed: u64, params: &[u64], max_pages: u32) -> RunReport {
+    let (paging, pt_writes) = match mode {
+        Mode::Native => (PagingMode::Native, PtWrites::Hypercall),
+        Mode::Shadow(w) => (PagingMode::Shadow, w),
+    };
     let mut cfg = VmConfig::new(workload, paging);
+    cfg.pt_writes = pt_writes;
     cfg.seed = seed;
     cfg.params[..params.len()].copy_from_slice(params);
     cfg.max_pages = max_pages;
@@ -26,7 +45,7 @@ pub fn run(
         Err(e @ VmError::NoKvm(_)) => {
             panic!("these tests need /dev/kvm and cannot run without it: {e}")
         }
-        Err(e) => panic!("{workload} {paging} (max {max_pages} shadow pages): {e}"),
+        Err(e) => panic!("{workload} {mode:?} (max {max_pages} shadow pages): {e}"),
     }
 }
 
@@ -51,8 +70,8 @@ pub fn check_pair<'a>(
     let report = shadow.shadow.as_ref().expect("shadow runs report the MMU");
     assert_eq!(report.audit, Ok(()), "{workload}: audit after the run");
     eprintln!(
-        "{workload} shadow MMU (max {} pages): {:?}",
-        report.max_pages, report.stats
+        "{workload} shadow MMU ({} page-table writes, max {} pages, {} emulated): {:?}",
+        report.pt_writes, report.max_pages, report.emulated, report.stats
     );
     assert!(native.shadow.is_none());
     report

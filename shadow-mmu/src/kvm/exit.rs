@@ -46,7 +46,8 @@ pub enum Exit {
         rip: u64,
     },
     /// The guest wrote a shadowed page table in a way that needs
-    /// instruction emulation.
+    /// instruction emulation: call [`ShadowVm::emulate`] with the vCPU's
+    /// registers before running it again (or stop the VM).
     Emulate {
         /// The guest-physical address written.
         gpa: GuestAddress,
@@ -176,8 +177,9 @@ impl ShadowVm {
         if let Some(delivered) = cmds.cr2 {
             g.guest_cr2 = delivered;
         }
-        if matches!(exit, Exit::Hypercall { .. }) {
-            // Posted once the VMM has written the result.
+        if matches!(exit, Exit::Hypercall { .. } | Exit::Emulate { .. }) {
+            // Posted once the VMM has written the result, or had the store
+            // emulated (`ShadowVm::emulate`).
             g.deferred = Some(cmds);
         } else {
             self.post(&mut g, index, cmds);

@@ -21,6 +21,7 @@
 
 mod chain;
 mod deliver;
+mod emulate;
 mod exit;
 mod flush;
 mod frame;
@@ -77,6 +78,15 @@ pub enum KvmGlueError {
     /// The configuration is unusable.
     #[error("invalid configuration: {0}")]
     Config(&'static str),
+    /// A guest store into a shadowed page table that the emulator does not
+    /// carry out.
+    #[error("cannot emulate the instruction at RIP {rip:#x} (bytes {bytes:02x?})")]
+    Emulation {
+        /// Where.
+        rip: u64,
+        /// Its bytes, as fetched.
+        bytes: Vec<u8>,
+    },
 }
 
 /// How a [`ShadowVm`] is built.
@@ -99,6 +109,13 @@ pub struct ShadowVm {
     hidden_base: u64,
     vcpus: Vec<Mutex<VcpuGlue>>,
     flush: RemoteFlush,
+    /// Serialises the emulated stores that cannot be one host atomic
+    /// operation (misaligned, 16 bytes): every guest store into a
+    /// write-protected page is emulated, so they stay atomic with respect to
+    /// each other.
+    wide_stores: Mutex<()>,
+    /// Guest instructions emulated.
+    emulated: AtomicU64,
 }
 
 impl std::fmt::Debug for ShadowVm {
@@ -186,6 +203,8 @@ impl ShadowVm {
                 .map(|_| Mutex::new(VcpuGlue::default()))
                 .collect(),
             flush: RemoteFlush::new(vcpus),
+            wide_stores: Mutex::new(()),
+            emulated: AtomicU64::new(0),
         })
     }
 
