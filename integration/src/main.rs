@@ -214,6 +214,10 @@ fn workload_about(w: Workload) -> &'static str {
             "mappings into the hole, the hidden region and beyond RAM, recursive and looping \
              tables, garbage hypercall arguments"
         }
+        Workload::Remap => {
+            "live leaf entries rewritten (frame, W, P, NX) and invalidated with INVLPG, then \
+             read, written and executed through"
+        }
     }
 }
 

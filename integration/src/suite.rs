@@ -70,7 +70,7 @@ impl SuiteRow {
 }
 
 /// The workloads of the default suite: all of them, in id order.
-pub const SUITE: [Workload; 8] = Workload::ALL;
+pub const SUITE: [Workload; 9] = Workload::ALL;
 
 /// Writes `line` to standard error if a person may be watching it: in logs
 /// and pipes, carriage-return progress lines are only noise.

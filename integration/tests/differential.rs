@@ -72,6 +72,15 @@ fn huge() {
     same_records(Workload::Huge, SEED);
 }
 
+/// Live leaf entries of shadowed (possibly unsync) tables rewritten and
+/// invalidated with INVLPG alone, then read, written and executed through:
+/// a translation that survived the INVLPG would read another frame's
+/// marker or fault differently.
+#[test]
+fn remap() {
+    same_records(Workload::Remap, SEED);
+}
+
 /// Two vCPUs remapping pages the other uses: shadow changes reach the other
 /// vCPU's TLB through the flush NMI.
 #[test]

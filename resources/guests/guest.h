@@ -28,6 +28,7 @@ typedef long i64;
 #define WL_SMP 7
 #define WL_HOSTILE 8
 #define WL_HOTPLUG 9
+#define WL_REMAP 10
 
 /* Parameter slots: 0 is the seed of every workload, 1-5 are the workload's
  * own, 6-7 give the results buffer. */
@@ -69,6 +70,8 @@ typedef long i64;
 #define DATA2_VA 0x8040000000UL         /* second data region (+1 GiB) */
 #define HOTPLUG_VA 0x8000000000UL       /* hotplug: new RAM (PML4 slot 1) */
 #define HOTPLUG_ALIAS 0x4000000000UL    /* hotplug: alias at +256 GiB */
+#define REMAP_VA 0x30000000000UL        /* PML4 slot 6: remap workload pages */
+#define REMAP_MAX 512                   /* pages at REMAP_VA (one leaf table) */
 #define ACCESS_VA 0x10000000000UL       /* PML4 slot 2: access test page */
 #define HOSTILE_VA 0x18000000000UL      /* PML4 slot 3: hostile tables */
 #define HUGE1G_VA 0x20000000000UL       /* PML4 slot 4: 1 GiB page */
@@ -95,8 +98,20 @@ typedef long i64;
 #define SYS_PHYS 16       /* va -> gpa of the leaf (or ~0) */
 #define SYS_ACCESS_INIT 17 /* set up the access test: stage page, aliases */
 #define SYS_RAM_MAP 18    /* refresh uinfo's RAM regions -> count / <0 */
+#define SYS_PTE 20        /* va in REMAP_VA, op, arg: rewrite one live PTE,
+                           * then INVLPG it (ops: PTE_OP_*) */
 #define SYS_MAP_RAM 19    /* va, gpa, npages: 2 MiB user RW pages of RAM
                            * outside the boot RAM (hotplugged) -> 0 / <0 */
+
+/* SYS_PTE operations. */
+#define PTE_OP_FRAME 0    /* point at the frame arg (a frame the user mapped) */
+#define PTE_OP_CLEAR_W 1
+#define PTE_OP_SET_W 2
+#define PTE_OP_CLEAR_P 3
+#define PTE_OP_SET_P 4
+#define PTE_OP_SET_NX 5
+#define PTE_OP_CLEAR_NX 6
+#define PTE_OPS 7
 
 /* SYS_MAP flags. */
 #define MAP_W 1

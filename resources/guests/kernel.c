@@ -564,7 +564,8 @@ static int probe_fault(struct frame *f, u64 cr2)
         f->rip = (u64)uprobe_read_end;
     } else if (rip == (u64)uprobe_write_insn) {
         f->rip = (u64)uprobe_write_end;
-    } else if (cr2 == rip && rip - ACCESS_VA < ACC_SLOTS * (LARGE_SIZE + PAGE_SIZE)) {
+    } else if (cr2 == rip && (rip - ACCESS_VA < ACC_SLOTS * (LARGE_SIZE + PAGE_SIZE) ||
+                              rip - REMAP_VA < REMAP_MAX * PAGE_SIZE)) {
         f->rip = (f->cs & 3) ? (u64)uprobe_fetch_end : (u64)kprobe_fetch_end;
         f->rsp += 8;
     } else {
@@ -996,6 +997,36 @@ static i64 sys_map_ram(struct percpu *pc, u64 va, u64 gpa, u64 npages)
     return 0;
 }
 
+/* Rewrites the live PTE of va (a page of the remap workload) and
+ * invalidates that page only, as a kernel's mprotect or page migration
+ * does: the new translation must be what every later access sees. */
+static i64 sys_pte(struct percpu *pc, u64 va, u64 op, u64 arg)
+{
+    if (va - REMAP_VA >= REMAP_MAX * PAGE_SIZE || (va & (PAGE_SIZE - 1)))
+        return -1;
+    u64 *p = pte_ptr(pc->root, va, 1, 0);
+    if (!p)
+        return -1;
+    u64 v = *(volatile u64 *)p;
+    switch (op) {
+    case PTE_OP_FRAME:
+        if ((arg & (PAGE_SIZE - 1)) || arg < (u64)__image_end || arg >= frame_limit)
+            return -1;
+        v = (v & ~PTE_ADDR) | arg;
+        break;
+    case PTE_OP_CLEAR_W: v &= ~PTE_W; break;
+    case PTE_OP_SET_W: v |= PTE_W; break;
+    case PTE_OP_CLEAR_P: v &= ~PTE_P; break;
+    case PTE_OP_SET_P: v |= PTE_P; break;
+    case PTE_OP_SET_NX: v |= PTE_NX; break;
+    case PTE_OP_CLEAR_NX: v &= ~PTE_NX; break;
+    default: return -1;
+    }
+    pte_write(p, v);
+    tlb_invlpg(va);
+    return 0;
+}
+
 static u64 user_gpa(struct percpu *pc, u64 va)
 {
     u64 *p = pte_ptr(pc->root, va, 1, 0);
@@ -1066,6 +1097,9 @@ i64 syscall_dispatch(u64 a0, u64 a1, u64 a2, u64 a3, u64 a4, u64 nr)
         r = hypercall(HC_CONSOLE_WRITE, g, a1, 0, 0);
         break;
     }
+    case SYS_PTE:
+        r = sys_pte(pc, a0, a1, a2);
+        break;
     case SYS_PHYS:
         r = (i64)user_gpa(pc, a0);
         break;

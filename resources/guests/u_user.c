@@ -821,10 +821,58 @@ static u64 w_hotplug(void)
     return errors ? STATUS_MISMATCH : STATUS_OK;
 }
 
+/* ------------------------------------------------------------------ remap */
+
+/* Rewrites live leaf entries of a table the MMU already shadows (it may
+ * have gone unsync): another frame, W, P or NX dropped or restored, each
+ * followed by INVLPG of that page only, then reads, writes and executes
+ * through the page. Every frame holds a `ret` at offset 0 and its own
+ * marker at offset 8, so a translation that survived the INVLPG reads the
+ * wrong marker or faults differently: the records differ from native. */
+static u64 w_remap(void)
+{
+    u64 n = param(1, 16), rounds = param(2, 256);
+    if (n > REMAP_MAX / 2)
+        n = REMAP_MAX / 2;
+    u64 pool = 2 * n;
+    i64 live = sys(SYS_MAP, 0, REMAP_VA, n, MAP_W, 0);
+    i64 spare = sys(SYS_MAP, 0, DATA_VA, pool, MAP_W, 0);
+    if (live < 0 || spare < 0)
+        return STATUS_SETUP;
+    /* the frames: the live ones, then the pool */
+    for (u64 i = 0; i < n; i++) {
+        *(volatile u8 *)(REMAP_VA + i * PAGE_SIZE) = 0xc3;
+        *word(REMAP_VA + i * PAGE_SIZE + 8) = pat(10, i);
+    }
+    for (u64 i = 0; i < pool; i++) {
+        *(volatile u8 *)(DATA_VA + i * PAGE_SIZE) = 0xc3;
+        *word(DATA_VA + i * PAGE_SIZE + 8) = pat(11, i);
+    }
+    /* every page shadowed before the first rewrite */
+    for (u64 i = 0; i < n; i++)
+        rec(*word(REMAP_VA + i * PAGE_SIZE + 8));
+    for (u64 r = 0; r < rounds; r++) {
+        u64 i = rnd() % n, op = rnd() % PTE_OPS, arg = 0;
+        if (op == PTE_OP_FRAME)
+            arg = (u64)spare + (rnd() % pool) * PAGE_SIZE;
+        u64 va = REMAP_VA + i * PAGE_SIZE;
+        if (sys(SYS_PTE, va, op, arg, 0, 0) < 0)
+            return STATUS_SETUP;
+        u64 rd = uprobe_read(va + 8);
+        u64 v = rd ? 0 : *word(va + 8);
+        u64 wr = uprobe_write(va + 16);
+        u64 fe = uprobe_fetch(va);
+        rec(i | op << 16 | (rd & 0xffff) << 24 | (wr & 0xffff) << 40);
+        rec(v);
+        rec(fe);
+    }
+    return STATUS_OK;
+}
+
 /* ------------------------------------------------------------------- main */
 
 static const char *const names[] = {"?", "touch", "spaces", "cow", "adbits", "huge", "access",
-                                    "smp", "hostile", "hotplug"};
+                                    "smp", "hostile", "hotplug", "remap"};
 
 void __attribute__((noreturn)) user_main(const struct uinfo *info, u64 cpu)
 {
@@ -845,6 +893,7 @@ void __attribute__((noreturn)) user_main(const struct uinfo *info, u64 cpu)
     case WL_SMP: status = w_smp(); break;
     case WL_HOSTILE: status = w_hostile(); break;
     case WL_HOTPLUG: status = w_hotplug(); break;
+    case WL_REMAP: status = w_remap(); break;
     default: status = STATUS_SETUP; break;
     }
     R[RH_NRECORDS] = nrec;

@@ -28,11 +28,14 @@ pub enum Workload {
     /// Mappings into the hole, the hidden region and beyond RAM, recursive
     /// and looping tables, garbage hypercall arguments.
     Hostile,
+    /// Live leaf entries rewritten (frame, W, P, NX) and invalidated with
+    /// INVLPG, then read, written and executed through.
+    Remap,
 }
 
 impl Workload {
     /// Every workload, in id order.
-    pub const ALL: [Workload; 8] = [
+    pub const ALL: [Workload; 9] = [
         Workload::Touch,
         Workload::Spaces,
         Workload::Cow,
@@ -41,6 +44,7 @@ impl Workload {
         Workload::Access,
         Workload::Smp,
         Workload::Hostile,
+        Workload::Remap,
     ];
 
     /// The id in the boot info page.
@@ -54,6 +58,7 @@ impl Workload {
             Workload::Access => 6,
             Workload::Smp => 7,
             Workload::Hostile => 8,
+            Workload::Remap => 10,
         }
     }
 
@@ -73,6 +78,7 @@ impl Workload {
             Workload::Access => "access",
             Workload::Smp => "smp",
             Workload::Hostile => "hostile",
+            Workload::Remap => "remap",
         }
     }
 
@@ -88,6 +94,7 @@ impl Workload {
             Workload::Access => &[("cases", 20000)],
             Workload::Smp => &[("pages", 16), ("iterations", 100)],
             Workload::Hostile => &[],
+            Workload::Remap => &[("pages", 16), ("rounds", 256)],
         }
     }
 
@@ -114,7 +121,7 @@ impl Workload {
             Workload::Huge => &["first-touch-2m", "warm-2m", "split-verify+write"],
             Workload::Access => &["all-cases", "kernel-batches", "user-cases"],
             Workload::Smp => &["lockstep-remaps", "racy-remaps"],
-            Workload::Hostile => &[],
+            Workload::Hostile | Workload::Remap => &[],
         }
     }
 
