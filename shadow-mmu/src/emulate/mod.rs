@@ -18,6 +18,14 @@
 //! `BTS`/`BTR`/`BTC` with r or imm, `STOS` and `MOVS` with and without
 //! `REP`; `LOCK` where the form allows it, carried out atomically.
 
+mod alu;
+mod decode;
+mod operand;
+mod rmw;
+mod string;
+#[cfg(all(test, target_arch = "x86_64", target_os = "linux"))]
+mod tests;
+
 use crate::{Gva, PfErrorCode};
 
 /// General-purpose registers in encoding order (RAX, RCX, RDX, RBX, RSP,
@@ -149,10 +157,16 @@ impl From<MemFault> for Exception {
 pub struct Emulated {
     /// Length of the instruction in bytes.
     pub len: usize,
-    /// Iterations carried out (1 for anything but `REP` string forms).
+    /// Iterations carried out (1 for anything but `REP` string forms; 0 for
+    /// a `REP` form with a zero count, and for an instruction given back to
+    /// the guest with `rep_pending`).
     pub iterations: u64,
-    /// Whether a `REP` form stopped early (at the iteration limit) with RIP
-    /// left on the instruction, so that the CPU carries on with it.
+    /// Whether RIP was left on the instruction, so that the CPU carries on
+    /// with it (or it comes back here): a `REP` form stopped early (at the
+    /// iteration limit, or before an iteration that faults, which the next
+    /// call then reports), or a read-modify-write found its operand changed
+    /// underneath by another vCPU on each of [`MAX_RMW_TRIES`] tries and did
+    /// nothing (`iterations` 0), so that the guest executes it again.
     pub rep_pending: bool,
 }
 
@@ -160,14 +174,69 @@ pub struct Emulated {
 /// rest runs on the CPU (or comes back here), as after an interrupt.
 pub const MAX_REP_ITERATIONS: u64 = 4096;
 
+/// Most compare-exchange tries of one read-modify-write before the
+/// instruction is given back to the guest unexecuted ([`Emulated::rep_pending`]):
+/// a bound, so that a guest hammering the word from another vCPU cannot keep
+/// the VMM here, and no error, because the instruction is valid and runs
+/// again (and the guest can take interrupts in between).
+pub const MAX_RMW_TRIES: u32 = 64;
+
+/// How far an instruction got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Progress {
+    /// Completed: RIP moves past it.
+    Done {
+        /// Iterations carried out.
+        iterations: u64,
+    },
+    /// Not completed: RIP stays on it.
+    Again {
+        /// Iterations carried out.
+        iterations: u64,
+    },
+}
+
 /// Emulates the instruction at `regs.rip` at privilege level `cpl`: on
 /// success the registers, RFLAGS and memory hold its effects and `regs.rip`
-/// points after it (unless a `REP` form stopped early).
+/// points after it (unless [`Emulated::rep_pending`]).
+///
+/// On error `regs` is unchanged and so is memory: the instruction faulted
+/// before its one store (a `REP` form that faults after some iterations
+/// returns them as done, and the fault on the next call).
+///
+/// Bytes that do not decode give [`EmulateError::Decode`], instructions not
+/// emulated (including an emulated opcode with a register destination, or
+/// an FS or GS segment override) [`EmulateError::Unsupported`], and `LOCK`
+/// on a form that does not allow it [`Exception::InvalidOpcode`]. A
+/// non-canonical operand is #GP before any access.
 pub fn emulate<M: EmulatorMemory>(
     regs: &mut Regs,
     mem: &mut M,
     cpl: u8,
 ) -> Result<Emulated, EmulateError> {
-    let _ = (regs, mem, cpl);
-    Err(EmulateError::Unsupported { bytes: Vec::new() })
+    // Rights at `cpl` are the memory's to check: it walks the guest's
+    // tables with the guest's CPL. Alignment checking (CR0.AM) is not
+    // emulated; the KVM glue's guests run with it off.
+    let _ = cpl;
+    let insn = decode::fetch_decode(regs, mem)?;
+    // Work on a copy: on error the caller's registers stay as they were.
+    let mut r = *regs;
+    let progress = match &insn.form {
+        decode::Form::Mem(form) => rmw::run(&mut r, mem, form),
+        decode::Form::String(form) => string::run(&mut r, mem, form),
+    }
+    .map_err(EmulateError::Exception)?;
+    let (iterations, rep_pending) = match progress {
+        Progress::Done { iterations } => {
+            r.rip = r.rip.wrapping_add(insn.len as u64);
+            (iterations, false)
+        }
+        Progress::Again { iterations } => (iterations, true),
+    };
+    *regs = r;
+    Ok(Emulated {
+        len: insn.len,
+        iterations,
+        rep_pending,
+    })
 }
