@@ -49,6 +49,43 @@ fn update<M: EmulatorMemory>(
     Ok(None)
 }
 
+/// What the access of a `CMPXCHG*` instruction found.
+enum Cas {
+    /// The operand held the expected value and holds the new one now.
+    Swapped,
+    /// The operand held these bytes (the first as many as the operand has),
+    /// which differ from the expected ones.
+    Found([u8; 16]),
+    /// Every one of [`MAX_RMW_TRIES`] tries lost a race.
+    Contended,
+}
+
+/// The access of a `CMPXCHG*` instruction: one compare-exchange, which is
+/// also the CPU's write of the old value back when the comparison fails.
+///
+/// A memory whose compare-exchange works on a wider word may lose a race
+/// on the bytes around the operand and report a failure with the expected
+/// bytes; that is no failed comparison, so it tries again.
+fn cas<M: EmulatorMemory>(
+    mem: &mut M,
+    addr: u64,
+    expected: &[u8],
+    new: &[u8],
+) -> Result<Cas, Exception> {
+    let len = expected.len().min(16);
+    for _ in 0..MAX_RMW_TRIES {
+        let mut found = [0u8; 16];
+        found[..len].copy_from_slice(&expected[..len]);
+        if mem.cmpxchg(addr, &mut found[..len], &new[..len])? {
+            return Ok(Cas::Swapped);
+        }
+        if found[..len] != expected[..len] {
+            return Ok(Cas::Found(found));
+        }
+    }
+    Ok(Cas::Contended)
+}
+
 /// Carries out `form` on `regs` and `mem`.
 pub(super) fn run<M: EmulatorMemory>(
     regs: &mut Regs,
@@ -80,34 +117,37 @@ pub(super) fn run<M: EmulatorMemory>(
             check_canonical(addr, size)?;
             let acc = Gpr::RAX.read(regs, size);
             let new = to_bytes(reg.read(regs, size));
-            // One compare-exchange: when it fails, the CPU's write of the
-            // old value back is this failed (atomic) access.
-            let mut expected = to_bytes(acc);
-            let swapped = mem.cmpxchg(addr, &mut expected[..size], &new[..size])?;
-            let old = from_bytes(&expected[..size]);
+            let old = match cas(mem, addr, &to_bytes(acc)[..size], &new[..size])? {
+                Cas::Swapped => acc,
+                Cas::Found(found) => {
+                    let old = from_bytes(&found[..size]);
+                    Gpr::RAX.write(regs, size, old);
+                    old
+                }
+                Cas::Contended => return Ok(AGAIN),
+            };
             // The flags of CMP accumulator, destination.
             let (_, flags) = alu::sub(acc, old, size);
             regs.rflags = set_arith(regs.rflags, flags);
-            if !swapped {
-                Gpr::RAX.write(regs, size, old);
-            }
             Ok(DONE)
         }
         MemForm::Cmpxchg8b { dst } => {
             let addr = dst.address(regs);
             check_canonical(addr, 8)?;
             let pair = |hi: Gpr, lo: Gpr| (hi.read(regs, 4) << 32) | lo.read(regs, 4);
-            let mut expected = pair(Gpr::RDX, Gpr::RAX).to_le_bytes();
+            let expected = pair(Gpr::RDX, Gpr::RAX).to_le_bytes();
             let new = pair(Gpr::RCX, Gpr::RBX).to_le_bytes();
-            if mem.cmpxchg(addr, &mut expected, &new)? {
-                regs.rflags |= ZF;
-            } else {
-                // Only ZF changes; EDX:EAX get the old value (doubleword
-                // writes, clearing bits 32-63).
-                regs.rflags &= !ZF;
-                let old = u64::from_le_bytes(expected);
-                Gpr::RAX.write(regs, 4, old);
-                Gpr::RDX.write(regs, 4, old >> 32);
+            match cas(mem, addr, &expected, &new)? {
+                Cas::Swapped => regs.rflags |= ZF,
+                Cas::Found(found) => {
+                    // Only ZF changes; EDX:EAX get the old value
+                    // (doubleword writes, clearing bits 32-63).
+                    regs.rflags &= !ZF;
+                    let old = from_bytes(&found[..8]);
+                    Gpr::RAX.write(regs, 4, old);
+                    Gpr::RDX.write(regs, 4, old >> 32);
+                }
+                Cas::Contended => return Ok(AGAIN),
             }
             Ok(DONE)
         }
@@ -121,15 +161,16 @@ pub(super) fn run<M: EmulatorMemory>(
             let pair = |hi: Gpr, lo: Gpr| {
                 (u128::from(hi.read(regs, 8)) << 64) | u128::from(lo.read(regs, 8))
             };
-            let mut expected = pair(Gpr::RDX, Gpr::RAX).to_le_bytes();
+            let expected = pair(Gpr::RDX, Gpr::RAX).to_le_bytes();
             let new = pair(Gpr::RCX, Gpr::RBX).to_le_bytes();
-            if mem.cmpxchg(addr, &mut expected, &new)? {
-                regs.rflags |= ZF;
-            } else {
-                regs.rflags &= !ZF;
-                let old = u128::from_le_bytes(expected);
-                Gpr::RAX.write(regs, 8, old as u64);
-                Gpr::RDX.write(regs, 8, (old >> 64) as u64);
+            match cas(mem, addr, &expected, &new)? {
+                Cas::Swapped => regs.rflags |= ZF,
+                Cas::Found(found) => {
+                    regs.rflags &= !ZF;
+                    Gpr::RAX.write(regs, 8, from_bytes(&found[..8]));
+                    Gpr::RDX.write(regs, 8, from_bytes(&found[8..]));
+                }
+                Cas::Contended => return Ok(AGAIN),
             }
             Ok(DONE)
         }

@@ -117,6 +117,9 @@ pub(super) struct Mock {
     /// Another CPU: changes the data before each compare-exchange, this
     /// many more times.
     pub(super) racer: u32,
+    /// Compare-exchanges that fail this many more times whatever they find,
+    /// as one on a wider word does when it loses a race on the other bytes.
+    pub(super) spurious: u32,
 }
 
 /// The error code of the mock's not-present faults on data writes.
@@ -143,6 +146,7 @@ impl Mock {
             fault_from: None,
             accesses: 0,
             racer: 0,
+            spurious: 0,
         }
     }
 
@@ -198,9 +202,17 @@ impl EmulatorMemory for Mock {
         if race {
             self.racer -= 1;
         }
+        let spurious = self.spurious > 0;
+        if spurious {
+            self.spurious -= 1;
+        }
         let d = self.data(gva, expected.len(), true)?;
         if race {
             d[0] = d[0].wrapping_add(1);
+        }
+        if spurious {
+            expected.copy_from_slice(d);
+            return Ok(false);
         }
         if d == expected {
             d.copy_from_slice(new);

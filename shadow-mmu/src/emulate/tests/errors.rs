@@ -5,7 +5,8 @@
 //! show these without taking the exception itself). Every error must leave
 //! the registers as they were ([`expect_error`]).
 
-use super::super::reg::{RAX, RCX, RDI, RDX, RSI};
+use super::super::alu::ZF;
+use super::super::reg::{RAX, RBX, RCX, RDI, RDX, RSI};
 use super::super::{emulate, EmulateError, Emulated, Exception, MemFault, Regs, MAX_RMW_TRIES};
 use super::{expect_error, junk_gprs, pf, Mock};
 use crate::{Gva, PfErrorCode};
@@ -309,6 +310,45 @@ fn contended_read_modify_write() {
     assert!(!done.rep_pending);
     assert_eq!(&m.data[0x100..0x104], &[0x11 + 3 + 5, 0x11, 0x11, 0x11]);
     assert_eq!(r.rip, CODE + 3);
+}
+
+/// A compare-exchange that fails although it found the expected bytes (a
+/// memory working on wider words lost a race on the others) is no failed
+/// comparison: CMPXCHG* tries again, and after MAX_RMW_TRIES hands the
+/// instruction back unexecuted.
+#[test]
+fn spurious_compare_exchange_failures() {
+    // lock cmpxchg [rdi], rcx; lock cmpxchg8b [rdi]; lock cmpxchg16b [rdi]
+    let codes: [&[u8]; 3] = [
+        &[0xf0, 0x48, 0x0f, 0xb1, 0x0f],
+        &[0xf0, 0x0f, 0xc7, 0x0f],
+        &[0xf0, 0x48, 0x0f, 0xc7, 0x0f],
+    ];
+    for code in codes {
+        for (spurious, pending) in [(3, false), (u32::MAX, true)] {
+            let mut m = mock();
+            m.code = code.to_vec();
+            m.spurious = spurious;
+            let mut r = regs();
+            // Memory holds 0x11 bytes: the comparison succeeds.
+            r.gpr[RAX] = 0x1111_1111_1111_1111;
+            r.gpr[RDX] = 0x1111_1111_1111_1111;
+            r.gpr[RCX] = 0x2222_2222_2222_2222;
+            r.gpr[RBX] = 0x2222_2222_2222_2222;
+            let before = r;
+            let done = emulate(&mut r, &mut m, 0).expect("cmpxchg");
+            assert_eq!(done.rep_pending, pending, "{code:02x?}");
+            if pending {
+                assert_eq!(r, before);
+                assert_eq!(m.accesses, MAX_RMW_TRIES as usize);
+                assert!(m.data.iter().all(|&b| b == 0x11));
+            } else {
+                assert_eq!(r.rflags & ZF, ZF, "{code:02x?}");
+                assert_eq!(m.data[0x100], 0x22, "{code:02x?}");
+                assert_eq!(m.accesses, 4);
+            }
+        }
+    }
 }
 
 /// With 0x67 a RIP-relative operand is EIP-relative: the next RIP plus the
