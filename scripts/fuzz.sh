@@ -22,7 +22,7 @@
 
 set -uo pipefail
 
-TARGETS=(walker mmu_ops hypercall scenario)
+TARGETS=(walker mmu_ops hypercall scenario emulate)
 
 usage() {
     echo "usage: $0 {${TARGETS[*]// /|}|all} SECONDS" >&2

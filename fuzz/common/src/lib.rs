@@ -18,15 +18,19 @@
 //! * [`hypercall`]: the guest ABI decoder ([`shadow_mmu::abi`]) and the
 //!   MMU calls a hypercall turns into.
 //! * [`scenario`]: `shadow-run walk` scenario files, parsed and run.
+//! * [`emulate()`]: the instruction emulator on random registers,
+//!   instruction bytes and guest memory.
 
 #![deny(missing_docs)]
 
+mod emulate;
 mod hypercall;
 mod input;
 mod mmu_ops;
 mod scenario;
 mod walker;
 
+pub use emulate::emulate;
 pub use hypercall::hypercall;
 pub use input::Input;
 pub use mmu_ops::mmu_ops;

@@ -88,3 +88,8 @@ fn hypercall_corpus() {
 fn scenario_corpus() {
     replay("scenario", fuzz_harness::scenario);
 }
+
+#[test]
+fn emulate_corpus() {
+    replay("emulate", fuzz_harness::emulate);
+}
