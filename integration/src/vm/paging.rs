@@ -15,7 +15,7 @@ use std::str::FromStr;
 use std::sync::OnceLock;
 
 use kvm_bindings::kvm_sregs;
-use kvm_ioctls::{VcpuFd, VmFd};
+use kvm_ioctls::{Cap, SyncReg, VcpuFd, VmFd};
 use shadow_mmu::kvm::{Exit, KvmGlueError, ShadowVm, ShadowVmConfig};
 use shadow_mmu::{Cr0, Cr4, Efer, MmuConfig, PagingState, ShadowMmu};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
@@ -226,6 +226,9 @@ pub fn rip_of(vcpu: &VcpuFd) -> u64 {
 pub struct ShadowPaging {
     vm: OnceLock<ShadowVm>,
     max_pages: u32,
+    /// Whether KVM reports registers in `kvm_run` at every exit
+    /// (`KVM_CAP_SYNC_REGS`): emulation then needs no register ioctls.
+    sync_regs: OnceLock<bool>,
 }
 
 /// The default shadow page cap: 64 MiB of shadow pages, room for the
@@ -263,6 +266,7 @@ impl ShadowPaging {
     pub fn with_max_pages(max_pages: u32) -> ShadowPaging {
         ShadowPaging {
             vm: OnceLock::new(),
+            sync_regs: OnceLock::new(),
             max_pages,
         }
     }
@@ -317,6 +321,12 @@ impl ShadowPaging {
             gbpages: false,
             ..Default::default()
         };
+        if *self
+            .sync_regs
+            .get_or_init(|| ctx.vm.vm.check_extension(Cap::SyncRegs))
+        {
+            ctx.vcpu.set_sync_valid_reg(SyncReg::Register);
+        }
         self.vm()?
             .prepare_vcpu(ctx.index as usize, &guest, sregs)
             .map_err(|e| VmError::Shadow(e.to_string()))
@@ -334,11 +344,17 @@ impl ShadowPaging {
             .map_err(|e| VmError::Shadow(e.to_string()))?;
         if matches!(exit, Exit::Emulate { .. }) {
             // A store into a shadowed page table: the glue carries it out
-            // with the guest's registers.
-            let mut regs = ctx.vcpu.get_regs().map_err(|source| VmError::Kvm {
-                what: "KVM_GET_REGS",
-                source,
-            })?;
+            // with the guest's registers, from kvm_run when KVM puts them
+            // there, with an ioctl otherwise.
+            let sync = self.sync_regs.get().copied().unwrap_or(false);
+            let mut regs = if sync {
+                ctx.vcpu.sync_regs().regs
+            } else {
+                ctx.vcpu.get_regs().map_err(|source| VmError::Kvm {
+                    what: "KVM_GET_REGS",
+                    source,
+                })?
+            };
             let before = regs;
             exit = vm.emulate(index, &mut regs).map_err(|e| match e {
                 KvmGlueError::Emulation { rip, bytes } => VmError::Guest {
@@ -351,7 +367,10 @@ impl ShadowPaging {
                 },
                 e => VmError::Shadow(e.to_string()),
             })?;
-            if regs != before {
+            if regs != before && sync {
+                ctx.vcpu.sync_regs_mut().regs = regs;
+                ctx.vcpu.set_sync_dirty_reg(SyncReg::Register);
+            } else if regs != before {
                 ctx.vcpu.set_regs(&regs).map_err(|source| VmError::Kvm {
                     what: "KVM_SET_REGS",
                     source,
