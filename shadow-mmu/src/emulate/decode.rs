@@ -134,8 +134,8 @@ fn decode_at(bytes: &[u8], rip: u64, options: u32) -> (Instruction, DecoderError
 ///
 /// Fetches up to 15 bytes; a fetch may stop short of a byte that faults,
 /// and that fault matters only if the instruction needs the byte, so the
-/// byte is fetched again alone when the decoder asks for it, and its fault
-/// is the instruction's.
+/// rest is fetched again from that byte when the decoder asks for it, and
+/// its fault is the instruction's (see [`needs_more`]).
 pub(super) fn fetch_decode<M: EmulatorMemory>(
     regs: &Regs,
     mem: &mut M,

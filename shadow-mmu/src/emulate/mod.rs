@@ -17,6 +17,25 @@
 //! `OR`/`AND`/`XOR`/`ADD`/`SUB` r/m with r or imm (flags included),
 //! `BTS`/`BTR`/`BTC` with r or imm, `STOS` and `MOVS` with and without
 //! `REP`; `LOCK` where the form allows it, carried out atomically.
+//!
+//! How it is built:
+//!
+//! * `decode`: the bytes at RIP, fetched up to 15, decoded with iced-x86,
+//!   turned into the forms above (anything else is
+//!   [`EmulateError::Unsupported`]).
+//! * `operand`: registers at an operand size, linear addresses of memory
+//!   operands (0x67 wraps them at 4 GiB; FS and GS are refused, other
+//!   segment prefixes do nothing in 64-bit mode), the canonical check.
+//! * `alu`: ADD, SUB, AND, OR, XOR and the bit operations, with RFLAGS.
+//! * `rmw`: the one-operand forms. Every read-modify-write, locked or not,
+//!   is a [`EmulatorMemory::cmpxchg`] loop: atomic where the guest asked
+//!   for it, a write access from the start (as the CPU's is), and bounded
+//!   by [`MAX_RMW_TRIES`], after which the instruction is handed back
+//!   unexecuted ([`Emulated::rep_pending`]) rather than failed.
+//! * `string`: `STOS` and `MOVS`, at most [`MAX_REP_ITERATIONS`] per call.
+//!
+//! The tests run every form on the host CPU too and compare registers,
+//! RFLAGS and memory.
 
 mod alu;
 mod decode;
