@@ -94,8 +94,13 @@ pub fn run_suite(workloads: &[Workload]) -> Result<Vec<SuiteRow>, VmError> {
         ];
         let mut runs = Vec::new();
         for (paging, pt_writes) in modes {
+            let mode = match (paging, pt_writes) {
+                (PagingMode::Native, _) => "native",
+                (_, PtWrites::Hypercall) => "shadow",
+                (_, PtWrites::Direct) => "shadow-direct",
+            };
             progress(format_args!(
-                "\r[{}/{}] {w} {paging} ({pt_writes} page-table writes)...      ",
+                "\r[{}/{}] {w} {mode}...                 ",
                 i + 1,
                 workloads.len()
             ));

@@ -22,7 +22,7 @@
     .long 1             /* type */
     .asciz "ShadowMMU"
     .balign 4
-    .long 1             /* ABI version */
+    .long 2             /* ABI version */
     .long 0             /* flags */
     .quad entry64
     .balign 4

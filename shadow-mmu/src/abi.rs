@@ -1,7 +1,7 @@
 // Copyright 2026 The shadow-mmu Authors.
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
-//! The guest ABI (`resources/ABI.md`, version 1): hypercall numbers and the
+//! The guest ABI (`resources/ABI.md`, version 2): hypercall numbers and the
 //! decoding of hypercall blocks and `MMU_UPDATE` lists from guest memory.
 //!
 //! Everything here reads guest-controlled memory: malformed input is an
@@ -10,8 +10,12 @@
 use thiserror::Error;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
-/// The ABI version this crate implements.
-pub const ABI_VERSION: u32 = 1;
+/// The ABI version this crate implements (`resources/ABI.md`).
+pub const ABI_VERSION: u32 = 2;
+/// The oldest ABI version a VMM using this crate still runs: version 2 only
+/// adds to version 1 (stores into page tables are emulated, `MEMORY_MAP`,
+/// the boot info's options word), so a version 1 kernel runs unchanged.
+pub const MIN_ABI_VERSION: u32 = 1;
 /// Size of a hypercall block.
 pub const BLOCK_SIZE: u64 = 64;
 /// Offset of the result in a hypercall block.

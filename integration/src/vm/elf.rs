@@ -16,8 +16,8 @@ const ET_EXEC: u16 = 2;
 pub const MIN_LOAD_ADDR: u64 = 0x10_0000;
 /// `"ShadowMMU"` note type of the ABI note.
 pub const ABI_NOTE_TYPE: u32 = 1;
-/// The ABI version this VMM speaks.
-pub const ABI_VERSION: u32 = 1;
+/// The ABI versions this VMM speaks (the crate's).
+pub use shadow_mmu::abi::{ABI_VERSION, MIN_ABI_VERSION};
 /// Xen's `XEN_ELFNOTE_PHYS32_ENTRY`.
 pub const XEN_PVH_NOTE_TYPE: u32 = 18;
 
@@ -190,9 +190,9 @@ pub fn load<M: GuestMemory>(elf: &[u8], mem: &M, ram_size: u64) -> Result<Loaded
         }
     }
     let (version, flags, entry64) = abi.ok_or(ElfError::NoAbiNote)?;
-    if version != ABI_VERSION {
+    if !(MIN_ABI_VERSION..=ABI_VERSION).contains(&version) {
         return Err(ElfError::BadAbiNote(format!(
-            "ABI version {version}, this VMM speaks version {ABI_VERSION}"
+            "ABI version {version}, this VMM speaks versions {MIN_ABI_VERSION} to {ABI_VERSION}"
         )));
     }
     if flags != 0 {
