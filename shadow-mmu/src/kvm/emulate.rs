@@ -97,6 +97,9 @@ impl EmulatorMemory for GuestAccess<'_> {
                 Err(_) => break,
             };
             if self.mem.read_slice(&mut buf[off..off + n], gpa).is_err() {
+                if got == 0 {
+                    return Err(MemFault::Mmio { gva: Gva(at) });
+                }
                 break;
             }
             got += n;
