@@ -33,12 +33,16 @@
 //!   by [`MAX_RMW_TRIES`], after which the instruction is handed back
 //!   unexecuted ([`Emulated::rep_pending`]) rather than failed.
 //! * `string`: `STOS` and `MOVS`, at most [`MAX_REP_ITERATIONS`] per call.
+//! * `guest`: [`MmuMemory`], the [`EmulatorMemory`] a VMM hands the
+//!   emulator: guest memory through the guest's own tables, every store
+//!   reported to the MMU.
 //!
 //! The tests run every form on the host CPU too and compare registers,
 //! RFLAGS and memory.
 
 mod alu;
 mod decode;
+mod guest;
 mod operand;
 mod rmw;
 mod string;
@@ -59,6 +63,8 @@ pub struct Regs {
     /// RFLAGS.
     pub rflags: u64,
 }
+
+pub use guest::MmuMemory;
 
 /// Encoding numbers of the general-purpose registers.
 pub mod reg {
