@@ -36,7 +36,7 @@ fn guest() -> (Mmu, PagingState) {
         (0x4000, 0x4000 | RW),
         (0x4008, 0x5000 | RW),
     ] {
-        ram.write_obj(v as u64, GuestAddress(gpa)).expect("table");
+        ram.write_obj(v, GuestAddress(gpa)).expect("table");
     }
     // mov [rdi], rax; lock cmpxchg [rdi], rcx
     ram.write_slice(&[0x48, 0x89, 0x07], GuestAddress(0x5000))
