@@ -233,8 +233,12 @@ pub struct BenchRow {
     pub goal: f64,
     /// Median of the native runs, in TSC ticks.
     pub native: u64,
-    /// Median of the shadow runs, in TSC ticks.
+    /// Median of the shadow runs (page-table writes by hypercall), in TSC
+    /// ticks.
     pub shadow: u64,
+    /// Median of the shadow runs with direct page-table writes, in TSC
+    /// ticks.
+    pub direct: u64,
     /// TSC frequency, if known, for milliseconds.
     pub tsc_khz: Option<u32>,
 }
@@ -243,6 +247,16 @@ impl BenchRow {
     /// Shadow over native.
     pub fn ratio(&self) -> f64 {
         self.shadow as f64 / (self.native as f64).max(1.0)
+    }
+
+    /// Shadow with direct page-table writes over native.
+    pub fn direct_ratio(&self) -> f64 {
+        self.direct as f64 / (self.native as f64).max(1.0)
+    }
+
+    /// Direct page-table writes over hypercall ones, both shadowed.
+    pub fn direct_over_hypercall(&self) -> f64 {
+        self.direct as f64 / (self.shadow as f64).max(1.0)
     }
 
     fn ms(&self, ticks: u64) -> String {
@@ -317,8 +331,14 @@ const CASES: [Case; 5] = [
 ];
 
 /// The runs of one workload configuration: (workload, parameters, native
-/// runs, shadow runs).
-type Measured = (Workload, [u64; 5], Vec<RunReport>, Vec<RunReport>);
+/// runs, shadow runs, shadow runs with direct page-table writes).
+type Measured = (
+    Workload,
+    [u64; 5],
+    Vec<RunReport>,
+    Vec<RunReport>,
+    Vec<RunReport>,
+);
 
 /// Runs every bench case `runs` times per paging mode, alternating (progress
 /// on standard error when it is a terminal).
@@ -329,33 +349,38 @@ pub fn run_bench(runs: usize) -> Result<Vec<BenchRow>, VmError> {
     for case in &CASES {
         let cached = done
             .iter()
-            .position(|(w, p, _, _)| *w == case.workload && *p == case.params);
+            .position(|(w, p, _, _, _)| *w == case.workload && *p == case.params);
         let idx = match cached {
             Some(i) => i,
             None => {
-                let (mut native, mut shadow) = (Vec::new(), Vec::new());
+                let (mut native, mut shadow, mut direct) = (Vec::new(), Vec::new(), Vec::new());
                 for i in 0..runs {
-                    for paging in [PagingMode::Native, PagingMode::Shadow] {
+                    for (paging, writes) in [
+                        (PagingMode::Native, PtWrites::Hypercall),
+                        (PagingMode::Shadow, PtWrites::Hypercall),
+                        (PagingMode::Shadow, PtWrites::Direct),
+                    ] {
                         progress(format_args!(
-                            "\r{} run {}/{runs} {paging}...           ",
+                            "\r{} run {}/{runs} {paging} ({writes})...           ",
                             case.workload,
                             i + 1
                         ));
                         let mut cfg = VmConfig::new(case.workload, paging);
                         cfg.params = case.params;
+                        cfg.pt_writes = writes;
                         let r = vm::run(&cfg)?;
-                        if paging == PagingMode::Native {
-                            native.push(r);
-                        } else {
-                            shadow.push(r);
+                        match (paging, writes) {
+                            (PagingMode::Native, _) => native.push(r),
+                            (_, PtWrites::Hypercall) => shadow.push(r),
+                            (_, PtWrites::Direct) => direct.push(r),
                         }
                     }
                 }
-                done.push((case.workload, case.params, native, shadow));
+                done.push((case.workload, case.params, native, shadow, direct));
                 done.len() - 1
             }
         };
-        let (_, _, native, shadow) = &done[idx];
+        let (_, _, native, shadow, direct) = &done[idx];
         let pick = |rs: &[RunReport]| {
             median(
                 rs.iter()
@@ -374,6 +399,7 @@ pub fn run_bench(runs: usize) -> Result<Vec<BenchRow>, VmError> {
             goal: case.goal,
             native: pick(native),
             shadow: pick(shadow),
+            direct: pick(direct),
             tsc_khz: native.first().and_then(|r| r.tsc_khz),
         });
     }
@@ -384,20 +410,25 @@ pub fn run_bench(runs: usize) -> Result<Vec<BenchRow>, VmError> {
 /// The bench as a Markdown table.
 pub fn bench_markdown(rows: &[BenchRow], runs: usize) -> String {
     let mut s = format!(
-        "Medians of {runs} runs per mode, alternating native and shadow, guest TSC-timed phases.\n\n\
-         | # | workload | native | shadow | shadow/native | goal | met |\n|---|---|---|---|---|---|---|\n"
+        "Medians of {runs} runs per mode, alternating native, shadow and shadow with direct \
+         page-table writes, guest TSC-timed phases.\n\n\
+         | # | workload | native | shadow | shadow/native | goal | met | shadow, direct writes | direct/native | direct/hypercall |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n"
     );
     for r in rows {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {:.2} | ≤ {} | {} |",
+            "| {} | {} | {} | {} | {:.2} | ≤ {} | {} | {} | {:.2} | {:.2} |",
             r.id,
             r.what,
             r.ms(r.native),
             r.ms(r.shadow),
             r.ratio(),
             r.goal,
-            if r.ratio() <= r.goal { "yes" } else { "no" }
+            if r.ratio() <= r.goal { "yes" } else { "no" },
+            r.ms(r.direct),
+            r.direct_ratio(),
+            r.direct_over_hypercall(),
         );
     }
     s
@@ -412,6 +443,9 @@ pub fn bench_json(rows: &[BenchRow], runs: usize) -> Value {
             "what": r.what,
             "native_tsc": r.native,
             "shadow_tsc": r.shadow,
+            "direct_tsc": r.direct,
+            "direct_ratio": r.direct_ratio(),
+            "direct_over_hypercall": r.direct_over_hypercall(),
             "tsc_khz": r.tsc_khz,
             "ratio": r.ratio(),
             "goal": r.goal,
