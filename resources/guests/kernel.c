@@ -46,11 +46,11 @@ struct bootinfo {
     u64 workload;
     u64 params[8];
     u64 doorbell;
-    u64 options; /* BOOT_PT_DIRECT */
+    u64 cmdline;     /* GPA of the kernel command line, 0: none */
+    u64 cmdline_len; /* its length in bytes (no NUL needed) */
 };
 
-/* Boot info options (offset 104). */
-#define BOOT_PT_DIRECT 1UL /* shadow paging: page-table stores are plain stores */
+#define CMDLINE_MAX 4096
 
 struct hcblock {
     u64 nr;
@@ -1165,6 +1165,86 @@ static void build_shared_tables(void)
     u->results_words = res_words;
 }
 
+/* The value of a number token: decimal or 0x hexadecimal; ~0 if it is not
+ * one. */
+static u64 parse_number(const char *s, u64 n)
+{
+    u64 v = 0, base = 10;
+    if (n > 2 && s[0] == '0' && s[1] == 'x') {
+        base = 16;
+        s += 2;
+        n -= 2;
+    }
+    if (!n)
+        return ~0UL;
+    for (u64 i = 0; i < n; i++) {
+        char c = s[i];
+        u64 d = c >= '0' && c <= '9' ? (u64)(c - '0')
+                : base == 16 && c >= 'a' && c <= 'f' ? (u64)(c - 'a' + 10)
+                                                     : 99;
+        if (d >= base)
+            return ~0UL;
+        v = v * base + d;
+    }
+    return v;
+}
+
+static int token_is(const char *t, u64 n, const char *key)
+{
+    u64 k = kstrlen(key);
+    if (n < k)
+        return 0;
+    for (u64 i = 0; i < k; i++)
+        if (t[i] != key[i])
+            return 0;
+    return 1;
+}
+
+/* The kernel command line, if the VMM gave one (ABI version 2): space
+ * separated `key=value` tokens that override the boot info's workload and
+ * parameters: workload=ID, seed=N, p1=N .. p5=N, pt_writes=direct|hypercall.
+ * Unknown tokens (a VMM may add its own, e.g. console=) are ignored. */
+static void parse_cmdline(const struct bootinfo *bi)
+{
+    u64 len = bi->cmdline_len;
+    if (!bi->cmdline || !len)
+        return;
+    if (len > CMDLINE_MAX || bi->cmdline + len > ram || bi->cmdline + len < bi->cmdline)
+        return;
+    const char *s = (const char *)bi->cmdline;
+    u64 i = 0;
+    while (i < len) {
+        while (i < len && (s[i] == ' ' || s[i] == '\n'))
+            i++;
+        u64 start = i;
+        while (i < len && s[i] && s[i] != ' ' && s[i] != '\n')
+            i++;
+        const char *t = s + start;
+        u64 n = i - start;
+        if (!n)
+            break;
+        if (token_is(t, n, "pt_writes=direct") && n == 16) {
+            pt_direct = 1;
+        } else if (token_is(t, n, "pt_writes=hypercall") && n == 19) {
+            pt_direct = 0;
+        } else if (token_is(t, n, "workload=")) {
+            u64 v = parse_number(t + 9, n - 9);
+            if (v != ~0UL)
+                workload = v;
+        } else if (token_is(t, n, "seed=")) {
+            u64 v = parse_number(t + 5, n - 5);
+            if (v != ~0UL)
+                params[P_SEED] = v;
+        } else if (n > 3 && t[0] == 'p' && t[1] >= '1' && t[1] <= '5' && t[2] == '=') {
+            u64 v = parse_number(t + 3, n - 3);
+            if (v != ~0UL)
+                params[t[1] - '0'] = v;
+        }
+        if (i < len && !s[i])
+            break;
+    }
+}
+
 void kmain(struct bootinfo *bi, u64 cpu)
 {
     struct percpu *pc = &percpu[cpu];
@@ -1178,7 +1258,6 @@ void kmain(struct bootinfo *bi, u64 cpu)
             __asm__ volatile("ud2");
         }
         shadow = bi->paging == 1;
-        pt_direct = shadow && (bi->options & BOOT_PT_DIRECT);
         ncpus = bi->ncpus ? bi->ncpus : 1;
         if (ncpus > MAX_CPUS)
             ncpus = MAX_CPUS;
@@ -1186,6 +1265,8 @@ void kmain(struct bootinfo *bi, u64 cpu)
         workload = bi->workload;
         for (int i = 0; i < 8; i++)
             params[i] = bi->params[i];
+        parse_cmdline(bi);
+        pt_direct = shadow && pt_direct;
         doorbell = bi->doorbell;
         u64 rg = params[P_RESULTS_GPA], rs = params[P_RESULTS_SIZE];
         u64 top = ram < KERNEL_DIRECT_MAX ? ram : KERNEL_DIRECT_MAX;

@@ -56,14 +56,20 @@ pub struct BootInfo {
     pub workload: u64,
     /// Workload parameters.
     pub params: [u64; 8],
-    /// Guest kernel options (bit 0: direct page-table writes).
-    pub options: u64,
+    /// The kernel command line (at most [`CMDLINE_MAX`] bytes), written in
+    /// the boot info page after the fields.
+    pub cmdline: String,
 }
+
+/// Where in the boot info page the command line goes.
+pub const CMDLINE_OFFSET: u64 = 256;
+/// The longest command line the boot info page holds.
+pub const CMDLINE_MAX: usize = 4096 - CMDLINE_OFFSET as usize;
 
 impl BootInfo {
     /// The page's bytes (little-endian, ABI layout).
-    pub fn to_bytes(&self) -> [u8; 112] {
-        let mut b = [0u8; 112];
+    pub fn to_bytes(&self) -> [u8; 120] {
+        let mut b = [0u8; 120];
         b[0..8].copy_from_slice(&BOOT_MAGIC.to_le_bytes());
         b[8..12].copy_from_slice(&self.paging.to_le_bytes());
         b[12..16].copy_from_slice(&self.vcpus.to_le_bytes());
@@ -73,7 +79,13 @@ impl BootInfo {
             b[32 + 8 * i..40 + 8 * i].copy_from_slice(&p.to_le_bytes());
         }
         b[96..104].copy_from_slice(&DOORBELL.to_le_bytes());
-        b[104..112].copy_from_slice(&self.options.to_le_bytes());
+        let (at, len) = if self.cmdline.is_empty() {
+            (0, 0)
+        } else {
+            (BOOT_INFO + CMDLINE_OFFSET, self.cmdline.len() as u64)
+        };
+        b[104..112].copy_from_slice(&at.to_le_bytes());
+        b[112..120].copy_from_slice(&len.to_le_bytes());
         b
     }
 }
@@ -116,6 +128,16 @@ pub fn write_boot_state<M: GuestMemory>(mem: &M, info: &BootInfo) -> Result<(), 
         .map_err(|_| err("TSS"))?;
     mem.write_slice(&info.to_bytes(), GuestAddress(BOOT_INFO))
         .map_err(|_| err("info page"))?;
+    if info.cmdline.len() > CMDLINE_MAX {
+        return Err(format!(
+            "the kernel command line is longer than {CMDLINE_MAX} bytes"
+        ));
+    }
+    mem.write_slice(
+        info.cmdline.as_bytes(),
+        GuestAddress(BOOT_INFO + CMDLINE_OFFSET),
+    )
+    .map_err(|_| err("command line"))?;
     Ok(())
 }
 

@@ -442,7 +442,7 @@ pub fn run_kernel(config: &VmConfig, kernel: &[u8]) -> Result<RunReport, VmError
         ram_size,
         workload: config.workload.id(),
         params,
-        options: config.pt_writes.boot_option(),
+        cmdline: config.pt_writes.cmdline_token().to_string(),
     };
     boot::write_boot_state(&*memory.memory(), &info).map_err(VmError::Memory)?;
 

@@ -63,8 +63,8 @@ impl FromStr for PagingMode {
     }
 }
 
-/// How the guest kernel writes its page tables under shadow paging (boot
-/// info option `BOOT_PT_DIRECT`; natively they are always plain stores).
+/// How the guest kernel writes its page tables under shadow paging (kernel
+/// command line `pt_writes=`; natively they are always plain stores).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum PtWrites {
     /// Batched `MMU_UPDATE` hypercalls.
@@ -76,11 +76,11 @@ pub enum PtWrites {
 }
 
 impl PtWrites {
-    /// The boot info options bit.
-    pub fn boot_option(self) -> u64 {
+    /// The guest kernel's command-line token (none for the default).
+    pub fn cmdline_token(self) -> &'static str {
         match self {
-            PtWrites::Hypercall => 0,
-            PtWrites::Direct => 1,
+            PtWrites::Hypercall => "",
+            PtWrites::Direct => "pt_writes=direct",
         }
     }
 }
