@@ -39,13 +39,7 @@ impl ShadowVm {
         let mut cmds = g.deferred.take().unwrap_or_default();
         let top = vcpu_block(index) + VCPU_BLOCK_SIZE;
         let rd = |off: u64| self.sys_load(top - off);
-        let frame = IretFrame {
-            rip: rd(stack::RIP),
-            cs: rd(stack::CS),
-            rflags: rd(stack::RFLAGS),
-            rsp: rd(stack::RSP),
-            ss: rd(stack::SS),
-        };
+        let frame = self.saved_frame(index);
         let mut guest = Regs {
             gpr: [
                 rd(stack::RAX),

@@ -68,6 +68,20 @@ pub enum Exit {
 }
 
 impl ShadowVm {
+    /// The hardware frame of the exception that made vCPU `index` exit, as
+    /// the CPU pushed it on the trampoline's IST stack.
+    pub(super) fn saved_frame(&self, index: usize) -> IretFrame {
+        let top = vcpu_block(index) + VCPU_BLOCK_SIZE;
+        let rd = |off: u64| self.sys_load(top - off);
+        IretFrame {
+            rip: rd(stack::RIP),
+            cs: rd(stack::CS),
+            rflags: rd(stack::RFLAGS),
+            rsp: rd(stack::RSP),
+            ss: rd(stack::SS),
+        }
+    }
+
     /// The vCPU exited through the trampoline (an `out` to [`EXIT_PORT`]).
     pub fn handle_exit(&self, index: usize) -> Result<Exit, KvmGlueError> {
         let glue = self.glue(index)?;
@@ -85,13 +99,7 @@ impl ShadowVm {
         let vector = rd(stack::VECTOR) as u8;
         let error_code = rd(stack::ERROR_CODE);
         let cr2 = rd(stack::CR2);
-        let frame = IretFrame {
-            rip: rd(stack::RIP),
-            cs: rd(stack::CS),
-            rflags: rd(stack::RFLAGS),
-            rsp: rd(stack::RSP),
-            ss: rd(stack::SS),
-        };
+        let frame = self.saved_frame(index);
         // Until a chain is posted, the trampoline just resumes (and the
         // guest retries): a VMM that runs the vCPU again without answering
         // a hypercall, or after an error, gets no stray return.
