@@ -313,10 +313,14 @@ mod tests {
         xen.extend_from_slice(b"Xen\0");
         xen.extend_from_slice(&0x10_0000u32.to_le_bytes());
         assert_eq!(load(&elf(&xen), &m, 4 << 20), Err(ElfError::NoAbiNote));
-        assert!(matches!(
-            load(&elf(&abi_note(2, 0x10_0000)), &m, 4 << 20),
-            Err(ElfError::BadAbiNote(_))
-        ));
+        // Versions 1 and 2 run (2 adds to 1); 0 and 3 do not.
+        assert!(load(&elf(&abi_note(2, 0x10_0000)), &m, 4 << 20).is_ok());
+        for version in [0, 3] {
+            assert!(matches!(
+                load(&elf(&abi_note(version, 0x10_0000)), &m, 4 << 20),
+                Err(ElfError::BadAbiNote(_))
+            ));
+        }
         assert!(matches!(
             load(&elf(&abi_note(1, 0x20_0000)), &m, 4 << 20),
             Err(ElfError::BadAbiNote(_))
