@@ -7,14 +7,20 @@
 # tests/kvm_glue.rs is not built), checking for undefined behaviour and data
 # races in the interleavings Miri explores.
 #
-#   scripts/miri.sh            everything below
-#   scripts/miri.sh ARGS...    extra arguments for the test harness, e.g. a
-#                              test name filter or `--exact NAME`
+#   scripts/miri.sh            everything below (tens of minutes to hours
+#                              on a small machine)
+#   scripts/miri.sh --ci       the subset .ci/run runs (a few minutes): the
+#                              unit tests but the 200 000-step reverse-map
+#                              model, the MMU's concurrency tests (data
+#                              races), the hostile page tables, and the
+#                              emulator's error paths
+#   scripts/miri.sh ARGS...    one run with extra arguments for the test
+#                              harness, e.g. a test name filter or
+#                              `--exact NAME`
 #
 # Needs the nightly toolchain with the miri and rust-src components
-# (rustup +nightly component add miri rust-src). Builds use
-# $CARGO_TARGET_DIR (default /tmp/target-miri). Not part of .ci/run: the
-# whole run takes tens of minutes on a small machine.
+# (rustup component add --toolchain nightly miri rust-src). Builds use
+# $CARGO_TARGET_DIR (default target/miri in the repository).
 #
 # Under Miri (cfg!(miri)) the tests cut their iteration counts (the 8-thread
 # stress test and the INVLPG race in tests/mmu_concurrency.rs, the walker
@@ -22,14 +28,28 @@
 # tests/mmu_model.rs) and ignore, with a reason, what is still far too slow
 # there: the access.c matrices and the 10 000-case walker property tests.
 #
+# The instruction emulator (src/emulate/) is run apart:
+# * its decoder, iced-x86, reads its handler tables through the `&Header`
+#   pattern (a reference to a table's first field cast to the whole
+#   handler), which Stacked Borrows rejects and Tree Borrows accepts
+#   (icedland/iced#455, rust-lang/miri#3082): the emulator's tests run
+#   under -Zmiri-tree-borrows, everything else under Stacked Borrows;
+# * its tests that compare with the host CPU run inline assembly, which
+#   Miri cannot interpret: only emulate::tests::errors (no assembly) runs.
+#
 # MIRIFLAGS (unless already set):
 #   -Zmiri-permissive-provenance  parking_lot casts integers to pointers; this
 #                                 only silences Miri's warning about it (the
 #                                 semantics are Miri's default).
-# Isolation stays on: nothing needs the host's clock, files or environment
-# (sleeps run on Miri's virtual clock; proptest's regression files are not
-# read). $MIRI_SEEDS (e.g. 0..4) adds -Zmiri-many-seeds=$MIRI_SEEDS, which
-# reruns every test under that many scheduler seeds.
+#   -Zmiri-isolation-error=warn-nobacktrace
+#                                 proptest looks up its regression file
+#                                 (getcwd), which isolation refuses: the
+#                                 call fails with an error, Miri warns, and
+#                                 the test goes on without the file.
+# Isolation otherwise stays on: nothing else needs the host's clock, files
+# or environment (sleeps run on Miri's virtual clock). $MIRI_SEEDS (e.g.
+# 0..4) adds -Zmiri-many-seeds=$MIRI_SEEDS, which reruns every test under
+# that many scheduler seeds.
 #
 # Exits non-zero if Miri reports undefined behaviour or a test fails.
 
@@ -37,14 +57,38 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/tmp/target-miri}"
-export MIRIFLAGS="${MIRIFLAGS:--Zmiri-permissive-provenance}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target/miri}"
+export MIRIFLAGS="${MIRIFLAGS:--Zmiri-permissive-provenance -Zmiri-isolation-error=warn-nobacktrace}"
 if [[ -n "${MIRI_SEEDS:-}" ]]; then
     MIRIFLAGS="$MIRIFLAGS -Zmiri-many-seeds=$MIRI_SEEDS"
 fi
+base_flags=$MIRIFLAGS
 
 cargo +nightly miri --version
-echo "MIRIFLAGS=$MIRIFLAGS"
 start=$SECONDS
-cargo +nightly miri test -p shadow-mmu --lib --tests -- "$@"
+
+# miri_test [--tree-borrows] CARGO-ARGS... -- HARNESS-ARGS...
+miri_test() {
+    local flags=$base_flags
+    if [[ $1 == --tree-borrows ]]; then
+        flags="$flags -Zmiri-tree-borrows"
+        shift
+    fi
+    echo "== cargo miri test $* (MIRIFLAGS=$flags)"
+    MIRIFLAGS=$flags cargo +nightly miri test -p shadow-mmu "$@"
+}
+
+emulator_errors=emulate::tests::errors::
+
+if [[ "${1:-}" == --ci ]]; then
+    miri_test --lib -- --skip emulate:: --skip spt::rmap::tests::matches_a_plain_map
+    miri_test --tree-borrows --lib -- "$emulator_errors"
+    miri_test --test mmu_concurrency
+    miri_test --test hostile
+elif [[ $# -gt 0 ]]; then
+    miri_test --lib --tests -- "$@"
+else
+    miri_test --lib --tests -- --skip emulate::
+    miri_test --tree-borrows --lib -- "$emulator_errors"
+fi
 echo "miri: all tests passed in $((SECONDS - start)) s"
