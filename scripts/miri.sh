@@ -12,8 +12,9 @@
 #   scripts/miri.sh --ci       the subset .ci/run runs (a few minutes): the
 #                              unit tests but the 200 000-step reverse-map
 #                              model, the MMU's concurrency tests (data
-#                              races), the hostile page tables, and the
-#                              emulator's error paths
+#                              races), the hostile page tables, the
+#                              emulator's error paths, and the KVM glue's
+#                              logic (feature kvm; it needs no vCPU)
 #   scripts/miri.sh ARGS...    one run with extra arguments for the test
 #                              harness, e.g. a test name filter or
 #                              `--exact NAME`
@@ -85,6 +86,9 @@ if [[ "${1:-}" == --ci ]]; then
     miri_test --tree-borrows --lib -- "$emulator_errors"
     miri_test --test mmu_concurrency
     miri_test --test hostile
+    # The KVM glue's logic (return chains, vCPU set-up, switches): no vCPU
+    # needed, so Miri checks it too.
+    miri_test --features kvm --lib -- kvm::
 elif [[ $# -gt 0 ]]; then
     miri_test --lib --tests -- "$@"
 else
