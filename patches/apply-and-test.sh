@@ -12,17 +12,13 @@
 #
 # Environment:
 #   CH_DIR          Cloud Hypervisor git repository holding the base commit
-#                   named in `series`. Default: the fetched mirror
-#                   /work/.mirror/cloud-hypervisor+cloud-hypervisor/repo if
-#                   present. Without one the script prints `SKIP: ...` and
-#                   exits 0.
+#                   named in `series` (a checkout or a bare mirror). Without
+#                   one the script prints `SKIP: ...` and exits 0.
 #   CH_WORK         Where the scratch clone lives (kept between runs so that
 #                   builds are incremental). Default: /tmp/ch-shadow-mmu-check.
 #   MICRO_HTTP_DIR  micro-http git repository holding the commit CH's
-#                   Cargo.lock wants (used when github.com is unreachable).
-#                   Default: the fetched mirror
-#                   /work/.mirror/firecracker-microvm+micro-http/repo, or
-#                   /tmp/micro-http, if present.
+#                   Cargo.lock wants (for machines that cannot reach
+#                   github.com). Unset: Cargo fetches it.
 #   SHADOW_MMU_DIR  The shadow-mmu repository whose `shadow-mmu` crate CH
 #                   builds against. Default: the repository of this script.
 #   SHADOW_MMU_GUEST_KERNEL
@@ -54,11 +50,6 @@ BASE=$(sed -n 's/^# base: \([0-9a-f]\{40\}\).*/\1/p' "$HERE/series")
 mapfile -t PATCHES < <(grep -v '^\s*\(#\|$\)' "$HERE/series")
 
 # --- Cloud Hypervisor source ---------------------------------------------
-if [ -z "${CH_DIR:-}" ]; then
-    for d in /work/.mirror/cloud-hypervisor+cloud-hypervisor/repo; do
-        [ -d "$d" ] && CH_DIR=$d && break
-    done
-fi
 if [ -z "${CH_DIR:-}" ] || ! git -C "$CH_DIR" rev-parse --git-dir >/dev/null 2>&1; then
     echo "SKIP: Cloud Hypervisor source not present (set CH_DIR to a checkout holding $BASE)"
     exit 0
@@ -97,11 +88,6 @@ mkdir -p "$CH_WORK/.cargo"
     echo "shadow-mmu = { path = \"$SHADOW_MMU_DIR/shadow-mmu\" }"
 } >"$CH_WORK/.cargo/config.toml"
 MICRO_HTTP_REV=$(sed -n 's|^source = "git+'"$MICRO_HTTP_URL"'?branch=main#\([0-9a-f]*\)"|\1|p' "$CH_WORK/Cargo.lock")
-if [ -z "${MICRO_HTTP_DIR:-}" ]; then
-    for d in /work/.mirror/firecracker-microvm+micro-http/repo /tmp/micro-http; do
-        [ -d "$d" ] && MICRO_HTTP_DIR=$d && break
-    done
-fi
 if [ -n "${MICRO_HTTP_DIR:-}" ] && [ -n "$MICRO_HTTP_REV" ]; then
     if [ ! -d "$CH_WORK/.cargo/micro-http/.git" ]; then
         git clone -q --no-checkout "$MICRO_HTTP_DIR" "$CH_WORK/.cargo/micro-http"

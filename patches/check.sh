@@ -3,7 +3,7 @@
 # SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 #
 # patches/check.sh [CH_DIR]: apply-and-test.sh with the Cloud Hypervisor
-# checkout given as an argument (or CH_DIR, or the fetched mirror).
+# checkout given as an argument (or CH_DIR).
 if [ -n "${1:-}" ]; then
     export CH_DIR=$1
 fi
