@@ -248,6 +248,15 @@ pub(crate) fn build_tables(mem: &GuestMemoryMmap) {
 // VMM whose flushes complete at once) is the one the crate's tests use.
 pub(crate) use shadow_mmu::test_utils::{apply, guest_says, shadow_allows, Cpu};
 
+/// An explicit access of a random kind and privilege.
+fn explicit_access(inp: &mut Input<'_>) -> Access {
+    Access {
+        kind: access_kind(inp.below(3)),
+        user: inp.bool(),
+        implicit: false,
+    }
+}
+
 /// Drives the shadow MMU as a guest and its VMM would, recording every
 /// operation for the failure report.
 pub(crate) struct MmuDriver {
@@ -665,11 +674,7 @@ impl MmuDriver {
             5..=9 => {
                 let vcpu = self.vcpu(inp);
                 let gva = self.gva(inp, vcpu);
-                let access = Access {
-                    kind: access_kind(inp.below(3)),
-                    user: inp.bool(),
-                    implicit: false,
-                };
+                let access = explicit_access(inp);
                 let ac = inp.below(4) == 0;
                 self.access(vcpu, gva, access, ac);
             }
@@ -724,11 +729,7 @@ impl MmuDriver {
             14 => {
                 let vcpu = self.vcpu(inp);
                 let gva = self.gva(inp, vcpu);
-                let access = Access {
-                    kind: access_kind(inp.below(3)),
-                    user: inp.bool(),
-                    implicit: false,
-                };
+                let access = explicit_access(inp);
                 self.log.push(Op::GvaToGpa { vcpu, gva, access });
                 let state = self.states[vcpu];
                 let mem = self.guest_mem();
