@@ -218,6 +218,17 @@ fn workload_about(w: Workload) -> &'static str {
             "live leaf entries rewritten (frame, W, P, NX) and invalidated with INVLPG, then \
              read, written and executed through"
         }
+        Workload::Attack => {
+            "a hostile guest kernel: seeded CPL0 writes into the VMM's hidden region between \
+             faults and hypercalls (classes: a bit mask of the target classes, 0 all; relink: \
+             rounds of the relink class)"
+        }
+        Workload::SpinUser => "never returns: spins at CPL3 (end it with --timeout)",
+        Workload::SpinKernel => "never returns: spins at CPL0 (end it with --timeout)",
+        Workload::FaultLoop => {
+            "never returns: faults on one address forever, its handler fixing nothing (end it \
+             with --timeout)"
+        }
     }
 }
 

@@ -252,6 +252,87 @@ kprobe_fetch:
 kprobe_fetch_end:
     ret
 
+/* ------------------------------------------- attack workload (shadow only) */
+
+    /* 8-byte load and store, 1-byte store: each returns 0 in RAX, or the
+     * kernel's trap handler (any vector) makes it return 1 | vector << 8
+     * without the access: the attack workload pokes at the hole, where a
+     * page may be absent or read-only. */
+    .globl kprobe_load64, kprobe_load64_insn, kprobe_load64_end
+kprobe_load64:                  /* (va, u64 *out) */
+    xorl %eax, %eax
+kprobe_load64_insn:
+    movq (%rdi), %rdx
+    movq %rdx, (%rsi)
+kprobe_load64_end:
+    ret
+
+    .globl kprobe_store64, kprobe_store64_insn, kprobe_store64_end
+kprobe_store64:                 /* (va, value) */
+    xorl %eax, %eax
+kprobe_store64_insn:
+    movq %rsi, (%rdi)
+kprobe_store64_end:
+    ret
+
+    .globl kprobe_store8, kprobe_store8_insn, kprobe_store8_end
+kprobe_store8:                  /* (va, byte) */
+    xorl %eax, %eax
+kprobe_store8_insn:
+    movb %sil, (%rdi)
+kprobe_store8_end:
+    ret
+
+    /* atk_forged_exit(ist_top): the trampoline's exit (out to port 0x5a1)
+     * from guest code, with whatever the caller left in the frame slots
+     * below ist_top. The VMM answers on the IST stack, which nobody runs:
+     * this returns right after the out. */
+    .globl atk_forged_exit
+atk_forged_exit:
+    movl $0x5a1, %edx
+    outb %al, %dx
+    ret
+
+    /* atk_fake_exc(stub, ist_top, error code or ~0, cr2): enter the
+     * trampoline's stub for a vector as the CPU would, with CR2 and the
+     * error code chosen here and a hardware frame at the top of the IST
+     * stack that returns to atk_fake_ret on this stack at CPL0. The kernel's
+     * trap handler sends an exception the VMM delivers for it back there
+     * too. Returns 0. */
+    .globl atk_fake_exc, atk_fake_ret
+atk_fake_exc:
+    pushq %rbx
+    pushq %rbp
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    movq %rcx, %cr2
+    movq %rsp, %rax
+    movq $0x10, -8(%rsi)        /* ss */
+    movq %rax, -16(%rsi)        /* rsp */
+    pushfq
+    popq %r8
+    movq %r8, -24(%rsi)         /* rflags */
+    movq $0x08, -32(%rsi)       /* cs */
+    leaq atk_fake_ret(%rip), %r8
+    movq %r8, -40(%rsi)         /* rip */
+    leaq -40(%rsi), %rsp
+    cmpq $-1, %rdx
+    je 1f
+    movq %rdx, -48(%rsi)        /* error code */
+    leaq -48(%rsi), %rsp
+1:  jmp *%rdi
+atk_fake_ret:
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbp
+    popq %rbx
+    xorl %eax, %eax
+    ret
+
 /* ------------------------------------------------ PVH boot data (CH only) */
 
     .section .data.pagetables, "aw"

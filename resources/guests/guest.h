@@ -29,6 +29,10 @@ typedef long i64;
 #define WL_HOSTILE 8
 #define WL_HOTPLUG 9
 #define WL_REMAP 10
+#define WL_ATTACK 11      /* CPL0 writes into the VMM's hidden region */
+#define WL_SPIN_USER 12   /* never returns: spins at CPL3 */
+#define WL_SPIN_KERNEL 13 /* never returns: spins at CPL0 */
+#define WL_FAULT_LOOP 14  /* never returns: faults on one address forever */
 
 /* Parameter slots: 0 is the seed of every workload, 1-5 are the workload's
  * own, 6-7 give the results buffer. */
@@ -48,6 +52,15 @@ typedef long i64;
 #define RH_ERRORS 7  /* mismatches the workload found itself */
 #define RH_TSC 8     /* 32 slots of TSC deltas: not part of the checksum */
 #define RH_NTSC_MAX 32
+/* attack: what the last attack step did, for a VMM to read after the VM
+ * ended, whichever way it ended (not part of the checksum) */
+#define RH_ATK_STEP 40    /* step number + 1 (0: no step yet) */
+#define RH_ATK_CLASS 41   /* its target class (ATK_*) */
+#define RH_ATK_WHERE 42   /* the hole offset, VA or value it targeted */
+#define RH_ATK_VALUE 43   /* the value it wrote */
+#define RH_ATK_DONE 44    /* attacks carried out */
+#define RH_ATK_FAULTED 45 /* attacks whose access faulted (nothing written) */
+#define RH_ATK_SKIPPED 46 /* attacks with nothing to target */
 #define RH_WORDS 64
 
 /* RH_FLAGS bits. */
@@ -75,6 +88,7 @@ typedef long i64;
 #define ACCESS_VA 0x10000000000UL       /* PML4 slot 2: access test page */
 #define HOSTILE_VA 0x18000000000UL      /* PML4 slot 3: hostile tables */
 #define HUGE1G_VA 0x20000000000UL       /* PML4 slot 4: 1 GiB page */
+#define FAULT_LOOP_VA 0x38000000000UL   /* PML4 slot 7: never mapped */
 #define HOLE_VA 0xffffff0000000000UL    /* PML4 slot 510: the VMM's hole */
 #define ACCESS_OFF 0x40UL               /* offset of the probed byte */
 
@@ -102,6 +116,31 @@ typedef long i64;
                            * then INVLPG it (ops: PTE_OP_*) */
 #define SYS_MAP_RAM 19    /* va, gpa, npages: 2 MiB user RW pages of RAM
                            * outside the boot RAM (hotplugged) -> 0 / <0 */
+#define SYS_ATTACK 21     /* class, r1, r2, r3: one attack step at CPL0 on
+                           * the hidden region -> 0 done, 1 faulted, 2
+                           * nothing to target, -3 native paging */
+#define SYS_SPIN 22       /* spin at CPL0 forever */
+
+/* Target classes of the attack workload (SYS_ATTACK). The hidden region's
+ * layout is the KVM glue's (shadow-mmu/src/kvm/layout.rs, mailbox.rs). */
+#define ATK_IST 0         /* words of an IST stack's saved frame */
+#define ATK_FORGED_EXIT 1 /* a forged frame, then out 0x5a1 from guest code */
+#define ATK_FAKE_EXC 2    /* a crafted exception entered through the stub */
+#define ATK_CHAIN 3       /* words of a chain area */
+#define ATK_SWITCH 4      /* the switch word (register-form LOAD_CR3) */
+#define ATK_ROOTS 5       /* a root-cache slot, then the register LOAD_CR3 */
+#define ATK_NMI 6         /* the flush count of an NMI block */
+#define ATK_GDT 7         /* a GDT descriptor */
+#define ATK_IDT 8         /* an IDT gate */
+#define ATK_TSS 9         /* RSP0, IST1, IST2 or the I/O map base of a TSS */
+#define ATK_TRAMPOLINE 10 /* trampoline code bytes (CR0.WP cleared) */
+#define ATK_LINK 11       /* a shadow link on the path of a user page */
+#define ATK_LEAF 12       /* a shadow leaf */
+#define ATK_ARENA 13      /* any entry of any arena page */
+#define ATK_RAW_CR3 14    /* mov cr3 straight to an arena page or guest table */
+#define ATK_RELINK 15     /* clear P on a link and touch, r1 % 64 + 1 times */
+#define ATK_READ 16       /* reads anywhere in the hole */
+#define ATK_CLASSES 17
 
 /* SYS_PTE operations. */
 #define PTE_OP_FRAME 0    /* point at the frame arg (a frame the user mapped) */

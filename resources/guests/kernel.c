@@ -611,6 +611,7 @@ static int cow_fault(struct percpu *pc, struct frame *f, u64 cr2)
 }
 
 i64 syscall_dispatch(u64 a0, u64 a1, u64 a2, u64 a3, u64 a4, u64 nr);
+static int attack_fixup(struct frame *f);
 
 void trap(struct frame *f)
 {
@@ -628,8 +629,15 @@ void trap(struct frame *f)
             pt_commit();
             return;
         }
+        /* fault-loop: return without fixing anything, forever */
+        if (workload == WL_FAULT_LOOP && cr2 == FAULT_LOOP_VA)
+            return;
+        if (attack_fixup(f))
+            return;
         fatal_trap(f, cr2);
     }
+    if (attack_fixup(f))
+        return;
     fatal_trap(f, 0);
 }
 
@@ -958,6 +966,475 @@ static i64 sys_hostile(struct percpu *pc, u64 step, u64 out)
     return -1;
 }
 
+/* ----------------------------------------------------------------- attack */
+
+/* The attack workload's kernel side: a guest kernel that uses its CPL0 to
+ * write into the VMM's hidden region through the hole, as a hostile one
+ * would. It knows the KVM glue's layout (shadow-mmu/src/kvm/layout.rs and
+ * mailbox.rs) and the hidden region's GPA (resources/ABI.md); the arena's
+ * size it probes. Each SYS_ATTACK carries out one step of one target class
+ * (ATK_* in guest.h) with the user's random numbers, notes what it targeted
+ * in the results header (RH_ATK_*: the VMM reads them however the VM
+ * ends), and returns 0 (done), 1 (the access faulted: nothing written) or
+ * 2 (nothing to target). Native paging has no hole: -3. */
+
+#define SYS_SIZE (2UL << 20)
+#define ARENA_GPA (HIDDEN_GPA + SYS_SIZE)
+#define ARENA_VA (HOLE_VA + SYS_SIZE)
+#define L_GDT 0x3000UL
+#define L_TSS 0x5000UL
+#define L_TSS_STRIDE 128UL
+#define L_TRAMPOLINE 0x6000UL
+#define L_TRAMPOLINE_LEN 1414UL /* trampoline.bin */
+#define L_IDTS 0x8000UL
+#define L_IDT_STRIDE 512UL
+#define L_BLOCKS 0x10000UL
+#define L_BLOCK 0x4000UL
+#define L_NMI_BLOCKS (L_BLOCKS + 32 * L_BLOCK)
+#define L_CHAIN 0x100UL
+#define L_CHAIN_END 0x3400UL
+#define L_ROOTS 0x3400UL
+#define L_ROOT_SLOTS 64UL
+#define L_SWITCHED 0x3800UL
+#define L_STUB 32UL
+#define L_FRAME 80UL /* bytes the entry leaves below the IST top */
+#define ENTRY_FLAGS (PTE_P | PTE_W | PTE_U | PTE_A) /* 0x27 */
+#define BIT63 (1UL << 63)
+#define CR0_WP (1UL << 16)
+#define ATK_DATA_PAGES 64
+
+extern u64 kprobe_load64(u64 va, u64 *out), kprobe_store64(u64 va, u64 v), kprobe_store8(u64 va, u64 b);
+extern char kprobe_load64_insn[], kprobe_load64_end[], kprobe_store64_insn[], kprobe_store64_end[];
+extern char kprobe_store8_insn[], kprobe_store8_end[], atk_fake_ret[];
+extern void atk_forged_exit(u64 ist_top);
+extern u64 atk_fake_exc(u64 stub, u64 ist_top, u64 err, u64 cr2);
+
+static u64 atk_arena;   /* arena bytes the hole maps (probed once) */
+static u64 atk_scratch; /* a RAM page: forged frames' stack, a hypercall */
+
+/* From trap(): an attack probe that faulted (any vector) returns 1 |
+ * vector << 8; an exception the VMM delivered for a fake one goes back to
+ * where the fake one returns. */
+static int attack_fixup(struct frame *f)
+{
+    u64 rip = f->rip, to;
+    if (rip == (u64)kprobe_load64_insn)
+        to = (u64)kprobe_load64_end;
+    else if (rip == (u64)kprobe_store64_insn)
+        to = (u64)kprobe_store64_end;
+    else if (rip == (u64)kprobe_store8_insn)
+        to = (u64)kprobe_store8_end;
+    else
+        return workload == WL_ATTACK && rip == (u64)atk_fake_ret;
+    f->rip = to;
+    f->rax = 1 | f->vector << 8;
+    return 1;
+}
+
+static inline u64 read_cr3(void)
+{
+    u64 v;
+    __asm__ volatile("mov %%cr3, %0" : "=r"(v));
+    return v;
+}
+
+static u64 mix(u64 x)
+{
+    x ^= x >> 31;
+    x *= 0x9e3779b97f4a7c15UL;
+    return x ^ (x >> 29);
+}
+
+static u64 ram_page(u64 r)
+{
+    u64 top = ram < KERNEL_DIRECT_MAX ? ram : KERNEL_DIRECT_MAX;
+    return (r % top) & PTE_ADDR;
+}
+
+static int in_arena(u64 gpa)
+{
+    return gpa - ARENA_GPA < atk_arena;
+}
+
+/* Hole address of vCPU cpu's block, its IST top, its NMI block. */
+static u64 atk_block(u64 cpu)
+{
+    return HOLE_VA + L_BLOCKS + cpu * L_BLOCK;
+}
+
+static u64 atk_top(u64 cpu)
+{
+    return atk_block(cpu) + L_BLOCK;
+}
+
+/* A crafted or random value for a word that held old. */
+static u64 atk_value(u64 r, u64 old)
+{
+    u64 x = mix(r);
+    switch ((r >> 56) % 12) {
+    case 0: return x;
+    case 1: return 0;
+    case 2: return ~0UL;
+    case 3: return old ^ (1UL << (x % 64));
+    case 4: return old + (x % 16) - 8;
+    case 5: return ((HIDDEN_GPA + (x % SYS_SIZE)) & PTE_ADDR) | ENTRY_FLAGS;
+    case 6: return ((ARENA_GPA + (x % (atk_arena ? atk_arena : SYS_SIZE))) & PTE_ADDR) | ENTRY_FLAGS;
+    case 7: return ram_page(x) | ENTRY_FLAGS;
+    case 8: return BIT63 | x;
+    case 9: return HOLE_VA + (x % (SYS_SIZE + atk_arena));
+    case 10: return (u64)kstacks + (x % (MAX_CPUS << KSTACK_SHIFT));
+    default: return 0xf0000000UL | ENTRY_FLAGS;
+    }
+}
+
+static u64 atk_store(u64 va, u64 v)
+{
+    res[RH_ATK_WHERE] = va;
+    res[RH_ATK_VALUE] = v;
+    return kprobe_store64(va, v) ? 1 : 0;
+}
+
+static u64 atk_load(u64 va)
+{
+    u64 v = 0;
+    (void)kprobe_load64(va, &v);
+    return v;
+}
+
+/* Hole address of the shadow entry at level (4..1) for va on the root the
+ * CPU runs on, 0 if its path leaves the arena or ends earlier. */
+static u64 shadow_entry(u64 va, int level)
+{
+    u64 table = read_cr3() & PTE_ADDR;
+    for (int l = 4;; l--) {
+        if (!in_arena(table))
+            return 0;
+        u64 e = ARENA_VA + (table - ARENA_GPA) + 8 * ((va >> (12 + 9 * (l - 1))) & 511);
+        if (l == level)
+            return e;
+        u64 v;
+        if (kprobe_load64(e, &v) || !(v & PTE_P) || (v & PTE_PS))
+            return 0;
+        table = v & PTE_ADDR;
+    }
+}
+
+/* A shadow root the trampoline's root cache of this vCPU holds, 0 if none. */
+static u64 cached_root(u64 cpu, u64 r)
+{
+    for (u64 i = 0; i < L_ROOT_SLOTS; i++) {
+        u64 v = atk_load(atk_block(cpu) + L_ROOTS + 16 * ((i + r) % L_ROOT_SLOTS) + 8);
+        if (v)
+            return v;
+    }
+    return 0;
+}
+
+static void atk_prepare(void)
+{
+    if (!atk_arena) {
+        u64 v, n = 0;
+        while (n < 511 && !kprobe_load64(ARENA_VA + n * SYS_SIZE, &v))
+            n++;
+        atk_arena = n ? n * SYS_SIZE : PAGE_SIZE;
+    }
+    if (!atk_scratch) {
+        atk_scratch = alloc_table();
+        /* a hypercall instruction at offset 0, its block at 64 */
+        u8 *p = (u8 *)atk_scratch;
+        p[0] = 0x0f;
+        p[1] = 0x0b;
+        p[2] = 'S';
+        p[3] = 'H';
+        p[4] = 'M';
+        p[5] = 0xc3;
+    }
+}
+
+/* The frame and hypercall a forged exit claims. */
+static void atk_forge(struct percpu *pc, u64 r1, u64 r2, u64 r3)
+{
+    u64 top = atk_top(pc->cpu);
+    static const u64 calls[] = {HC_INVLPG, HC_FLUSH_TLB, HC_LOAD_CR3, HC_MMU_UPDATE, HC_CONSOLE_WRITE,
+                                HC_SET_PAGING_BITS, HC_MEMORY_MAP, 99};
+    u64 *block = (u64 *)(atk_scratch + 64);
+    block[0] = calls[r3 % 8];
+    block[1] = atk_value(r3 >> 3, DATA_VA);
+    block[2] = (r3 >> 20) % 3;
+    block[5] = 0;
+    u64 vec = (r1 & 1) ? 14 : (r1 & 2) ? 6 : (r1 >> 2) % 40;
+    u64 ukframe = pc->kstack_top; /* the user's syscall frame: rip cs rflags rsp ss */
+    u64 rip, cs, rfl, rsp, ss;
+    switch ((r2 >> 4) % 4) {
+    case 0: /* from this kernel, at the hypercall in the scratch page */
+        rip = atk_scratch;
+        cs = 0x08;
+        rfl = 2;
+        rsp = atk_scratch + 0xf00;
+        ss = 0x10;
+        break;
+    case 1: /* from the user, as the system call's own frame says */
+        rip = *(u64 *)(ukframe - 40);
+        cs = *(u64 *)(ukframe - 32);
+        rfl = *(u64 *)(ukframe - 24);
+        rsp = *(u64 *)(ukframe - 16);
+        ss = *(u64 *)(ukframe - 8);
+        break;
+    default: /* anything */
+        rip = atk_value(r2, (u64)atk_fake_ret);
+        cs = (r2 & 8) ? atk_value(r2 >> 8, 0x08) : 0x23;
+        rfl = atk_value(r2 >> 16, 2);
+        rsp = (r2 & 4) ? atk_scratch + 0xf00 : atk_value(r2 >> 24, 0);
+        ss = atk_value(r2 >> 32, 0x10);
+        break;
+    }
+    u64 cr2 = (r1 & 4) ? DATA_VA + ((r1 >> 8) % ATK_DATA_PAGES) * PAGE_SIZE : atk_value(r1 >> 8, 0);
+    u64 w[10] = {cr2, r2, (r2 & 3) ? atk_scratch + 64 : r3, vec, r1 >> 40, rip, cs, rfl, rsp, ss};
+    for (u64 i = 0; i < 10; i++)
+        (void)kprobe_store64(top - L_FRAME + 8 * i, w[i]);
+    res[RH_ATK_WHERE] = vec;
+    res[RH_ATK_VALUE] = cr2;
+}
+
+static u64 atk_trampoline(u64 r1, u64 r2, u64 r3)
+{
+    /* the stubs' out, ret and push bytes, or anywhere */
+    u64 off = (r1 & 1) ? (r1 >> 1) % L_TRAMPOLINE_LEN : L_STUB * ((r1 >> 1) % 32) + 12 + (r1 >> 8) % 3;
+    static const u8 bytes[] = {0x90, 0xcc, 0xc3, 0xf4, 0x00, 0xff};
+    u64 b = (r2 & 1) ? (r2 >> 8) & 0xff : bytes[(r2 >> 1) % 6];
+    u64 va = HOLE_VA + L_TRAMPOLINE + off;
+    res[RH_ATK_WHERE] = va;
+    res[RH_ATK_VALUE] = b;
+    if (!(r3 & 1))
+        return kprobe_store8(va, b) ? 1 : 0; /* read-only: faults */
+    u64 cr0 = read_cr0();
+    write_cr0(cr0 & ~CR0_WP);
+    u64 r = kprobe_store8(va, b);
+    write_cr0(cr0);
+    return r ? 1 : 0;
+}
+
+/* A link (levels 4 to 2) or leaf (level 1) of a data page, changed. */
+static u64 atk_entry(u64 r1, u64 r2, int leaf)
+{
+    u64 va = DATA_VA + (r1 % ATK_DATA_PAGES) * PAGE_SIZE;
+    int level = leaf ? 1 : 2 + (int)((r1 >> 8) % 3);
+    if (leaf && (r1 & 0x10000))
+        va = (u64)kstacks, level = 2; /* the kernel's own 2 MiB leaf */
+    u64 e = shadow_entry(va, level);
+    if (!e && leaf)
+        e = shadow_entry(va, ++level);
+    if (!e)
+        return 2;
+    u64 old = atk_load(e), v;
+    u64 table = ARENA_GPA + ((e - ARENA_VA) & PTE_ADDR);
+    u64 flags = old & 0xfff;
+    switch (r2 % 13) {
+    case 0: v = old & ~PTE_P; break;
+    case 1: v = old & ~PTE_U; break;
+    case 2: v = old & ~PTE_W; break;
+    case 3: v = old | PTE_NX; break;
+    case 4: v = ram_page(mix(r2)) | flags; break;
+    case 5: v = ((r2 & 0x100) ? 0xf0000000UL : ((ram + (16UL << 20)) & PTE_ADDR)) | flags; break;
+    case 6: v = (HIDDEN_GPA + L_BLOCKS + ((r2 >> 8) % 64) * PAGE_SIZE) | flags; break;
+    case 7: v = (ARENA_GPA + ((mix(r2) % atk_arena) & PTE_ADDR)) | flags; break;
+    case 8: v = table | flags; break; /* a loop */
+    case 9: v = (read_cr3() & PTE_ADDR) | flags; break;
+    case 10: v = old | PTE_PS; break;
+    case 11: v = old | (1UL << 51); break;
+    default: v = leaf ? (space_root[0] | ENTRY_FLAGS | PTE_D) : atk_value(r2 >> 8, old); break;
+    }
+    u64 r = atk_store(e, v);
+    invlpg(va);
+    return r;
+}
+
+static u64 atk_raw_cr3(struct percpu *pc, u64 r1, u64 r2)
+{
+    u64 v;
+    switch (r1 % 5) {
+    case 0: v = cached_root(pc->cpu, r2); break;
+    case 1: v = ARENA_GPA + ((mix(r2) % atk_arena) & PTE_ADDR); break;
+    case 2: v = space_root[r2 % nspaces]; break;
+    case 3: v = ram_page(mix(r2)); break;
+    default: v = HIDDEN_GPA + ((r2 % 16) << 12); break;
+    }
+    res[RH_ATK_WHERE] = read_cr3();
+    res[RH_ATK_VALUE] = v;
+    if (!v)
+        return 2;
+    write_cr3(v);
+    return 0;
+}
+
+/* Clear P on the level-2 link of a data page and touch it, n times. */
+static u64 atk_relink(u64 n, u64 r2)
+{
+    u64 va = DATA_VA + (r2 % ATK_DATA_PAGES) * PAGE_SIZE, faulted = 0, x;
+    res[RH_ATK_WHERE] = va;
+    res[RH_ATK_VALUE] = n;
+    for (u64 i = 0; i < n; i++) {
+        u64 e = shadow_entry(va, 2);
+        if (e) {
+            u64 v = atk_load(e);
+            faulted += kprobe_store64(e, v & ~PTE_P) != 0;
+            invlpg(va);
+        }
+        faulted += kprobe_load64(va, &x) != 0;
+    }
+    return faulted ? 1 : 0;
+}
+
+static i64 sys_attack(struct percpu *pc, u64 class, u64 r1, u64 r2, u64 r3)
+{
+    if (!shadow)
+        return -3;
+    if (class >= ATK_CLASSES)
+        return -1;
+    atk_prepare();
+    u64 cpu = (r3 >> 48) % ncpus, r = 0;
+    res[RH_ATK_WHERE] = res[RH_ATK_VALUE] = 0;
+    switch (class) {
+    case ATK_IST: {
+        u64 va = atk_top(cpu) - 8 * (1 + r1 % (L_FRAME / 8));
+        r = atk_store(va, atk_value(r2, atk_load(va)));
+        break;
+    }
+    case ATK_FORGED_EXIT:
+        atk_forge(pc, r1, r2, r3);
+        atk_forged_exit(atk_top(pc->cpu));
+        break;
+    case ATK_FAKE_EXC: {
+        u64 pick = r1 % 8;
+        u64 vec = pick < 4 ? 14 : pick == 4 ? 6 : pick == 5 ? 13 : pick == 6 ? 8 : (r1 >> 8) % 32;
+        int has_ec = vec == 8 || (vec >= 10 && vec <= 14) || vec == 17 || vec == 21;
+        u64 cr2;
+        switch ((r2 >> 4) % 4) {
+        case 0: cr2 = DATA_VA + (r2 >> 8) % (2 * ATK_DATA_PAGES) * PAGE_SIZE; break;
+        case 1: cr2 = FAULT_LOOP_VA + ((r2 >> 8) & 0xfff); break;
+        default: cr2 = atk_value(r2 >> 8, DATA_VA); break;
+        }
+        u64 err = (r2 & 1) ? (r3 & 0x1f) : atk_value(r3, 0);
+        res[RH_ATK_WHERE] = vec;
+        res[RH_ATK_VALUE] = cr2;
+        atk_fake_exc(HOLE_VA + L_TRAMPOLINE + L_STUB * vec, atk_top(pc->cpu), has_ec ? err : ~0UL, cr2);
+        break;
+    }
+    case ATK_CHAIN: {
+        u64 va = atk_block(cpu) + L_CHAIN + 8 * (r1 % ((L_CHAIN_END - L_CHAIN) / 8));
+        r = atk_store(va, atk_value(r2, atk_load(va)));
+        break;
+    }
+    case ATK_SWITCH: {
+        u64 v;
+        switch (r1 % 6) {
+        case 0: v = space_root[r2 % nspaces] | BIT63; break;
+        case 1: v = (read_cr3() & PTE_ADDR) | BIT63; break;
+        case 2: v = HIDDEN_GPA | BIT63; break;
+        case 3: v = 0x1000 | BIT63; break;
+        case 4: v = (ram_page(mix(r2)) + 8) | BIT63; break;
+        default: v = atk_value(r2, 0); break;
+        }
+        r = atk_store(atk_block(cpu) + L_SWITCHED, v);
+        break;
+    }
+    case ATK_ROOTS: {
+        u64 sp = r1 % nspaces, cr3 = space_root[sp], v;
+        u64 slot = atk_block(pc->cpu) + L_ROOTS + 16 * ((cr3 >> 12) % L_ROOT_SLOTS);
+        switch (r2 % 6) {
+        case 0: v = cached_root(pc->cpu, r2 >> 8); break;
+        case 1: v = ARENA_GPA + ((mix(r2) % atk_arena) & PTE_ADDR); break;
+        case 2: v = cr3; break; /* the guest's own table as a root */
+        case 3: v = HIDDEN_GPA + (((r2 >> 8) % 16) << 12); break;
+        case 4: v = ram_page(mix(r2)); break;
+        default: v = atk_value(r2 >> 8, 0); break;
+        }
+        if (kprobe_store64(slot, cr3 | BIT63) || atk_store(slot + 8, v)) {
+            r = 1;
+            break;
+        }
+        pc->space = sp;
+        load_root(pc, cr3);
+        break;
+    }
+    case ATK_NMI: {
+        static const u64 vals[] = {~0UL, ~0UL - 1, 0, 1UL << 63};
+        u64 va = HOLE_VA + L_NMI_BLOCKS + cpu * L_BLOCK;
+        r = atk_store(va, (r1 & 4) ? atk_value(r2, atk_load(va)) : vals[r1 % 4]);
+        break;
+    }
+    case ATK_GDT: {
+        u64 va = HOLE_VA + L_GDT + 8 * (r1 % (5 + 2 * ncpus)), old = atk_load(va), v;
+        switch (r2 % 4) {
+        case 0: v = old & ~(1UL << 47); break;
+        case 1: v = old ^ (3UL << 45); break;
+        case 2: v = old ^ (1UL << 53); break;
+        default: v = atk_value(r2 >> 2, old); break;
+        }
+        r = atk_store(va, v);
+        break;
+    }
+    case ATK_IDT: {
+        u64 vec = r1 % 32, va = HOLE_VA + L_IDTS + cpu * L_IDT_STRIDE + 16 * vec, old = atk_load(va), v;
+        u64 h = exc_table[vec];
+        switch (r2 % 5) {
+        case 0: v = old & ~(1UL << 47); break;
+        case 1: v = (old & ~(7UL << 32)) | (((r2 >> 8) % 8) << 32); break;
+        case 2: /* straight to the kernel's handler, past the VMM */
+            v = (h & 0xffff) | (0x08UL << 16) | (0x8eUL << 40) | (((h >> 16) & 0xffff) << 48);
+            break;
+        case 3: va += 8, v = atk_value(r2 >> 8, atk_load(va)); break;
+        default: v = atk_value(r2 >> 8, old); break;
+        }
+        r = atk_store(va, v);
+        break;
+    }
+    case ATK_TSS: {
+        static const u64 offs[] = {4, 36, 44, 102};
+        u64 va = HOLE_VA + L_TSS + cpu * L_TSS_STRIDE + offs[r1 % 4], v;
+        switch (r2 % 4) {
+        case 0: v = atk_top((cpu + 1) % ncpus); break;
+        case 1: v = atk_top(cpu) - 0x1000 - 8 * ((r2 >> 8) % 64); break;
+        case 2: v = pc->kstack_top - 512; break;
+        default: v = atk_value(r2 >> 8, 0); break;
+        }
+        r = atk_store(va, v);
+        break;
+    }
+    case ATK_TRAMPOLINE:
+        r = atk_trampoline(r1, r2, r3);
+        break;
+    case ATK_LINK:
+    case ATK_LEAF:
+        r = atk_entry(r1, r2, class == ATK_LEAF);
+        break;
+    case ATK_ARENA: {
+        u64 va = ARENA_VA + ((r1 % atk_arena) & ~7UL);
+        r = atk_store(va, atk_value(r2, atk_load(va)));
+        break;
+    }
+    case ATK_RAW_CR3:
+        r = atk_raw_cr3(pc, r1, r2);
+        break;
+    case ATK_RELINK:
+        r = atk_relink(r1, r2);
+        break;
+    case ATK_READ: {
+        u64 va = HOLE_VA + ((r1 % (SYS_SIZE + atk_arena)) & ~7UL);
+        res[RH_ATK_WHERE] = va;
+        r = kprobe_load64(va, &res[RH_ATK_VALUE]) ? 1 : 0;
+        break;
+    }
+    }
+    if (r == 1)
+        res[RH_ATK_FAULTED]++;
+    else if (r == 2)
+        res[RH_ATK_SKIPPED]++;
+    else
+        res[RH_ATK_DONE]++;
+    return (i64)r;
+}
+
 /* Asks the VMM for the RAM regions now (they grow with memory hotplug),
  * straight into the user info page. */
 static i64 sys_ram_map(void)
@@ -1115,6 +1592,12 @@ i64 syscall_dispatch(u64 a0, u64 a1, u64 a2, u64 a3, u64 a4, u64 nr)
     case SYS_MAP_RAM:
         r = sys_map_ram(pc, a0, a1, a2);
         break;
+    case SYS_ATTACK:
+        r = sys_attack(pc, a0, a1, a2, a3);
+        break;
+    case SYS_SPIN:
+        for (;;)
+            __asm__ volatile("pause");
     default:
         r = -1;
     }

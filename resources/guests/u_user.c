@@ -904,16 +904,156 @@ static u64 w_remap(void)
     return STATUS_OK;
 }
 
+/* ----------------------------------------------------------------- attack */
+
+/* A hostile guest kernel (shadow paging): each step, one SYS_ATTACK of a
+ * target class drawn from the mask (parameter 2; 0: every class) writes
+ * into the VMM's hidden region through the hole (kernel.c), then the
+ * workload carries on with ordinary page-table work that faults and makes
+ * hypercalls: touches, remaps, address-space switches, flushes, live PTE
+ * rewrites, demand paging. Nothing is checked: what the VMM must do is end
+ * the VM with a clear error or let it carry on. Records: per step, class |
+ * result << 8. With two vCPUs the other one keeps touching and flushing
+ * the same pages (remote flushes, exits to race with). */
+
+#define ATK_SPACES 4
+#define ATK_PAGES 64 /* kernel.c's ATK_DATA_PAGES */
+
+static volatile u64 atk_stop;
+
+static void __attribute__((noreturn)) attack_ap(void)
+{
+    u64 i = 0;
+    while (!atk_stop) {
+        (void)uprobe_read(DATA_VA + (i % ATK_PAGES) * PAGE_SIZE);
+        if (++i % 64 == 0)
+            sys(SYS_FLUSH, (i & 128) ? ~0UL : DATA_VA, 0, 0, 0, 0);
+    }
+    for (;;)
+        __asm__ volatile("pause");
+}
+
+static void attack_work(u64 spaces[ATK_SPACES], i64 pool)
+{
+    switch (rnd() % 6) {
+    case 0:
+        for (int k = 0; k < 8; k++) {
+            u64 va = DATA_VA + (rnd() % ATK_PAGES) * PAGE_SIZE;
+            if (rnd() & 1)
+                (void)uprobe_write(va + 64);
+            else
+                (void)uprobe_read(va);
+        }
+        break;
+    case 1:
+        if (pool >= 0)
+            sys(SYS_REMAP, DATA2_VA, 8, (u64)pool + (rnd() % 8) * PAGE_SIZE, 0, 0);
+        break;
+    case 2: {
+        u64 sp = spaces[rnd() % ATK_SPACES];
+        sys(SYS_SWITCH, sp, 0, 0, 0, 0);
+        for (int k = 0; k < 4; k++)
+            (void)uprobe_read(DATA_VA + (rnd() % 16) * PAGE_SIZE);
+        sys(SYS_SWITCH, 0, 0, 0, 0, 0);
+        break;
+    }
+    case 3:
+        sys(SYS_FLUSH, (rnd() & 1) ? ~0UL : DATA_VA + (rnd() % ATK_PAGES) * PAGE_SIZE, 0, 0, 0, 0);
+        break;
+    case 4:
+        sys(SYS_PTE, REMAP_VA + (rnd() % 8) * PAGE_SIZE, rnd() % PTE_OPS,
+            pool >= 0 ? (u64)pool + (rnd() % 8) * PAGE_SIZE : 0, 0, 0);
+        (void)uprobe_read(REMAP_VA + (rnd() % 8) * PAGE_SIZE);
+        break;
+    default:
+        *word(DATA3_VA + (rnd() % 64) * PAGE_SIZE) = rnd();
+        (void)uprobe_read(DATA_VA + (rnd() % ATK_PAGES) * PAGE_SIZE + 8);
+        break;
+    }
+}
+
+static u64 w_attack(void)
+{
+    u64 steps = param(1, 24), mask = param(2, 0), relink = param(3, 0);
+    if (!(mask & ((1UL << ATK_CLASSES) - 1)))
+        mask = (1UL << ATK_CLASSES) - 1;
+    u64 spaces[ATK_SPACES] = {0};
+    if (sys(SYS_MAP, 0, DATA_VA, ATK_PAGES, MAP_W, 0) < 0 || sys(SYS_MAP, 0, DATA2_VA, 8, MAP_W, 0) < 0 ||
+        sys(SYS_MAP, 0, REMAP_VA, 8, MAP_W, 0) < 0 || sys(SYS_MAP, 0, DATA3_VA, 64, MAP_W | MAP_DEMAND, 0) < 0)
+        return STATUS_SETUP;
+    i64 pool = sys(SYS_MAP, 0, DATA_VA + ATK_PAGES * PAGE_SIZE, 8, MAP_W, 0);
+    for (u64 i = 1; i < ATK_SPACES; i++) {
+        i64 sp = sys(SYS_NEW_SPACE, 0, 0, 0, 0, 0);
+        if (sp < 0 || sys(SYS_MAP, (u64)sp, DATA_VA, 16, MAP_W, 0) < 0)
+            return STATUS_SETUP;
+        spaces[i] = (u64)sp;
+    }
+    for (u64 i = 0; i < ATK_PAGES; i++)
+        *word(DATA_VA + i * PAGE_SIZE) = pat(11, i);
+    for (u64 i = 1; i < ATK_SPACES; i++) {
+        sys(SYS_SWITCH, spaces[i], 0, 0, 0, 0);
+        (void)*word(DATA_VA);
+    }
+    sys(SYS_SWITCH, 0, 0, 0, 0, 0);
+    if (ui->ncpus > 1 && sys(SYS_START_CPU, 1, 0, 0, 0, 0) < 0)
+        return STATUS_SETUP;
+    for (u64 s = 0; s < steps; s++) {
+        u64 class;
+        do
+            class = rnd() % ATK_CLASSES;
+        while (!(mask & (1UL << class)));
+        R[RH_ATK_STEP] = s + 1;
+        R[RH_ATK_CLASS] = class;
+        u64 r1 = rnd();
+        if (class == ATK_RELINK)
+            r1 = relink ? relink : r1 % 64 + 1;
+        i64 r = sys(SYS_ATTACK, class, r1, rnd(), rnd(), 0);
+        rec(class | (u64)(r & 0xff) << 8);
+        for (u64 k = rnd() % 3 + 1; k; k--)
+            attack_work(spaces, pool);
+    }
+    atk_stop = 1;
+    return STATUS_OK;
+}
+
+/* ---------------------------------------------- guests that never return */
+
+/* spin-user: CPL3, no exit ever. */
+static u64 __attribute__((noreturn)) w_spin_user(void)
+{
+    for (;;)
+        R[RH_TSC]++;
+}
+
+/* spin-kernel: CPL0, no exit ever. */
+static u64 w_spin_kernel(void)
+{
+    sys(SYS_SPIN, 0, 0, 0, 0, 0);
+    return STATUS_SETUP;
+}
+
+/* fault-loop: a read of a page that is never mapped, whose #PF the kernel
+ * returns from without fixing it: the same fault forever. */
+static u64 w_fault_loop(void)
+{
+    (void)*word(FAULT_LOOP_VA);
+    return STATUS_SETUP;
+}
+
 /* ------------------------------------------------------------------- main */
 
 static const char *const names[] = {"?", "touch", "spaces", "cow", "adbits", "huge", "access",
-                                    "smp", "hostile", "hotplug", "remap"};
+                                    "smp", "hostile", "hotplug", "remap", "attack", "spin-user",
+                                    "spin-kernel", "fault-loop"};
 
 void __attribute__((noreturn)) user_main(const struct uinfo *info, u64 cpu)
 {
     ui = info;
-    if (cpu != 0)
+    if (cpu != 0) {
+        if (ui->workload == WL_ATTACK)
+            attack_ap();
         smp_ap();
+    }
     rng_state = ui->params[P_SEED] * 0x9e3779b97f4a7c15UL + 0x2545f4914f6cdd1dUL;
     if (!rng_state)
         rng_state = 1;
@@ -929,6 +1069,10 @@ void __attribute__((noreturn)) user_main(const struct uinfo *info, u64 cpu)
     case WL_HOSTILE: status = w_hostile(); break;
     case WL_HOTPLUG: status = w_hotplug(); break;
     case WL_REMAP: status = w_remap(); break;
+    case WL_ATTACK: status = w_attack(); break;
+    case WL_SPIN_USER: status = w_spin_user(); break;
+    case WL_SPIN_KERNEL: status = w_spin_kernel(); break;
+    case WL_FAULT_LOOP: status = w_fault_loop(); break;
     default: status = STATUS_SETUP; break;
     }
     R[RH_NRECORDS] = nrec;

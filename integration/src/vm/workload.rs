@@ -31,11 +31,42 @@ pub enum Workload {
     /// Live leaf entries rewritten (frame, W, P, NX) and invalidated with
     /// INVLPG, then read, written and executed through.
     Remap,
+    /// A hostile guest kernel: seeded writes from CPL0 into the VMM's
+    /// hidden region (IST frames, chain areas, switch word, root cache,
+    /// NMI blocks, GDT, IDT, TSS, trampoline code, shadow entries) between
+    /// page-table work that faults and makes hypercalls. Shadow paging
+    /// only does anything; its records are not compared with native.
+    Attack,
+    /// Never returns: spins at CPL3 without an exit.
+    SpinUser,
+    /// Never returns: spins at CPL0 without an exit.
+    SpinKernel,
+    /// Never returns: faults on one address forever, its #PF handler
+    /// returning without fixing anything.
+    FaultLoop,
 }
 
 impl Workload {
     /// Every workload, in id order.
-    pub const ALL: [Workload; 9] = [
+    pub const ALL: [Workload; 13] = [
+        Workload::Touch,
+        Workload::Spaces,
+        Workload::Cow,
+        Workload::Adbits,
+        Workload::Huge,
+        Workload::Access,
+        Workload::Smp,
+        Workload::Hostile,
+        Workload::Remap,
+        Workload::Attack,
+        Workload::SpinUser,
+        Workload::SpinKernel,
+        Workload::FaultLoop,
+    ];
+
+    /// The workloads that end by themselves with results that native and
+    /// shadow runs can compare: the suite's, the soak's.
+    pub const COMPARABLE: [Workload; 9] = [
         Workload::Touch,
         Workload::Spaces,
         Workload::Cow,
@@ -46,6 +77,15 @@ impl Workload {
         Workload::Hostile,
         Workload::Remap,
     ];
+
+    /// Whether the workload never exits by itself (only `--timeout` ends
+    /// it).
+    pub fn never_returns(self) -> bool {
+        matches!(
+            self,
+            Workload::SpinUser | Workload::SpinKernel | Workload::FaultLoop
+        )
+    }
 
     /// The id in the boot info page.
     pub fn id(self) -> u64 {
@@ -59,6 +99,10 @@ impl Workload {
             Workload::Smp => 7,
             Workload::Hostile => 8,
             Workload::Remap => 10,
+            Workload::Attack => 11,
+            Workload::SpinUser => 12,
+            Workload::SpinKernel => 13,
+            Workload::FaultLoop => 14,
         }
     }
 
@@ -79,6 +123,10 @@ impl Workload {
             Workload::Smp => "smp",
             Workload::Hostile => "hostile",
             Workload::Remap => "remap",
+            Workload::Attack => "attack",
+            Workload::SpinUser => "spin-user",
+            Workload::SpinKernel => "spin-kernel",
+            Workload::FaultLoop => "fault-loop",
         }
     }
 
@@ -95,6 +143,8 @@ impl Workload {
             Workload::Smp => &[("pages", 16), ("iterations", 100)],
             Workload::Hostile => &[],
             Workload::Remap => &[("pages", 16), ("rounds", 256)],
+            Workload::Attack => &[("steps", 24), ("classes", 0), ("relink", 0)],
+            Workload::SpinUser | Workload::SpinKernel | Workload::FaultLoop => &[],
         }
     }
 
@@ -121,7 +171,12 @@ impl Workload {
             Workload::Huge => &["first-touch-2m", "warm-2m", "split-verify+write"],
             Workload::Access => &["all-cases", "kernel-batches", "user-cases"],
             Workload::Smp => &["lockstep-remaps", "racy-remaps"],
-            Workload::Hostile | Workload::Remap => &[],
+            Workload::Hostile
+            | Workload::Remap
+            | Workload::Attack
+            | Workload::SpinUser
+            | Workload::SpinKernel
+            | Workload::FaultLoop => &[],
         }
     }
 
