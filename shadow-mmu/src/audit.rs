@@ -13,6 +13,8 @@
 //! 4. No leaf maps the hidden region, or anything but RAM and registered
 //!    MMIO.
 //! 5. The reverse map holds exactly the present leaves.
+//! 6. Every entry of a page in use is, in the mapping the CPU walks, what
+//!    the MMU wrote (`spt::arena`).
 
 use std::collections::HashSet;
 
@@ -50,6 +52,14 @@ pub enum AuditError {
 impl MmuState {
     /// Checks every invariant.
     pub fn audit(&self, mem: &GuestMemoryMmap) -> Result<(), AuditError> {
+        for (id, _) in self.pages.iter() {
+            self.pages.arena.verify_page(id).map_err(|c| {
+                AuditError::Bookkeeping(format!(
+                    "entry {} of page {id:?} holds {:#x}, the MMU wrote {:#x}",
+                    c.index, c.found, c.expected
+                ))
+            })?;
+        }
         self.audit_bookkeeping()?;
         for (vcpu, v) in self.vcpus.iter().enumerate() {
             for root in v.root.iter().chain(v.prev.iter()) {

@@ -31,4 +31,18 @@ pub enum MmuError {
     /// The guest walk failed.
     #[error("guest walk failed: {0}")]
     Walk(#[from] WalkError),
+    /// A shadow entry the CPU uses holds a value the MMU did not write:
+    /// code with access to the arena (guest CPL0 code, through the
+    /// hypervisor hole) overwrote it. The VM cannot go on.
+    #[error(
+        "shadow entry at {addr:#x} was overwritten: it holds {found:#x}, the MMU wrote {expected:#x}"
+    )]
+    ShadowCorrupted {
+        /// Shadow-physical address of the entry.
+        addr: u64,
+        /// What the MMU wrote.
+        expected: u64,
+        /// What the entry holds.
+        found: u64,
+    },
 }

@@ -151,7 +151,7 @@ fn resolve(
         return Ok((FaultOutcome::Retry, st.take_changes()));
     }
     st.begin_op();
-    let outcome = st.fetch(&mem, &state, root_page, &walk, req, stats);
+    let outcome = st.fetch(&mem, &state, root_page, &walk, req, stats)?;
     match outcome {
         FaultOutcome::Retry => Counters::bump(&stats.fault_retry),
         FaultOutcome::Mmio { .. } => Counters::bump(&stats.fault_mmio),
@@ -255,11 +255,11 @@ impl MmuState {
         walk: &GuestWalk,
         req: Request,
         stats: &Counters,
-    ) -> FaultOutcome {
+    ) -> Result<FaultOutcome, MmuError> {
         let gva = walk.gva.0;
         let gfn = walk.gfn();
         let Some((frame, ram)) = self.frame_and_kind(mem, gfn) else {
-            return FaultOutcome::Mmio { gpa: walk.gpa };
+            return Ok(FaultOutcome::Mmio { gpa: walk.gpa });
         };
         let map_level = if ram {
             self.mapping_level(mem, walk)
@@ -292,10 +292,10 @@ impl MmuState {
         // which takes the lock): if every entry the walk used is still in
         // memory, the walk is a current translation (KVM's gpte_changed).
         if !walk_is_current(mem, walk) {
-            return FaultOutcome::Retry;
+            return Ok(FaultOutcome::Retry);
         }
         let Some(mut page) = self.pages.get(root).map(|_| root) else {
-            return FaultOutcome::Retry;
+            return Ok(FaultOutcome::Retry);
         };
         self.pages.touch(page);
         let mut level = self.pages.get(root).map_or(4, |p| p.role.level());
@@ -312,7 +312,10 @@ impl MmuState {
             }
             let idx = shadow_index(gva, level);
             let ptr = SptePtr::new(page, idx);
-            let v = self.pages.arena.load(page, idx);
+            // The entries of the path are those the CPU walked to this
+            // fault: if one is not what the MMU wrote, installing the leaf
+            // again would not fix the fault.
+            let v = self.verified(page, idx)?;
             let child_level = level - 1;
             // Under a guest large page (or with paging off) the child is a
             // direct page of the range, with the leaf's rights as its role.
@@ -325,7 +328,7 @@ impl MmuState {
             });
             if spte::is_present(v) && !spte::is_leaf(v, level) {
                 let Some(child) = self.pages.arena.page_at(spte::target(v)) else {
-                    return FaultOutcome::Retry;
+                    return Ok(FaultOutcome::Retry);
                 };
                 let stale = direct
                     .is_some_and(|role| self.pages.get(child).is_some_and(|c| c.role != role));
@@ -355,7 +358,7 @@ impl MmuState {
                 // The synthetic levels of a 32-bit or PAE root are built
                 // with the root; a missing one means the root is being torn
                 // down.
-                return FaultOutcome::Retry;
+                return Ok(FaultOutcome::Retry);
             } else {
                 // The shadow of the guest table at `child_level`.
                 let li = usize::from(child_level) - 1;
@@ -374,7 +377,7 @@ impl MmuState {
                 (walk.table_gfns[li], role)
             };
             let Ok(child) = self.get_or_create(mem, cgfn, crole, stats) else {
-                return FaultOutcome::Retry;
+                return Ok(FaultOutcome::Retry);
             };
             // Creating the child may have write-protected or zapped
             // something on this path; re-read the entry.
@@ -382,7 +385,7 @@ impl MmuState {
                 continue;
             }
             if self.pages.get(page).is_none() {
-                return FaultOutcome::Retry;
+                return Ok(FaultOutcome::Retry);
             }
             self.link(ptr, child);
             page = child;
@@ -392,7 +395,7 @@ impl MmuState {
         // The leaf.
         let idx = shadow_index(gva, level);
         let ptr = SptePtr::new(page, idx);
-        let old = self.pages.arena.load(page, idx);
+        let old = self.verified(page, idx)?;
         let frames = frames_at(level);
         let leaf_gfn = Gfn(gfn.0 & !(frames - 1));
         let leaf_frame = frame - ((gfn.0 - leaf_gfn.0) << PAGE_SHIFT);
@@ -424,16 +427,16 @@ impl MmuState {
                 let own_table = (walk.level.max(1)..=walk.root_level)
                     .any(|l| walk.table_gfns[usize::from(l) - 1] == leaf_gfn);
                 if own_table || self.cfg.table_writes == TableWrites::Emulate {
-                    return FaultOutcome::Emulate { gpa: walk.gpa };
+                    return Ok(FaultOutcome::Emulate { gpa: walk.gpa });
                 }
                 self.unprotect(leaf_gfn, stats);
                 if self.pages.get(page).is_none() {
-                    return FaultOutcome::Retry;
+                    return Ok(FaultOutcome::Retry);
                 }
                 if self.is_write_protected(leaf_gfn) {
                     // A root in use still shadows it (roots are never
                     // zapped): the write has to be emulated.
-                    return FaultOutcome::Emulate { gpa: walk.gpa };
+                    return Ok(FaultOutcome::Emulate { gpa: walk.gpa });
                 }
             }
         }
@@ -458,7 +461,7 @@ impl MmuState {
         if level == 1 {
             self.prefetch_around(mem, state, page, idx, stats);
         }
-        FaultOutcome::Fixed
+        Ok(FaultOutcome::Fixed)
     }
 
     /// Installs leaves for the guest entries around `idx` in `page`: the

@@ -188,6 +188,19 @@ impl MmuState {
         }
     }
 
+    /// Entry `index` of `page` as the MMU wrote it, or the error that stops
+    /// the VM if the CPU would see something else (`spt::arena`).
+    pub fn verified(&self, page: PageId, index: usize) -> Result<u64, MmuError> {
+        let arena = &self.pages.arena;
+        arena
+            .verify(page, index)
+            .map_err(|c| MmuError::ShadowCorrupted {
+                addr: arena.page_address(c.page) + 8 * c.index as u64,
+                expected: c.expected,
+                found: c.found,
+            })
+    }
+
     /// Clears an entry and forgets what it referenced. The hole's entry in
     /// a top-level page is the VMM's and is never cleared.
     pub fn drop_spte(&mut self, ptr: SptePtr) {
@@ -219,7 +232,11 @@ impl MmuState {
         let addr = self.pages.arena.page_address(child);
         self.set_spte(ptr, spte::link(addr));
         if let Some(c) = self.pages.get_mut(child) {
-            c.parents.push(ptr);
+            // At most one record per entry, whatever happened to the entry
+            // meanwhile: the records are bounded by the arena's entries.
+            if !c.parents.contains(&ptr) {
+                c.parents.push(ptr);
+            }
         }
     }
 
@@ -606,7 +623,7 @@ impl MmuState {
         let mut level = self.pages.get(page)?.role.level();
         let mut rights = PteAccess::all();
         loop {
-            let v = self.pages.arena.load(page, shadow_index(gva.0, level));
+            let v = self.pages.arena.load_live(page, shadow_index(gva.0, level));
             if !spte::is_present(v) {
                 return None;
             }
@@ -619,5 +636,32 @@ impl MmuState {
             page = self.pages.arena.page_at(spte::target(v))?;
             level -= 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spt::Arena;
+
+    /// Linking an entry that the MMU already linked (a relink after the
+    /// entry was cleared behind its back) records the parent once: parent
+    /// lists are bounded by the arena's entries, whatever the guest does.
+    #[test]
+    fn a_relinked_entry_is_one_parent() {
+        let arena = Arena::new(0x1_0000_0000, 4).unwrap();
+        let mut st = MmuState::new(Pages::new(arena), MmuConfig::default());
+        let role = Role::base(&PagingState::default()).with_level(2);
+        let (parent, _) = st.pages.allocate(Gfn(1), role.with_level(3)).unwrap();
+        let (child, _) = st.pages.allocate(Gfn(2), role).unwrap();
+        let ptr = SptePtr::new(parent, 5);
+        for _ in 0..3 {
+            st.link(ptr, child);
+            // What a guest kernel can do through the hole.
+            st.pages.arena.store(parent, 5, 0);
+        }
+        assert_eq!(st.pages.get(child).unwrap().parents, vec![ptr]);
+        st.link(SptePtr::new(parent, 6), child);
+        assert_eq!(st.pages.get(child).unwrap().parents.len(), 2);
     }
 }

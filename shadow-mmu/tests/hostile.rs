@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::thread;
 
 use common::*;
-use shadow_mmu::pte::{PTE_P, PTE_W};
+use shadow_mmu::pte::{PTE_P, PTE_U, PTE_W};
 use shadow_mmu::{
     FaultOutcome, GuestAddress, GuestException, Gva, Hole, Mmu, MmuConfig, MmuError, PfErrorCode,
     ShadowMmu,
@@ -384,4 +384,113 @@ fn paging_off_write_to_a_shadowed_table() {
         Cpu::Done(0x4008)
     );
     m.audit().unwrap();
+}
+
+/// Writes `value` into the shadow entry at shadow-physical `addr` behind the
+/// MMU's back, as guest CPL0 code can through the hypervisor hole.
+fn forge(m: &Mmu, addr: u64, value: u64) {
+    let (base, host, size) = m.arena_region();
+    assert!(addr >= base && addr + 8 <= base + size && addr.is_multiple_of(8));
+    // SAFETY: `addr` is an aligned entry inside the arena mapping (checked
+    // above), which `m` keeps mapped; the MMU reads it only with atomic
+    // loads, and this test runs no other thread.
+    unsafe {
+        let entry = host
+            .add((addr - base) as usize)
+            .cast::<std::sync::atomic::AtomicU64>();
+        (*entry).store(value, Ordering::Release);
+    }
+}
+
+/// The shadow entries a CPU walks for `gva` from `root`, top down.
+fn shadow_path(m: &Mmu, root: u64, gva: u64) -> Vec<u64> {
+    let mut table = root;
+    let mut path = Vec::new();
+    for level in (1..=4u32).rev() {
+        let addr = table + 8 * ((gva >> (12 + 9 * (level - 1))) & 511);
+        path.push(addr);
+        let v = m.read_spte(addr).expect("entry in the arena");
+        if level == 1 || v & PS != 0 {
+            break;
+        }
+        table = v & 0x000f_ffff_ffff_f000;
+    }
+    path
+}
+
+/// A shadow entry the MMU did not write (a guest kernel rewriting the arena
+/// through the hole) is never followed, repaired in place or answered with
+/// "fixed": the next fault that crosses it ends with
+/// `MmuError::ShadowCorrupted` naming the entry, and the audit reports it.
+/// Each forgery is one that made the fault path loop for ever before the
+/// MMU kept its own copy of the entries.
+#[test]
+fn forged_shadow_entries_are_reported_not_followed() {
+    enum Forge {
+        /// Clear these bits.
+        Clear(u64),
+        /// Write this value.
+        Value(u64),
+    }
+    let gva = 0x40_3000u64;
+    for (what, level, forgery) in [
+        ("link with P cleared", 0usize, Forge::Clear(PTE_P)),
+        (
+            "link outside the arena",
+            1,
+            Forge::Value(0x5000 | UPPER | A),
+        ),
+        ("link without U", 2, Forge::Clear(PTE_U)),
+        ("link without W", 1, Forge::Clear(PTE_W)),
+        ("leaf cleared", 3, Forge::Value(0)),
+        (
+            "leaf pointing elsewhere",
+            3,
+            Forge::Value(0x7000 | UPPER | A | D),
+        ),
+    ] {
+        let m = mmu();
+        w64(&m, 0x1000, 0x2000 | UPPER | A);
+        w64(&m, 0x2000, 0x3000 | UPPER | A);
+        w64(&m, 0x3000 + 2 * 8, 0x4000 | UPPER | A);
+        w64(&m, 0x4000 + 3 * 8, 0x10_0000 | LEAF_RW | A | D);
+        let s = long_mode(0x1000);
+        let root = load(&m, 0, &s);
+        assert_eq!(
+            cpu_access(&m, 0, &s, gva, wr(true)),
+            Cpu::Done(0x10_0000),
+            "{what}"
+        );
+        let path = shadow_path(&m, root, gva);
+        assert_eq!(path.len(), 4, "{what}");
+        let addr = path[level];
+        let old = m.read_spte(addr).unwrap();
+        let new = match forgery {
+            Forge::Clear(bits) => old & !bits,
+            Forge::Value(v) => v,
+        };
+        forge(&m, addr, new);
+        assert!(m.audit().is_err(), "{what}: the audit missed it");
+        // The CPU faults on the forged path; the MMU must not call that
+        // fixed (the CPU would fault again, for ever).
+        let ec = PfErrorCode::W | PfErrorCode::U;
+        match m.page_fault(0, Gva(gva), ec) {
+            Err(MmuError::ShadowCorrupted {
+                addr: at,
+                expected,
+                found,
+            }) => {
+                assert_eq!((at, expected, found), (addr, old, new), "{what}");
+            }
+            other => panic!("{what}: {other:?}"),
+        }
+        // The MMU's own view is intact: putting the entry back heals it.
+        forge(&m, addr, old);
+        m.audit().unwrap();
+        assert_eq!(
+            cpu_access(&m, 0, &s, gva, rd(true)),
+            Cpu::Done(0x10_0000),
+            "{what}"
+        );
+    }
 }

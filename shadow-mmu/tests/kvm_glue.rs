@@ -8,7 +8,7 @@
 
 use kvm_bindings::{kvm_regs, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{Kvm, VcpuExit};
-use shadow_mmu::kvm::{Exit, ShadowVm, ShadowVmConfig, EXIT_PORT};
+use shadow_mmu::kvm::{Exit, KvmGlueError, ShadowVm, ShadowVmConfig, EXIT_PORT};
 use shadow_mmu::pte::{PTE_A, PTE_D, PTE_P, PTE_PS, PTE_U, PTE_W};
 use shadow_mmu::{Cr0, Cr4, Efer, GuestAddress, MmuConfig, PagingState, ShadowMmu};
 use vm_memory::{Bytes, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryBackend, GuestMemoryMmap};
@@ -16,6 +16,7 @@ use vm_memory::{Bytes, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryBackend,
 const RAM: usize = 64 << 20;
 const GUEST: &[u8] = include_bytes!("guest/basic.bin");
 const USER_GUEST: &[u8] = include_bytes!("guest/user.bin");
+const HOSTILE_GUEST: &[u8] = include_bytes!("guest/hostile.bin");
 
 fn kvm() -> Kvm {
     Kvm::new().unwrap_or_else(|e| {
@@ -30,6 +31,21 @@ fn run_guest(
     prepare: impl FnOnce(&dyn Fn(u64, u64)),
 ) -> (
     kvm_bindings::kvm_regs,
+    ShadowVm,
+    GuestMemoryAtomic<GuestMemoryMmap>,
+    u32,
+) {
+    let (r, shadow, atomic, exits) = try_run_guest(code, 0x10_0000, prepare);
+    (r.expect("trampoline exit"), shadow, atomic, exits)
+}
+
+/// [`run_guest`] from `rip`, ending at the first error of the glue.
+fn try_run_guest(
+    code: &[u8],
+    rip: u64,
+    prepare: impl FnOnce(&dyn Fn(u64, u64)),
+) -> (
+    Result<kvm_bindings::kvm_regs, KvmGlueError>,
     ShadowVm,
     GuestMemoryAtomic<GuestMemoryMmap>,
     u32,
@@ -76,7 +92,7 @@ fn run_guest(
         ..Default::default()
     };
     let regs = kvm_regs {
-        rip: 0x10_0000,
+        rip,
         rflags: 2,
         ..Default::default()
     };
@@ -88,12 +104,11 @@ fn run_guest(
         exits += 1;
         assert!(exits < 1000, "guest does not finish");
         match vcpu.run().expect("KVM_RUN") {
-            VcpuExit::IoOut(port, _) if port == EXIT_PORT => {
-                match shadow.handle_exit(0).expect("trampoline exit") {
-                    Exit::Resume => {}
-                    other => panic!("unexpected exit {other:x?}"),
-                }
-            }
+            VcpuExit::IoOut(port, _) if port == EXIT_PORT => match shadow.handle_exit(0) {
+                Ok(Exit::Resume) => {}
+                Ok(other) => panic!("unexpected exit {other:x?}"),
+                Err(e) => return (Err(e), shadow, atomic, exits),
+            },
             VcpuExit::Hlt => break,
             other => {
                 let msg = format!("{other:?}");
@@ -107,7 +122,7 @@ fn run_guest(
         }
     }
     let regs = vcpu.get_regs().unwrap();
-    (regs, shadow, atomic, exits)
+    (Ok(regs), shadow, atomic, exits)
 }
 
 #[test]
@@ -197,7 +212,6 @@ fn cpl3_guest_faults_are_delivered_with_architectural_error_codes() {
 /// retry (the glue used to loop on `flush_completed` forever).
 #[test]
 fn roots_that_fill_the_cap_are_an_error_not_a_hang() {
-    use shadow_mmu::kvm::KvmGlueError;
     use shadow_mmu::MmuError;
 
     let kvm = kvm();
@@ -242,4 +256,106 @@ fn roots_that_fill_the_cap_are_an_error_not_a_hang() {
         }
     }
     assert_eq!(shadow.mmu().stats().pages_in_use, 8);
+}
+
+/// Identity-mapped guest tables for the hostile guest: code and stack in
+/// the first 2 MiB, and one data page each under PML4 slots 1 and 2 (guest
+/// entries without A, so that nothing is prefetched).
+fn hostile_tables(w: &dyn Fn(u64, u64)) {
+    let t = PTE_P | PTE_W;
+    w(0x1000, 0x2000 | t);
+    w(0x2000, 0x3000 | t);
+    w(0x3000, 0x4000 | t);
+    for i in 0..512u64 {
+        w(0x4000 + 8 * i, (i << 12) | t);
+    }
+    // Slot 1: gva 0x80_0000_0000 + 4 KiB pages at GPA 0x20_0000.
+    w(0x1008, 0xa000 | t);
+    w(0xa000, 0xb000 | t);
+    w(0xb000, 0xc000 | t);
+    for i in 0..4u64 {
+        w(0xc000 + 8 * i, (0x20_0000 + (i << 12)) | t);
+    }
+    // Slot 2: gva 0x100_0000_0000 at GPA 0x30_0000.
+    w(0x1010, 0xd000 | t);
+    w(0xd000, 0xe000 | t);
+    w(0xe000, 0xf000 | t);
+    w(0xf000, 0x30_0000 | t);
+}
+
+/// A guest kernel clears P in its shadow root through the hole: the next
+/// fault that crosses the entry stops the VM with the entry named, where
+/// the MMU used to re-link it and call the fault fixed, for ever.
+#[test]
+fn a_shadow_entry_forged_through_the_hole_stops_the_vm() {
+    use shadow_mmu::MmuError;
+
+    let (r, shadow, _, exits) = try_run_guest(HOSTILE_GUEST, 0x10_0000, hostile_tables);
+    let root = shadow.mmu().stats();
+    match r {
+        Err(KvmGlueError::Mmu(MmuError::ShadowCorrupted {
+            addr,
+            expected,
+            found,
+        })) => {
+            assert_eq!(addr % 4096, 8, "PML4 slot 1 of the root");
+            assert_eq!(found, expected & !PTE_P);
+        }
+        other => panic!("after {exits} exits: {other:x?} ({root:?})"),
+    }
+    assert!(shadow.mmu().audit().is_err());
+}
+
+/// A guest kernel loads CR3 itself with a copy of its shadow root: faults
+/// the MMU fixes in the root it keeps never reach the one the CPU uses.
+/// The glue ends the VM with `FaultLoop` after a bounded number of
+/// identical faults instead of serving them for ever.
+#[test]
+fn a_root_the_vmm_never_built_is_a_fault_loop_not_a_hang() {
+    let (r, _, _, exits) = try_run_guest(HOSTILE_GUEST, 0x10_0800, hostile_tables);
+    match r {
+        Err(KvmGlueError::FaultLoop {
+            gva,
+            error_code,
+            faults,
+            ..
+        }) => {
+            assert_eq!(gva, 0x100_0000_0000);
+            assert_eq!(error_code, 0, "a supervisor read of a not-present page");
+            assert!(
+                faults > 200 && exits < 600,
+                "{faults} faults, {exits} exits"
+            );
+        }
+        other => panic!("after {exits} exits: {other:x?}"),
+    }
+}
+
+/// An exception for a guest whose kernel stack is not mapped is a clear
+/// "could not be delivered" error naming the stack, not "no handler".
+#[test]
+fn an_exception_with_no_usable_stack_is_named_as_such() {
+    let (r, _, _, exits) = try_run_guest(HOSTILE_GUEST, 0x10_1000, |w| {
+        hostile_tables(w);
+        w(0x9000 + 14 * 8, 0x10_0100);
+    });
+    match r {
+        Err(KvmGlueError::Undeliverable {
+            vector: 14, stack, ..
+        }) => assert_eq!(stack, 0x4000_0ff8, "the first push"),
+        other => panic!("after {exits} exits: {other:x?}"),
+    }
+}
+
+/// A guest kernel that overwrites the trampoline's code through the hole
+/// makes the trampoline fault: the VM stops with an error that says so.
+#[test]
+fn a_trampoline_the_guest_overwrote_is_a_clear_error() {
+    let (r, _, _, exits) = try_run_guest(HOSTILE_GUEST, 0x10_1800, hostile_tables);
+    match r {
+        Err(KvmGlueError::TrampolineFault { vector: 6, rip, .. }) => {
+            assert_eq!((rip >> 39) & 511, 510, "in the hole: {rip:#x}")
+        }
+        other => panic!("after {exits} exits: {other:x?}"),
+    }
 }

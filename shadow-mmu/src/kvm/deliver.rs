@@ -12,7 +12,7 @@ use super::exit::Exit;
 use super::frame::{IretFrame, RFLAGS_IF, RFLAGS_NT, RFLAGS_RF, RFLAGS_TF, RFLAGS_VM};
 use super::layout::*;
 use super::vcpu::VcpuGlue;
-use super::ShadowVm;
+use super::{KvmGlueError, ShadowVm};
 use crate::{Access, AccessKind, Gva, ShadowMmu};
 
 impl ShadowVm {
@@ -26,7 +26,7 @@ impl ShadowVm {
         cr2: Option<u64>,
         frame: IretFrame,
         cmds: &mut Commands,
-    ) -> Exit {
+    ) -> Result<Exit, KvmGlueError> {
         let unhandled = Exit::Unhandled {
             vector,
             error_code: error_code.unwrap_or(0),
@@ -35,7 +35,7 @@ impl ShadowVm {
         };
         let handler = g.handlers.get(usize::from(vector)).copied().unwrap_or(0);
         if handler == 0 {
-            return unhandled;
+            return Ok(unhandled);
         }
         let mem = self.mmu.memory().memory();
         let write = Access::implicit(AccessKind::Write);
@@ -44,14 +44,21 @@ impl ShadowVm {
         // Pushed from the highest address down: SS first, RIP last.
         let mut pushes: Vec<u64> = frame.words().into_iter().rev().collect();
         pushes.extend(error_code);
+        // The kernel stack is unusable: a double fault on hardware, which
+        // this ABI has no gate for.
+        let undeliverable = |sp: u64| KvmGlueError::Undeliverable {
+            vector,
+            error_code: error_code.unwrap_or(0),
+            rip: frame.rip,
+            stack: sp,
+        };
         for value in pushes {
             sp = sp.wrapping_sub(8);
             let Ok(gpa) = self.mmu.gva_to_gpa(index, Gva(sp), write) else {
-                // The kernel stack is unusable: a double fault on hardware.
-                return unhandled;
+                return Err(undeliverable(sp));
             };
             if mem.write_obj(value, gpa).is_err() {
-                return unhandled;
+                return Err(undeliverable(sp));
             }
             // The stack may share a page with a shadowed page table.
             let changes = self.mmu.track_write(gpa, 8);
@@ -72,7 +79,7 @@ impl ShadowVm {
         if cr2.is_some() {
             cmds.cr2 = cr2;
         }
-        Exit::Resume
+        Ok(Exit::Resume)
     }
 }
 
@@ -80,7 +87,10 @@ impl ShadowVm {
 /// pushes its frame on): a canonical 48-bit address outside the hole (the
 /// VMM's own code and data).
 pub(super) fn is_guest_code_address(va: u64) -> bool {
-    let canonical = Gva(va).is_canonical(47);
-    let in_hole = (HOLE_BASE..HOLE_BASE + (1 << 39)).contains(&va);
-    va != 0 && canonical && !in_hole
+    va != 0 && Gva(va).is_canonical(47) && !in_hole(va)
+}
+
+/// Whether `va` lies in the hypervisor hole (PML4 slot 510).
+pub(super) fn in_hole(va: u64) -> bool {
+    (HOLE_BASE..HOLE_BASE + (1 << 39)).contains(&va)
 }

@@ -85,9 +85,9 @@ impl ShadowVm {
                 self.emulated.fetch_add(1, Ordering::Relaxed);
                 Exit::Resume
             }
-            Err(EmulateError::Exception(e)) => self.raise(&g, index, e, mmio, frame, &mut cmds),
+            Err(EmulateError::Exception(e)) => self.raise(&g, index, e, mmio, frame, &mut cmds)?,
             Err(EmulateError::Decode { .. }) => {
-                self.raise(&g, index, Exception::InvalidOpcode, None, frame, &mut cmds)
+                self.raise(&g, index, Exception::InvalidOpcode, None, frame, &mut cmds)?
             }
             Err(EmulateError::Unsupported { bytes }) => {
                 return Err(KvmGlueError::Emulation {
@@ -112,7 +112,7 @@ impl ShadowVm {
         mmio: Option<GuestAddress>,
         frame: IretFrame,
         cmds: &mut Commands,
-    ) -> Exit {
+    ) -> Result<Exit, KvmGlueError> {
         match e {
             Exception::InvalidOpcode => self.deliver(g, index, vector::UD, None, None, frame, cmds),
             Exception::GeneralProtection => {
@@ -127,10 +127,10 @@ impl ShadowVm {
                 frame,
                 cmds,
             ),
-            Exception::Mmio { gva } => Exit::Mmio {
+            Exception::Mmio { gva } => Ok(Exit::Mmio {
                 gpa: mmio.unwrap_or(GuestAddress(gva.0)),
                 rip: frame.rip,
-            },
+            }),
         }
     }
 

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use vm_memory::{Bytes, GuestAddress, GuestAddressSpace};
 
 use super::chain::{trampoline_va, Commands};
-use super::deliver::is_guest_code_address;
+use super::deliver::{in_hole, is_guest_code_address};
 use super::frame::IretFrame;
 use super::frame::RFLAGS_AC;
 use super::layout::*;
@@ -113,6 +113,17 @@ impl ShadowVm {
             self.flush.flushed[index].fetch_max(generation, Ordering::AcqRel);
             self.try_complete_flush();
         }
+        if vector != vector::PF {
+            g.repeats.reset();
+        }
+        if in_hole(frame.rip) {
+            // Guest code never runs in the hole: the trampoline faulted.
+            return Err(KvmGlueError::TrampolineFault {
+                vector,
+                error_code,
+                rip: frame.rip,
+            });
+        }
         let exit = match vector {
             vector::PF => {
                 // Whatever becomes of it, this fault is not the guest's
@@ -127,6 +138,12 @@ impl ShadowVm {
                 let ec = PfErrorCode::from_bits_truncate(error_code as u32);
                 let (outcome, changes) = self.mmu.page_fault(index, Gva(cr2), ec)?;
                 self.add_changes(&g, index, &mut cmds, changes);
+                if matches!(outcome, FaultOutcome::Fixed | FaultOutcome::Retry) {
+                    let fixed = outcome == FaultOutcome::Fixed;
+                    g.repeats.note(cr2, error_code, frame.rip, fixed)?;
+                } else {
+                    g.repeats.reset();
+                }
                 match outcome {
                     FaultOutcome::Fixed | FaultOutcome::Retry => Exit::Resume,
                     FaultOutcome::Inject(GuestException::PageFault { error_code, cr2 }) => self
@@ -138,9 +155,9 @@ impl ShadowVm {
                             Some(cr2.0),
                             frame,
                             &mut cmds,
-                        ),
+                        )?,
                     FaultOutcome::Inject(GuestException::GeneralProtection) => {
-                        self.deliver(&g, index, vector::GP, Some(0), None, frame, &mut cmds)
+                        self.deliver(&g, index, vector::GP, Some(0), None, frame, &mut cmds)?
                     }
                     FaultOutcome::Mmio { gpa } => Exit::Mmio {
                         gpa,
@@ -175,11 +192,11 @@ impl ShadowVm {
                 Exit::Resume
             }
             vector::DF if self.failed_direct_delivery(&g, index, frame) => {
-                self.deliver(&g, index, DIRECT_VECTOR, None, None, frame, &mut cmds)
+                self.deliver(&g, index, DIRECT_VECTOR, None, None, frame, &mut cmds)?
             }
             v => {
                 let ec = vector::has_error_code(v).then_some(error_code);
-                self.deliver(&g, index, v, ec, None, frame, &mut cmds)
+                self.deliver(&g, index, v, ec, None, frame, &mut cmds)?
             }
         };
         if let Some(delivered) = cmds.cr2 {
@@ -215,6 +232,9 @@ impl ShadowVm {
         // as a LOAD_CR3 would be, and the reload this queues puts the vCPU
         // on the root the MMU now holds, whatever the word said.
         let _ = self.load_cr3(g, index, switched & !(1 << 63), cmds)?;
+        // Also when the word was refused: the trampoline may have loaded a
+        // forged root-cache slot, and the CPU must leave it.
+        cmds.cr3 = Some(g.root);
         Ok(())
     }
 

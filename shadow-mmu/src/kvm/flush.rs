@@ -27,8 +27,10 @@ pub(super) struct RemoteFlush {
     /// Per vCPU: whether it runs guest code (a vCPU that never ran has
     /// nothing cached).
     pub(super) running: Vec<AtomicBool>,
-    /// Per vCPU: an NMI in flight: (flush count that acknowledges it, the
-    /// generation it covers).
+    /// Per vCPU: an NMI in flight: (the flush count when it was sent, the
+    /// generation it covers). The count lives in the hole, where guest CPL0
+    /// code can write it: any change acknowledges, and arithmetic on it
+    /// wraps.
     pub(super) nmi: Vec<Mutex<Option<(u64, u64)>>>,
 }
 
@@ -86,7 +88,7 @@ impl ShadowVm {
         let mut nmi = self.flush.nmi[index].lock();
         if nmi.is_none() {
             let count = self.sys_load(nmi_block(index));
-            *nmi = Some((count + 1, generation));
+            *nmi = Some((count, generation));
             vcpu.nmi()?;
         }
         Ok(())
@@ -96,7 +98,7 @@ impl ShadowVm {
     pub fn nmi_flushes(&self) -> u64 {
         (0..self.vcpus.len())
             .map(|i| self.sys_load(nmi_block(i)))
-            .sum()
+            .fold(0, u64::wrapping_add)
     }
 
     /// Marks vCPU `index`'s NMI flush done once its handler has counted it.
@@ -105,8 +107,8 @@ impl ShadowVm {
             return;
         };
         let mut nmi = slot.lock();
-        if let Some((want, generation)) = *nmi {
-            if self.sys_load(nmi_block(index)) >= want {
+        if let Some((sent, generation)) = *nmi {
+            if self.sys_load(nmi_block(index)) != sent {
                 self.flush.flushed[index].fetch_max(generation, Ordering::AcqRel);
                 *nmi = None;
                 drop(nmi);

@@ -79,14 +79,9 @@ impl ShadowVm {
         let mem = self.mmu.memory().memory();
         let Ok(block) = abi::Block::read(&mem, block) else {
             // No block to answer in: the guest gets #GP, as for a bad
-            // descriptor.
-            let top = vcpu_block(index) + VCPU_BLOCK_SIZE;
-            return Ok(Exit::Unhandled {
-                vector: vector::GP,
-                error_code: 0,
-                rip: self.sys_load(top - stack::RIP),
-                cr2: 0,
-            });
+            // descriptor, raised by the hypercall instruction itself.
+            let frame = self.saved_frame(index);
+            return self.deliver(g, index, vector::GP, Some(0), None, frame, cmds);
         };
         let mut vcpu = GlueVcpu {
             vm: self,

@@ -78,6 +78,55 @@ pub enum KvmGlueError {
     /// The configuration is unusable.
     #[error("invalid configuration: {0}")]
     Config(&'static str),
+    /// The vCPU took the same page fault (address, error code, RIP) over and
+    /// over although the MMU reported it fixed or retryable each time: the
+    /// CPU does not run on the shadow tables the MMU keeps for it (guest
+    /// CPL0 code rewrote the hidden region or loaded CR3 itself), and
+    /// serving the fault again cannot help.
+    #[error(
+        "page fault at {gva:#x} (error code {error_code:#x}, RIP {rip:#x}) repeated {faults} times without progress: the vCPU does not run on the shadow tables the VMM built for it"
+    )]
+    FaultLoop {
+        /// The faulting address.
+        gva: u64,
+        /// The error code.
+        error_code: u64,
+        /// Where.
+        rip: u64,
+        /// How many identical faults in a row.
+        faults: u32,
+    },
+    /// An exception for the guest whose frame could not be written on the
+    /// guest's stack (a double fault on hardware; the ABI has no gate for
+    /// it).
+    #[error(
+        "guest exception {vector} (error code {error_code:#x}, RIP {rip:#x}) could not be delivered: its frame cannot be written at {stack:#x}"
+    )]
+    Undeliverable {
+        /// The vector.
+        vector: u8,
+        /// Its error code.
+        error_code: u64,
+        /// Where it was raised.
+        rip: u64,
+        /// The stack address that could not be written.
+        stack: u64,
+    },
+    /// The VMM's own code in the hole (the trampoline) took an exception:
+    /// guest CPL0 code overwrote the hidden region (its descriptor
+    /// tables, stacks or code) or left a state the trampoline cannot run
+    /// with.
+    #[error(
+        "the trampoline took exception {vector} (error code {error_code:#x}) at {rip:#x}: the guest kernel corrupted the hidden region"
+    )]
+    TrampolineFault {
+        /// The vector.
+        vector: u8,
+        /// Its error code.
+        error_code: u64,
+        /// Where, in the hole.
+        rip: u64,
+    },
     /// A guest store into a shadowed page table that the emulator does not
     /// carry out.
     #[error("cannot emulate the instruction at RIP {rip:#x} (bytes {bytes:02x?})")]

@@ -255,6 +255,10 @@ fn a_switch_made_by_the_trampoline_is_caught_up_with_and_checked() {
             "{exit:?}"
         );
         assert_eq!(vm.sys_load(switched), 0, "caught up");
+        // Whatever the word said, the CPU goes back to the root the MMU
+        // holds (the trampoline may have loaded a forged cache slot).
+        let root = vm.vcpus[0].lock().root;
+        assert!(run_chain(&vm).ops.contains(&("cr3", root)));
         vm.vcpus[0].lock().guest.map(|g| g.cr3)
     };
     // A value guest CPL0 code could forge in the hole: not RAM.
@@ -276,4 +280,41 @@ fn too_many_invalidations_become_a_flush() {
     };
     post(&vm, cmds);
     assert_eq!(run_chain(&vm).ops, vec![("cr3", 0x9000)]);
+}
+
+/// Identical page faults served in a row are bounded: a vCPU whose CPU and
+/// MMU disagree about its tables ends with `FaultLoop`, not an endless
+/// exchange; any other fault or exit starts the count again.
+#[test]
+fn identical_faults_in_a_row_are_bounded() {
+    use super::vcpu::FaultRepeats;
+
+    let mut r = FaultRepeats::default();
+    for _ in 0..FaultRepeats::MAX_FIXED {
+        r.note(0x1000, 2, 0x40_0000, true)
+            .expect("within the bound");
+    }
+    assert!(matches!(
+        r.note(0x1000, 2, 0x40_0000, true),
+        Err(KvmGlueError::FaultLoop {
+            gva: 0x1000,
+            error_code: 2,
+            rip: 0x40_0000,
+            faults,
+        }) if faults == FaultRepeats::MAX_FIXED + 1
+    ));
+    // Progress in between: another address, another exit.
+    let mut r = FaultRepeats::default();
+    for i in 0..4 * FaultRepeats::MAX_FIXED {
+        r.note(0x1000 * u64::from(i % 2), 2, 0x40_0000, true)
+            .expect("alternating faults");
+        r.note(0x1000, 2, 0x40_0000, true).expect("same fault");
+        r.reset();
+    }
+    // Retries (flushes other vCPUs must acknowledge) get more room.
+    let mut r = FaultRepeats::default();
+    for _ in 0..FaultRepeats::MAX_RETRIED {
+        r.note(0x1000, 2, 0x40_0000, false).expect("retry");
+    }
+    assert!(r.note(0x1000, 2, 0x40_0000, false).is_err());
 }

@@ -36,6 +36,68 @@ pub(super) struct VcpuGlue {
     /// delivered to it. Shadow faults the guest never sees overwrite the
     /// real CR2 and must put this back.
     pub(super) guest_cr2: u64,
+    /// The page faults the VMM served in a row at one place.
+    pub(super) repeats: FaultRepeats,
+}
+
+/// Identical page faults (address, error code, RIP) in a row, each served
+/// without an error: a vCPU whose CPU view and MMU view disagree faults
+/// there for ever (`KvmGlueError::FaultLoop`).
+#[derive(Debug, Default)]
+pub(super) struct FaultRepeats {
+    key: (u64, u64, u64),
+    /// Reported fixed: the next attempt succeeds unless another vCPU undid
+    /// the fix meanwhile.
+    fixed: u32,
+    /// Reported retryable: the MMU lost a race or waits for a flush that
+    /// other vCPUs complete.
+    retried: u32,
+}
+
+impl FaultRepeats {
+    /// More "fixed" identical faults than any interleaving of other vCPUs'
+    /// zaps makes: each needs another vCPU to undo the fix within the few
+    /// microseconds before the retry.
+    pub(super) const MAX_FIXED: u32 = 256;
+    /// Retries: a flush waits for other vCPUs' acknowledgements, which can
+    /// take a host scheduling period or more on a loaded host.
+    pub(super) const MAX_RETRIED: u32 = 1 << 16;
+
+    /// Counts one served fault; the error when it is one too many.
+    pub(super) fn note(
+        &mut self,
+        gva: u64,
+        error_code: u64,
+        rip: u64,
+        fixed: bool,
+    ) -> Result<(), super::KvmGlueError> {
+        let key = (gva, error_code, rip);
+        if key != self.key {
+            *self = FaultRepeats {
+                key,
+                ..FaultRepeats::default()
+            };
+        }
+        if fixed {
+            self.fixed += 1;
+        } else {
+            self.retried += 1;
+        }
+        if self.fixed > Self::MAX_FIXED || self.retried > Self::MAX_RETRIED {
+            return Err(super::KvmGlueError::FaultLoop {
+                gva,
+                error_code,
+                rip,
+                faults: self.fixed + self.retried,
+            });
+        }
+        Ok(())
+    }
+
+    /// Anything but a served page fault: the vCPU made progress.
+    pub(super) fn reset(&mut self) {
+        *self = FaultRepeats::default();
+    }
 }
 
 impl ShadowVm {

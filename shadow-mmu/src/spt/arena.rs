@@ -1,11 +1,23 @@
 // Copyright 2026 The shadow-mmu Authors.
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
-//! The arena: one anonymous mapping holding every shadow page.
+//! The arena: one anonymous mapping holding every shadow page, and a private
+//! mirror of it.
 //!
 //! Its pages have addresses in the *shadow-physical* space (what shadow
 //! entries point to) starting at a configurable base; under KVM the glue
 //! registers the mapping as a memslot at that base, above all guest RAM.
+//!
+//! The CPU walks the mapping, and guest CPL0 code can reach it through the
+//! hypervisor hole (`SECURITY.md`): what it holds is hostile input. So the
+//! MMU keeps its own copy of every entry in a second mapping no guest can
+//! reach, decides everything from that copy ([`Arena::load`]), writes both
+//! ([`Arena::store`]), and compares the two where the CPU's view matters
+//! ([`Arena::verify`]): an entry the MMU did not write is corruption, never
+//! a reason to loop, follow a link it did not make or record a parent
+//! twice. The CPU never writes a shadow entry itself (accessed and dirty
+//! are preset, `spte.rs`), so the two agree exactly unless someone else
+//! wrote the mapping.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -38,10 +50,26 @@ pub enum ArenaError {
     Mmap(#[from] vm_memory::mmap::MmapRegionError),
 }
 
+/// A shadow entry whose value the MMU did not write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Corrupted {
+    /// The page.
+    pub page: PageId,
+    /// The entry.
+    pub index: usize,
+    /// What the MMU wrote.
+    pub expected: u64,
+    /// What the CPU would use.
+    pub found: u64,
+}
+
 /// Shadow pages, 512 atomic 64-bit entries each.
 #[derive(Debug)]
 pub struct Arena {
+    /// What the CPU walks (and guest CPL0 code can reach).
     region: MmapRegion<()>,
+    /// The MMU's own copy, private to the process.
+    mirror: MmapRegion<()>,
     base: u64,
     pages: u32,
 }
@@ -56,8 +84,10 @@ impl Arena {
         }
         let len = usize::try_from(size).map_err(|_| ArenaError::BadRange { base, pages })?;
         let region = MmapRegion::new(len)?;
+        let mirror = MmapRegion::new(len)?;
         Ok(Arena {
             region,
+            mirror,
             base,
             pages,
         })
@@ -104,26 +134,60 @@ impl Arena {
     }
 
     #[inline]
-    fn entry(&self, page: PageId, index: usize) -> &AtomicU64 {
+    fn entry<'a>(&self, region: &'a MmapRegion<()>, page: PageId, index: usize) -> &'a AtomicU64 {
         debug_assert!(page.0 < self.pages && index < ENTRIES);
         let offset = ((page.0 as usize) << PAGE_SHIFT) + (index % ENTRIES) * 8;
         // Page ids come from this arena and entries are 8-byte aligned inside
-        // a page-aligned mapping, so this cannot fail.
-        self.region
+        // a page-aligned mapping of the arena's size, so this cannot fail.
+        region
             .get_atomic_ref::<AtomicU64>(offset)
             .expect("shadow entry inside the arena")
     }
 
-    /// Reads entry `index` of `page`.
+    /// Entry `index` of `page` as the MMU wrote it.
     #[inline]
     pub fn load(&self, page: PageId, index: usize) -> u64 {
-        self.entry(page, index).load(Ordering::Acquire)
+        self.entry(&self.mirror, page, index)
+            .load(Ordering::Acquire)
+    }
+
+    /// Entry `index` of `page` as the CPU sees it.
+    #[inline]
+    pub fn load_live(&self, page: PageId, index: usize) -> u64 {
+        self.entry(&self.region, page, index)
+            .load(Ordering::Acquire)
+    }
+
+    /// Entry `index` of `page` as the MMU wrote it, if the CPU sees the
+    /// same value.
+    #[inline]
+    pub fn verify(&self, page: PageId, index: usize) -> Result<u64, Corrupted> {
+        let expected = self.load(page, index);
+        let found = self.load_live(page, index);
+        if expected == found {
+            Ok(expected)
+        } else {
+            Err(Corrupted {
+                page,
+                index,
+                expected,
+                found,
+            })
+        }
+    }
+
+    /// The first entry of `page` that differs from what the MMU wrote.
+    pub fn verify_page(&self, page: PageId) -> Result<(), Corrupted> {
+        (0..ENTRIES).try_for_each(|i| self.verify(page, i).map(drop))
     }
 
     /// Writes entry `index` of `page`.
     #[inline]
     pub fn store(&self, page: PageId, index: usize, value: u64) {
-        self.entry(page, index).store(value, Ordering::Release)
+        self.entry(&self.mirror, page, index)
+            .store(value, Ordering::Release);
+        self.entry(&self.region, page, index)
+            .store(value, Ordering::Release)
     }
 
     /// Clears every entry of `page`.
@@ -135,7 +199,8 @@ impl Arena {
 }
 
 /// Lets the guest walker walk shadow tables (addresses are shadow-physical),
-/// which is how tests and the audit see what a CPU would see.
+/// which is how tests and the audit see what a CPU would see: the live
+/// entries.
 impl PteMemory for Arena {
     fn load_u32(&self, gpa: GuestAddress) -> Option<u32> {
         let v = self.load_u64(GuestAddress(gpa.0 & !7))?;
@@ -144,7 +209,7 @@ impl PteMemory for Arena {
 
     fn load_u64(&self, gpa: GuestAddress) -> Option<u64> {
         let page = self.page_at(gpa.0)?;
-        Some(self.load(page, ((gpa.0 & (PAGE_SIZE - 1)) / 8) as usize))
+        Some(self.load_live(page, ((gpa.0 & (PAGE_SIZE - 1)) / 8) as usize))
     }
 
     fn cmpxchg_u32(&self, _gpa: GuestAddress, _old: u32, _new: u32) -> Option<bool> {
@@ -173,5 +238,34 @@ mod tests {
         assert_eq!(a.load(PageId(3), 511), 0);
         assert!(Arena::new(0x123, 1).is_err());
         assert!(Arena::new(!0xfff, 2).is_err());
+    }
+
+    /// Writes into the mapping the CPU walks, as guest CPL0 code could make
+    /// them through the hole, are seen by `verify` and never by `load`.
+    #[test]
+    fn foreign_writes_are_corruption() {
+        let a = Arena::new(0x1_0000_0000, 2).unwrap();
+        a.store(PageId(1), 7, 0x1_0000_0027);
+        assert_eq!(a.verify(PageId(1), 7), Ok(0x1_0000_0027));
+        assert_eq!(a.verify_page(PageId(1)), Ok(()));
+        // SAFETY: offset 0x1000 + 7 * 8 is an aligned entry inside the
+        // 2-page mapping, which `a` keeps alive; nothing else accesses it
+        // concurrently.
+        unsafe {
+            *(a.host_address().add(0x1000 + 7 * 8) as *mut u64) = 0x1_0000_0026;
+        }
+        assert_eq!(a.load(PageId(1), 7), 0x1_0000_0027);
+        assert_eq!(a.load_live(PageId(1), 7), 0x1_0000_0026);
+        let bad = Corrupted {
+            page: PageId(1),
+            index: 7,
+            expected: 0x1_0000_0027,
+            found: 0x1_0000_0026,
+        };
+        assert_eq!(a.verify(PageId(1), 7), Err(bad));
+        assert_eq!(a.verify_page(PageId(1)), Err(bad));
+        assert_eq!(a.load_u64(GuestAddress(0x1_0000_1038)), Some(0x1_0000_0026));
+        a.store(PageId(1), 7, 0);
+        assert_eq!(a.verify_page(PageId(1)), Ok(()));
     }
 }
