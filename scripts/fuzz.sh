@@ -4,7 +4,7 @@
 #
 # Runs the cargo-fuzz targets of fuzz/ for a fixed time.
 #
-#   scripts/fuzz.sh TARGET SECONDS     one of: walker mmu_ops hypercall scenario
+#   scripts/fuzz.sh TARGET SECONDS     one of: walker mmu_ops hypercall scenario emulate glue
 #   scripts/fuzz.sh all SECONDS        each target in turn, SECONDS each
 #
 # Installs cargo-fuzz from crates.io if it is missing and needs the nightly
@@ -22,7 +22,7 @@
 
 set -uo pipefail
 
-TARGETS=(walker mmu_ops hypercall scenario emulate)
+TARGETS=(walker mmu_ops hypercall scenario emulate glue)
 
 usage() {
     echo "usage: $0 {${TARGETS[*]// /|}|all} SECONDS" >&2

@@ -20,10 +20,14 @@
 //! * [`scenario`]: `shadow-run walk` scenario files, parsed and run.
 //! * [`emulate()`]: the instruction emulator on random registers,
 //!   instruction bytes and guest memory.
+//! * [`glue()`]: the KVM glue's exit path (no `/dev/kvm` needed) with IST
+//!   frames, switch words, root-cache slots, chain areas and shadow entries
+//!   forged as guest CPL0 code can through the hole.
 
 #![deny(missing_docs)]
 
 mod emulate;
+mod glue;
 mod hypercall;
 mod input;
 mod mmu_ops;
@@ -31,6 +35,7 @@ mod scenario;
 mod walker;
 
 pub use emulate::emulate;
+pub use glue::glue;
 pub use hypercall::hypercall;
 pub use input::Input;
 pub use mmu_ops::mmu_ops;

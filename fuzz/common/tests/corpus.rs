@@ -93,3 +93,8 @@ fn scenario_corpus() {
 fn emulate_corpus() {
     replay("emulate", fuzz_harness::emulate);
 }
+
+#[test]
+fn glue_corpus() {
+    replay("glue", fuzz_harness::glue);
+}

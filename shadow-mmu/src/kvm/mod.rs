@@ -31,6 +31,8 @@ pub mod mailbox;
 mod system;
 #[cfg(test)]
 mod tests;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod testing;
 mod vcpu;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -7,21 +7,12 @@
 use kvm_bindings::kvm_sregs;
 use vm_memory::{GuestAddress, GuestMemoryAtomic, GuestMemoryMmap};
 
-use super::chain::{trampoline_va, Commands, MAX_INVLPG};
+use super::chain::{Commands, MAX_INVLPG};
 use super::frame::IretFrame;
 use super::mailbox::*;
+use super::testing::{self, Entry, Ran};
 use super::*;
 use crate::{Cr0, Cr4, Efer, PagingState};
-
-/// What a chain did, as the trampoline's gadgets would carry it out.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Ran {
-    ops: Vec<(&'static str, u64)>,
-    rax: u64,
-    rdx: u64,
-    frame: [u64; 5],
-    exits_again: usize,
-}
 
 /// A VM over 1 MiB of guest RAM, without KVM: only its hidden region and
 /// MMU, which is all the glue's logic touches.
@@ -32,82 +23,25 @@ fn shadow_vm() -> ShadowVm {
         first_slot: 1,
         mmu: MmuConfig::default(),
     };
-    ShadowVm::without_memslots(GuestMemoryAtomic::new(mem), cfg).expect("shadow VM")
+    ShadowVm::without_kvm(GuestMemoryAtomic::new(mem), cfg).expect("shadow VM")
 }
 
-/// Leaves on vCPU 0's stack what the entry stub leaves at an exit.
+/// Leaves on vCPU 0's stack what the entry stub leaves at a #PF exit.
 fn enter(vm: &ShadowVm, rax: u64, rdx: u64, frame: [u64; 5]) {
-    let top = vcpu_block(0) + VCPU_BLOCK_SIZE;
-    vm.sys_store(top - stack::CR2, 0xdead_beef);
-    vm.sys_store(top - stack::RDX, rdx);
-    vm.sys_store(top - stack::RAX, rax);
-    vm.sys_store(top - stack::VECTOR, 14);
-    vm.sys_store(top - stack::ERROR_CODE, 4);
-    for (i, v) in frame.into_iter().enumerate() {
-        vm.sys_store(top - stack::RIP + 8 * i as u64, v);
-    }
+    let e = Entry {
+        vector: 14,
+        error_code: 4,
+        cr2: 0xdead_beef,
+        rax,
+        rdx,
+        frame,
+    };
+    testing::enter(vm, 0, &e);
 }
 
-/// Runs vCPU 0's chain from the entry's `ret` to `iretq`, written from
-/// the instructions of each gadget in trampoline.S, calling the VMM at
-/// every `again` as the `out` there would.
+/// Runs vCPU 0's chain (`testing::run_chain`), which must be well formed.
 fn run_chain(vm: &ShadowVm) -> Ran {
-    let block = vcpu_block(0);
-    let top = block + VCPU_BLOCK_SIZE;
-    let off = |va: u64| va - HOLE_BASE;
-    let mut rsp = top - 80;
-    let mut ran = Ran::default();
-    let pop = |rsp: &mut u64| {
-        let v = vm.sys_load(*rsp);
-        *rsp += 8;
-        v
-    };
-    for _ in 0..100_000 {
-        let gadget = pop(&mut rsp) - trampoline_va(0);
-        let name = match gadget {
-            gadget::RESUME => {
-                ran.rdx = pop(&mut rsp);
-                ran.rax = pop(&mut rsp);
-                rsp += 16;
-                break;
-            }
-            gadget::RESUME_MOVED => {
-                ran.rax = pop(&mut rsp);
-                ran.rdx = pop(&mut rsp);
-                break;
-            }
-            gadget::BACK => {
-                rsp = off(pop(&mut rsp));
-                ran.rax = pop(&mut rsp);
-                ran.rdx = pop(&mut rsp);
-                break;
-            }
-            gadget::FAR => {
-                rsp = off(pop(&mut rsp));
-                continue;
-            }
-            gadget::AGAIN => {
-                ran.exits_again += 1;
-                assert_eq!(vm.handle_exit(0).expect("re-exit"), Exit::Resume);
-                rsp = block + CHAIN;
-                continue;
-            }
-            gadget::CR3 => "cr3",
-            gadget::CR4 => "cr4",
-            gadget::CR2 => "cr2",
-            gadget::INVLPG => "invlpg",
-            gadget::WRITE => "write",
-            gadget::TOUCH => "touch",
-            other => panic!("return to trampoline offset {other:#x}"),
-        };
-        let operand = pop(&mut rsp);
-        ran.ops.push((name, operand));
-    }
-    assert_eq!(rsp, top - stack::RIP, "iretq must find the hardware frame");
-    for (i, slot) in ran.frame.iter_mut().enumerate() {
-        *slot = vm.sys_load(top - stack::RIP + 8 * i as u64);
-    }
-    ran
+    testing::run_chain(vm, 0).expect("a well-formed chain")
 }
 
 /// A VM whose vCPU 0 is set up on the 4-level guest tables at 0x1000.

@@ -1,0 +1,181 @@
+// Copyright 2026 The shadow-mmu Authors.
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! The glue without a vCPU, for tests and fuzz targets (feature
+//! `test-utils`): a [`ShadowVm`] without memslots, the hidden region as
+//! guest CPL0 code sees it through the hole, what the trampoline's entry
+//! leaves at an exit, and a model of the trampoline's gadgets that runs the
+//! return chain the VMM wrote. Not part of the supported API.
+
+use super::chain::trampoline_va;
+use super::layout::*;
+use super::mailbox::*;
+use super::{Exit, KvmGlueError, ShadowVm, ShadowVmConfig};
+use crate::AtomicGuestMemory;
+
+/// What the trampoline's entry stub leaves on a vCPU's IST stack at an
+/// exit: the hardware frame, the vector and error code it pushed, CR2, and
+/// the guest's RAX and RDX.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Entry {
+    /// The vector.
+    pub vector: u64,
+    /// The error code (0 for vectors without one).
+    pub error_code: u64,
+    /// CR2.
+    pub cr2: u64,
+    /// Guest RAX.
+    pub rax: u64,
+    /// Guest RDX.
+    pub rdx: u64,
+    /// RIP, CS, RFLAGS, RSP, SS as the CPU pushed them.
+    pub frame: [u64; 5],
+}
+
+/// What a return chain did, as the trampoline's gadgets would carry it out.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ran {
+    /// The operations, in order: (gadget, operand).
+    pub ops: Vec<(&'static str, u64)>,
+    /// RAX the guest resumes with.
+    pub rax: u64,
+    /// RDX the guest resumes with.
+    pub rdx: u64,
+    /// The frame `iretq` resumes the guest with.
+    pub frame: [u64; 5],
+    /// How many times the chain exited again (`again`).
+    pub exits_again: usize,
+}
+
+impl ShadowVm {
+    /// Everything [`ShadowVm::new`] builds but the memslots, without KVM.
+    pub fn without_kvm(
+        mem: AtomicGuestMemory,
+        cfg: ShadowVmConfig,
+    ) -> Result<ShadowVm, KvmGlueError> {
+        ShadowVm::without_memslots(mem, cfg)
+    }
+
+    /// Reads the system-area word at offset `off` (what guest CPL0 code
+    /// reads at the hole address of the same offset; 0 outside).
+    pub fn peek_system(&self, off: u64) -> u64 {
+        self.sys_load(off)
+    }
+
+    /// Writes the system-area word at offset `off`, as guest CPL0 code can
+    /// through the hole (ignored outside the area or unaligned).
+    pub fn poke_system(&self, off: u64, value: u64) {
+        if off.is_multiple_of(8) {
+            self.sys_store(off, value);
+        }
+    }
+
+    /// Writes the arena word at byte offset `off` behind the MMU's back, as
+    /// guest CPL0 code can through the hole (ignored outside the arena or
+    /// unaligned).
+    pub fn poke_arena(&self, off: u64, value: u64) {
+        let (_, host, size) = self.mmu.arena_region();
+        if !off.is_multiple_of(8) || off.checked_add(8).is_none_or(|end| end > size) {
+            return;
+        }
+        // SAFETY: `off` is an aligned word inside the arena mapping (checked
+        // above), which the MMU keeps mapped as long as `self` lives; every
+        // access to the arena is atomic, so this store races with nothing
+        // in Rust's sense (the arena is guest memory the CPU writes too).
+        let entry = unsafe { &*host.add(off as usize).cast::<std::sync::atomic::AtomicU64>() };
+        entry.store(value, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// Leaves on vCPU `index`'s IST stack what the entry stub leaves at an
+/// exit.
+pub fn enter(vm: &ShadowVm, index: usize, e: &Entry) {
+    let top = vcpu_block(index) + VCPU_BLOCK_SIZE;
+    vm.sys_store(top - stack::CR2, e.cr2);
+    vm.sys_store(top - stack::RDX, e.rdx);
+    vm.sys_store(top - stack::RAX, e.rax);
+    vm.sys_store(top - stack::VECTOR, e.vector);
+    vm.sys_store(top - stack::ERROR_CODE, e.error_code);
+    for (i, v) in e.frame.into_iter().enumerate() {
+        vm.sys_store(top - stack::RIP + 8 * i as u64, v);
+    }
+}
+
+/// Runs vCPU `index`'s return chain from the entry's `ret` to `iretq`, as
+/// the instructions of each gadget in trampoline.S would, calling the VMM
+/// at every `again` as the `out` there would. An error names what a
+/// trampoline would have done wrong: return to something that is not a
+/// gadget, or reach `iretq` without the hardware frame on top.
+pub fn run_chain(vm: &ShadowVm, index: usize) -> Result<Ran, String> {
+    let block = vcpu_block(index);
+    let top = block + VCPU_BLOCK_SIZE;
+    let mut rsp = top - 80;
+    let mut ran = Ran::default();
+    let pop = |rsp: &mut u64| {
+        let v = vm.sys_load(*rsp);
+        *rsp = rsp.wrapping_add(8);
+        v
+    };
+    let off = |va: u64| va.wrapping_sub(HOLE_BASE);
+    let mut done = false;
+    for _ in 0..100_000 {
+        let gadget = pop(&mut rsp).wrapping_sub(trampoline_va(0));
+        let name = match gadget {
+            gadget::RESUME => {
+                ran.rdx = pop(&mut rsp);
+                ran.rax = pop(&mut rsp);
+                rsp = rsp.wrapping_add(16);
+                done = true;
+                break;
+            }
+            gadget::RESUME_MOVED => {
+                ran.rax = pop(&mut rsp);
+                ran.rdx = pop(&mut rsp);
+                done = true;
+                break;
+            }
+            gadget::BACK => {
+                rsp = off(pop(&mut rsp));
+                ran.rax = pop(&mut rsp);
+                ran.rdx = pop(&mut rsp);
+                done = true;
+                break;
+            }
+            gadget::FAR => {
+                rsp = off(pop(&mut rsp));
+                continue;
+            }
+            gadget::AGAIN => {
+                ran.exits_again += 1;
+                match vm.handle_exit(index) {
+                    Ok(Exit::Resume) => {}
+                    other => return Err(format!("`again` exit answered with {other:?}")),
+                }
+                rsp = block + CHAIN;
+                continue;
+            }
+            gadget::CR3 => "cr3",
+            gadget::CR4 => "cr4",
+            gadget::CR2 => "cr2",
+            gadget::INVLPG => "invlpg",
+            gadget::WRITE => "write",
+            gadget::TOUCH => "touch",
+            other => return Err(format!("return to trampoline offset {other:#x}")),
+        };
+        let operand = pop(&mut rsp);
+        ran.ops.push((name, operand));
+    }
+    if !done {
+        return Err("the chain does not end".into());
+    }
+    if rsp != top - stack::RIP {
+        return Err(format!(
+            "iretq at stack offset {rsp:#x}, not at the hardware frame {:#x}",
+            top - stack::RIP
+        ));
+    }
+    for (i, slot) in ran.frame.iter_mut().enumerate() {
+        *slot = vm.sys_load(top - stack::RIP + 8 * i as u64);
+    }
+    Ok(ran)
+}
