@@ -106,7 +106,7 @@ fn value(inp: &mut Input) -> u64 {
         2 => address(inp),
         3 => inp.below(16),
         4 => u64::MAX - inp.below(4),
-        _ => HIDDEN + SYSTEM_SIZE + 0x1000 * inp.below(64) | PTE_P | PTE_W | PTE_U | PTE_A,
+        _ => (HIDDEN + SYSTEM_SIZE + 0x1000 * inp.below(64)) | PTE_P | PTE_W | PTE_U | PTE_A,
     }
 }
 
