@@ -65,6 +65,22 @@ pub enum TableWrites {
     Emulate,
 }
 
+/// Which guest entries a fault maps besides the one it is for
+/// ([`MmuConfig::prefetch_window`] of them around it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Prefetch {
+    /// Only entries the guest has accessed (A set), KVM's rule
+    /// (`paging_tmpl.h`, "Prefetch only accessed entries"): the shadow
+    /// never maps what the CPU has not walked.
+    #[default]
+    Exact,
+    /// Also present entries with A clear, setting A in each with the
+    /// compare-exchange a CPU walk uses, as a CPU that caches translations
+    /// for speculative accesses may (Intel SDM Vol. 3A 4.10.2.3). Writable
+    /// only if the guest's D is already set: D is set by writes alone.
+    Speculative,
+}
+
 /// A range of guest-virtual addresses that belongs to the hypervisor: one
 /// top-level entry of every shadow root points into the hidden region, and
 /// guest translations there are refused.
@@ -89,6 +105,8 @@ pub struct MmuConfig {
     /// Guest entries around a faulting one whose mappings are installed by
     /// the same fault (a power of two, 1..=512; 1 disables prefetch).
     pub prefetch_window: usize,
+    /// Which of them: accessed entries only, or also never-accessed ones.
+    pub prefetch: Prefetch,
     /// Previous roots each vCPU keeps for cheap CR3 switches.
     pub cached_roots: usize,
     /// Let 4 KiB guest page tables go unsync instead of write-protecting
@@ -122,6 +140,7 @@ impl Default for MmuConfig {
             max_pages: 4096,
             vcpus: 1,
             prefetch_window: 512,
+            prefetch: Prefetch::Exact,
             cached_roots: 64,
             unsync: true,
             max_mapping_level: 2,

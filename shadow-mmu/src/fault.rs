@@ -17,7 +17,7 @@ use vm_memory::{GuestAddressSpace, GuestMemoryMmap};
 use crate::addr::{Gfn, Gva, PAGE_SHIFT};
 use crate::arch::{Access, AccessKind, Cr0, Cr4, PagingMode, PagingState, PfErrorCode, PteAccess};
 use crate::changes::Changes;
-use crate::config::TableWrites;
+use crate::config::{Prefetch, TableWrites};
 use crate::error::MmuError;
 use crate::outcome::{FaultOutcome, GuestException};
 use crate::pte::{Pte32, Pte64, PteFormat, PteMemory, PTE_A, PTE_D, PTE_P, PTE_PKEY_SHIFT};
@@ -494,6 +494,7 @@ impl MmuState {
             Pte64::reserved_bits(state).table[1]
         };
         let nx = role.efer_nx();
+        let speculative = self.cfg.prefetch == Prefetch::Speculative;
         let table = if role.direct() {
             None
         } else {
@@ -503,9 +504,9 @@ impl MmuState {
             if i == idx || spte::is_present(self.pages.arena.load(page, i)) {
                 continue;
             }
-            let (gfn, mut rights, pkey, guest) = if role.direct() {
+            let (gfn, mut rights, pkey, guest, speculated) = if role.direct() {
                 let r = role.access();
-                (Gfn(sp_gfn.0 + i as u64), r, role.pkey(), r)
+                (Gfn(sp_gfn.0 + i as u64), r, role.pkey(), r, None)
             } else {
                 let Some(sp) = self.pages.get(page) else {
                     return;
@@ -513,7 +514,8 @@ impl MmuState {
                 let Some(gpte) = Self::read_gpte_in(table.as_ref(), mem, sp, i) else {
                     continue;
                 };
-                if gpte & (PTE_P | PTE_A) != (PTE_P | PTE_A) || gpte & rsvd != 0 {
+                let needs_a = gpte & PTE_A == 0;
+                if gpte & PTE_P == 0 || gpte & rsvd != 0 || (needs_a && !speculative) {
                     continue;
                 }
                 let gfn = if role.has_4_byte_gpte() {
@@ -531,12 +533,30 @@ impl MmuState {
                 } else {
                     ((gpte >> PTE_PKEY_SHIFT) & 0xf) as u8
                 };
-                (gfn, r, pkey, guest)
+                (gfn, r, pkey, guest, needs_a.then_some(gpte))
             };
             // Only RAM is prefetched: MMIO keeps faulting so the VMM sees it.
             let Some((frame, true)) = self.frame_and_kind(mem, gfn) else {
                 continue;
             };
+            if let Some(gpte) = speculated {
+                // A CPU sets A before it caches the translation, with a
+                // locked compare-exchange: an entry the guest changed
+                // meanwhile is left alone.
+                let Some(sp) = self.pages.get(page) else {
+                    return;
+                };
+                let (gpa, four) = Self::gpte_location(sp, i);
+                let set = if four {
+                    mem.cmpxchg_u32(gpa, gpte as u32, (gpte | PTE_A) as u32)
+                } else {
+                    mem.cmpxchg_u64(gpa, gpte, gpte | PTE_A)
+                };
+                if set != Some(true) {
+                    continue;
+                }
+                Counters::bump(&stats.prefetched_speculative);
+            }
             if self.is_write_protected(gfn) {
                 rights.remove(PteAccess::WRITE);
             }

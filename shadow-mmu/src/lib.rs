@@ -104,7 +104,9 @@ pub use arch::{
 };
 pub use audit::AuditError;
 pub use changes::{Changes, SpteWrite};
-pub use config::{AtomicGuestMemory, FrameMap, Hole, IdentityFrames, MmuConfig, TableWrites};
+pub use config::{
+    AtomicGuestMemory, FrameMap, Hole, IdentityFrames, MmuConfig, Prefetch, TableWrites,
+};
 pub use error::MmuError;
 pub use mmu::{Mmu, ShadowMmu};
 pub use outcome::{FaultOutcome, GuestException};

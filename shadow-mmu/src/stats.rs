@@ -70,6 +70,9 @@ counters! {
     fault_emulate,
     /// Leaf entries installed by prefetch.
     prefetched,
+    /// Of those, entries whose guest A bit the MMU set
+    /// ([`Prefetch::Speculative`](crate::Prefetch::Speculative)).
+    prefetched_speculative,
     /// Unsync pages brought up to date.
     syncs,
     /// Pages that went unsync.

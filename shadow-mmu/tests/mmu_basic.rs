@@ -64,6 +64,78 @@ fn prefetch_maps_accessed_neighbours_only() {
     m.audit().unwrap();
 }
 
+/// `Prefetch::Speculative`: one fault maps every present neighbour the
+/// walker would accept, accessed or not, setting A in the guest entries it
+/// maps (SDM Vol. 3A 4.10.2.3: a CPU may cache translations for
+/// speculative accesses, setting A first); never D, never a write right
+/// without D, never a frame that is not RAM, never an entry with reserved
+/// bits (whose A must stay clear). Expected values are hand-derived.
+#[test]
+fn speculative_prefetch_maps_never_accessed_neighbours() {
+    use shadow_mmu::{MmuConfig, Prefetch, PteAccess};
+
+    let m = mmu_with(MmuConfig {
+        prefetch: Prefetch::Speculative,
+        ..MmuConfig::default()
+    });
+    let s = four_level(&m);
+    w64(&m, 0x4010, 0x10_2000 | LEAF_RW | D); // dirty, not accessed
+    w64(&m, 0x4018, (RAM + 0x5000) | LEAF_RW); // not RAM
+    w64(&m, 0x4020, 0x10_4000 | LEAF_RW | (1 << 51)); // reserved bit
+    w64(&m, 0x4028, 0x10_5000 | PTE_P); // supervisor read-only
+    w64(&m, 0x4030, 0); // not present
+    load(&m, 0, &s);
+    assert_eq!(
+        cpu_access(&m, 0, &s, 0x40_0000, rd(true)),
+        Cpu::Done(0x10_0000)
+    );
+    let read_only = PteAccess::USER | PteAccess::EXEC;
+    let rw = read_only | PteAccess::WRITE;
+    // (entry, shadow translation, guest entry afterwards)
+    let expect: [(u64, Option<(u64, PteAccess)>, u64); 8] = [
+        (0, Some((0x10_0000, read_only)), 0x10_0000 | LEAF_RW | A),
+        (1, Some((0x10_1000, read_only)), 0x10_1000 | LEAF_RW | A),
+        (2, Some((0x10_2000, rw)), 0x10_2000 | LEAF_RW | A | D),
+        (3, None, (RAM + 0x5000) | LEAF_RW),
+        (4, None, 0x10_4000 | LEAF_RW | (1 << 51)),
+        (5, Some((0x10_5000, PteAccess::EXEC)), 0x10_5000 | PTE_P | A),
+        (6, None, 0),
+        (7, Some((0x10_7000, read_only)), 0x10_7000 | LEAF_RW | A),
+    ];
+    for (i, shadow, guest) in expect {
+        let gva = Gva(0x40_0000 + 0x1000 * i);
+        assert_eq!(m.shadow_translate(0, gva), shadow, "entry {i}");
+        assert_eq!(r64(&m, 0x4000 + 8 * i), guest, "guest entry {i}");
+    }
+    let st = m.stats();
+    assert_eq!((st.prefetched, st.prefetched_speculative), (4, 4));
+    assert_eq!(st.fault_no_spte, 1);
+    m.audit().unwrap();
+    // A write to a speculatively mapped clean page is one dirty fault.
+    assert_eq!(
+        cpu_access(&m, 0, &s, 0x40_1008, wr(true)),
+        Cpu::Done(0x10_1008)
+    );
+    assert_eq!(r64(&m, 0x4008), 0x10_1000 | LEAF_RW | A | D);
+    assert_eq!(m.stats().fault_dirty_tracking, 1);
+    m.audit().unwrap();
+}
+
+/// `Prefetch::Exact` (the default, KVM's rule): never-accessed neighbours
+/// are neither mapped nor marked accessed.
+#[test]
+fn exact_prefetch_leaves_never_accessed_neighbours_alone() {
+    let m = mmu();
+    let s = four_level(&m);
+    load(&m, 0, &s);
+    cpu_access(&m, 0, &s, 0x40_0000, rd(true));
+    for i in 1..8 {
+        assert_eq!(m.shadow_translate(0, Gva(0x40_0000 + 0x1000 * i)), None);
+        assert_eq!(r64(&m, 0x4000 + 8 * i) & A, 0);
+    }
+    assert_eq!(m.stats().prefetched_speculative, 0);
+}
+
 #[test]
 fn guest_fault_is_injected_with_sdm_error_code() {
     let m = mmu();

@@ -257,6 +257,17 @@ proptest! {
             &ops,
         )?;
     }
+
+    /// Speculative prefetch: more is mapped ahead of use, and every access
+    /// that reaches the MMU still gets exactly what the guest's tables say
+    /// (the audit also checks that every mapped guest entry has A).
+    #[test]
+    fn speculative_prefetch(ops in prop::collection::vec(op(), 1..60)) {
+        run(
+            MmuConfig { prefetch: shadow_mmu::Prefetch::Speculative, ..MmuConfig::default() },
+            &ops,
+        )?;
+    }
 }
 
 /// A CR0.WP=0 supervisor write made a read-only user page a writable

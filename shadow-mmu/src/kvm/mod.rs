@@ -29,10 +29,10 @@ mod hypercall;
 pub mod layout;
 pub mod mailbox;
 mod system;
-#[cfg(test)]
-mod tests;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod testing;
+#[cfg(test)]
+mod tests;
 mod vcpu;
 
 use std::sync::atomic::{AtomicU64, Ordering};

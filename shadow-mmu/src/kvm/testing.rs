@@ -82,7 +82,11 @@ impl ShadowVm {
         // above), which the MMU keeps mapped as long as `self` lives; every
         // access to the arena is atomic, so this store races with nothing
         // in Rust's sense (the arena is guest memory the CPU writes too).
-        let entry = unsafe { &*host.add(off as usize).cast::<std::sync::atomic::AtomicU64>() };
+        let entry = unsafe {
+            &*host
+                .add(off as usize)
+                .cast::<std::sync::atomic::AtomicU64>()
+        };
         entry.store(value, std::sync::atomic::Ordering::Release);
     }
 }
