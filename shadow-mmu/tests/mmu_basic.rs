@@ -92,7 +92,8 @@ fn speculative_prefetch_maps_never_accessed_neighbours() {
     let read_only = PteAccess::USER | PteAccess::EXEC;
     let rw = read_only | PteAccess::WRITE;
     // (entry, shadow translation, guest entry afterwards)
-    let expect: [(u64, Option<(u64, PteAccess)>, u64); 8] = [
+    type Mapping = Option<(u64, PteAccess)>;
+    let expect: [(u64, Mapping, u64); 8] = [
         (0, Some((0x10_0000, read_only)), 0x10_0000 | LEAF_RW | A),
         (1, Some((0x10_1000, read_only)), 0x10_1000 | LEAF_RW | A),
         (2, Some((0x10_2000, rw)), 0x10_2000 | LEAF_RW | A | D),
