@@ -252,3 +252,54 @@ fn identical_faults_in_a_row_are_bounded() {
     }
     assert!(r.note(0x1000, 2, 0x40_0000, false).is_err());
 }
+
+/// A hypercall whose block is not RAM raises #GP at the hypercall
+/// instruction, delivered through the guest's trap table on its kernel
+/// stack as the CPU would deliver it (the VM goes on).
+#[test]
+fn a_hypercall_with_a_bad_block_is_a_gp_for_the_guest() {
+    use vm_memory::{Bytes, GuestAddressSpace};
+
+    let (vm, _, _) = prepared_vm();
+    let mem = vm.mmu().memory().memory();
+    let t = crate::pte::PTE_P | crate::pte::PTE_W;
+    // 0x1000 -> 0x2000 -> 0x3000 -> a 2 MiB page at 0: code, trap table
+    // and stack.
+    for (gpa, v) in [
+        (0x1000, 0x2000 | t),
+        (0x2000, 0x3000 | t),
+        (0x3000, t | 1 << 7),
+    ] {
+        mem.write_obj::<u64>(v, GuestAddress(gpa)).unwrap();
+    }
+    mem.write_slice(&HYPERCALL_INSN, GuestAddress(0x5000))
+        .unwrap();
+    mem.write_obj::<u64>(0x7000, GuestAddress(0x6000 + 8 * 13))
+        .unwrap();
+    {
+        let mut g = vm.vcpus[0].lock();
+        vm.set_trap_table(&mut g, 0, 0x6000, 0x9_0000);
+    }
+    // RAX names a block that is not 8-byte aligned RAM below 4 GiB.
+    let frame = [0x5000, 0x08, 0x202, 0x9_0000, 0x10];
+    testing::enter(
+        &vm,
+        0,
+        &Entry {
+            vector: 6,
+            rax: 0x7_ffff_fff8_0000,
+            frame,
+            ..Entry::default()
+        },
+    );
+    assert_eq!(vm.handle_exit(0).expect("exit"), Exit::Resume);
+    let ran = run_chain(&vm);
+    assert_eq!(ran.frame[0], 0x7000, "resumes in the #GP handler");
+    assert_eq!(ran.frame[3], 0x9_0000 - 48, "frame and error code pushed");
+    let pushed = |i: u64| {
+        mem.read_obj::<u64>(GuestAddress(0x9_0000 - 48 + 8 * i))
+            .unwrap()
+    };
+    assert_eq!(pushed(0), 0, "error code");
+    assert_eq!(pushed(1), 0x5000, "RIP of the hypercall instruction itself");
+}
