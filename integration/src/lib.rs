@@ -6,10 +6,17 @@
 //! * [`scenario`], [`walk`]: the scenario format of `shadow-run walk` and its
 //!   runner (from the `shadow-mmu-scenario` crate).
 //! * [`vm`]: a small KVM test VMM that runs the guest kernel of
-//!   `resources/guests/` with native (and, once wired, shadow) paging.
+//!   `resources/guests/` with native and shadow paging.
+//! * [`suite`]: the main job and `shadow-run bench`.
+//! * [`attack`]: `shadow-run attack`, a hostile guest kernel over many
+//!   seeds, its outcomes classified.
+//! * [`soak`]: `shadow-run soak`, the workloads in random order and
+//!   configurations, each checked against its native run.
 
 #![deny(missing_docs)]
 
+pub mod attack;
+pub mod soak;
 pub mod suite;
 pub mod vm;
 

@@ -25,11 +25,11 @@ use clap::{Args, Parser, Subcommand};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 use shadow_mmu_integration::scenario::Scenario;
-use shadow_mmu_integration::suite;
 use shadow_mmu_integration::vm::{
     self, elf, guest, PagingMode, PtWrites, VmConfig, VmError, Workload,
 };
 use shadow_mmu_integration::walk;
+use shadow_mmu_integration::{attack, soak, suite};
 
 /// The top-level usage: clap would show only `[OPTIONS] [COMMAND]`, and the
 /// one-line synopsis of each form is what people look for.
@@ -41,6 +41,10 @@ shadow-run [--json PATH]
                       [--seed S] [--param NAME=VALUE]... [--timeout SECS]
                       [--max-pages N] [--pt-writes hypercall|direct] [--console]
                       [--records] [--kernel PATH]
+       shadow-run attack [--seeds N] [--first-seed S] [--timeout SECS]
+                         [--classes LIST] [--steps N] [--beside] [--budget SECS]
+                         [--jobs N] [--json PATH]
+       shadow-run soak --minutes N [--seed S] [--timeout SECS] [--json PATH]
        shadow-run help [COMMAND] | --help | --version";
 
 const AFTER_HELP: &str = "\
@@ -109,6 +113,101 @@ enum Command {
     /// paging, and prints a one-line summary with the results checksum.
     #[command(after_help = RUN_AFTER_HELP)]
     Run(RunArgs),
+    /// Run a hostile guest kernel over many seeds and classify the outcomes.
+    ///
+    /// Runs the attack workload under shadow paging once per seed (a guest
+    /// kernel that writes seeded garbage and crafted values from CPL0 into
+    /// the VMM's hidden region: IST frames, chain areas, the switch word,
+    /// the root cache, NMI blocks, GDT, IDT, TSS, trampoline code and
+    /// shadow entries, between faults and hypercalls), each with a
+    /// deadline, and prints a table of how the runs ended: the guest
+    /// finished or stopped itself, the VMM ended the VM with an error, the
+    /// guest hung until the deadline, or the VMM failed (answered the same
+    /// exit until the deadline, got stuck, panicked). Resident memory is
+    /// compared before and after the batch.
+    #[command(after_help = ATTACK_AFTER_HELP)]
+    Attack(AttackArgs),
+    /// Run every workload in random order and configurations for a while.
+    ///
+    /// Picks a comparable workload, a seed, native or shadow paging (page
+    /// tables written by hypercall or by ordinary stores), a shadow-page cap
+    /// and a vCPU count at random, runs it, and checks every shadow run
+    /// against the native run of the same workload, seed and vCPUs, until
+    /// the time is up; prints a line per run, then a summary with the
+    /// process's resident memory at the start and the end.
+    #[command(after_help = SOAK_AFTER_HELP)]
+    Soak(SoakArgs),
+}
+
+const ATTACK_AFTER_HELP: &str = "\
+Target classes: ist-frame, forged-exit, fake-exception, chain-area,
+switch-word, root-cache, nmi-word, gdt, idt, tss, trampoline, link, leaf,
+arena, raw-cr3, relink, read (resources/guests/README.md).
+Exit status: 0 when the VMM never failed (no panic, no stuck vCPU thread,
+no exit answered until the deadline, resident memory within bounds, the VM
+beside always identical to native), 1 otherwise, 2 on a usage error.";
+
+const SOAK_AFTER_HELP: &str = "\
+Exit status: 0 when every run passed, 1 when one failed, 2 on a usage error.";
+
+#[derive(Debug, Args)]
+struct AttackArgs {
+    /// How many seeds.
+    #[arg(long, value_name = "N", default_value_t = 200, value_parser = number)]
+    seeds: u64,
+
+    /// The first seed.
+    #[arg(long, value_name = "S", default_value_t = 0, value_parser = number)]
+    first_seed: u64,
+
+    /// The deadline of each seed's run, in seconds (decimals allowed).
+    #[arg(long, value_name = "SECS", default_value = "2", value_parser = seconds)]
+    timeout: Duration,
+
+    /// Target classes every seed draws from, comma-separated [default: one
+    /// class per seed in turn, every fourth seed all of them].
+    #[arg(long, value_name = "LIST", value_parser = attack::class_mask)]
+    classes: Option<u64>,
+
+    /// Attack steps per run.
+    #[arg(long, value_name = "N", default_value_t = 24, value_parser = number)]
+    steps: u64,
+
+    /// Run a second VM in this process meanwhile, with the comparable
+    /// workloads under shadow paging, each checked against its native run.
+    #[arg(long)]
+    beside: bool,
+
+    /// Stop starting seeds after this many seconds.
+    #[arg(long, value_name = "SECS", value_parser = seconds)]
+    budget: Option<Duration>,
+
+    /// Seeds run at once, each in a VM of its own in this process, 1 to 16.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = jobs)]
+    jobs: usize,
+
+    /// Also write the report as JSON to PATH.
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct SoakArgs {
+    /// How long, in minutes (decimals allowed).
+    #[arg(long, value_name = "N", value_parser = minutes)]
+    minutes: Duration,
+
+    /// The seed of the soak's choices.
+    #[arg(long, value_name = "S", default_value_t = 1, value_parser = number)]
+    seed: u64,
+
+    /// The deadline of each run, in seconds.
+    #[arg(long, value_name = "SECS", default_value = "300", value_parser = seconds)]
+    timeout: Duration,
+
+    /// Also write the summary as JSON to PATH.
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -166,10 +265,11 @@ struct RunArgs {
     #[arg(long = "param", value_name = "NAME=VALUE", value_parser = param)]
     params: Vec<(String, u64)>,
 
-    /// How long the guest may run, in seconds.
-    #[arg(long, value_name = "SECS", default_value_t = defaults().timeout.as_secs(),
-          value_parser = number)]
-    timeout: u64,
+    /// How long the guest may run, in seconds (decimals allowed); then the
+    /// VMM stops its vCPUs and says what they were doing.
+    #[arg(long, value_name = "SECS",
+          default_value_t = defaults().timeout.as_secs_f64(), value_parser = seconds_f64)]
+    timeout: f64,
 
     /// Shadow paging only: cap the shadow pages in use, at least 8
     /// [default: 16384]. Beyond it the MMU reclaims pages, and the guest
@@ -280,6 +380,36 @@ fn number(s: &str) -> Result<u64, String> {
     parsed.map_err(|_| "not a number (decimal or 0x hexadecimal)".to_string())
 }
 
+/// A positive number of seconds, decimals allowed.
+fn seconds(s: &str) -> Result<Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v > 0.0 && *v <= 1e6)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| "not a number of seconds above 0".to_string())
+}
+
+/// [`seconds`] as a number, for a default clap can show.
+fn seconds_f64(s: &str) -> Result<f64, String> {
+    seconds(s).map(|d| d.as_secs_f64())
+}
+
+/// A positive number of minutes, decimals allowed.
+fn minutes(s: &str) -> Result<Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v > 0.0 && *v <= 1e5)
+        .map(|m| Duration::from_secs_f64(m * 60.0))
+        .ok_or_else(|| "not a number of minutes above 0".to_string())
+}
+
+fn jobs(s: &str) -> Result<usize, String> {
+    usize::try_from(number(s)?)
+        .ok()
+        .filter(|n| (1..=16).contains(n))
+        .ok_or_else(|| "not from 1 to 16".to_string())
+}
+
 fn runs(s: &str) -> Result<usize, String> {
     usize::try_from(number(s)?)
         .ok()
@@ -324,7 +454,7 @@ impl RunArgs {
         }
         cfg.mem_mib = self.mem;
         cfg.seed = self.seed;
-        cfg.timeout = Duration::from_secs(self.timeout);
+        cfg.timeout = Duration::from_secs_f64(self.timeout);
         // A foreign kernel may keep no results buffer: its console is then
         // the only account of what it did.
         cfg.echo_console = self.console || self.kernel.is_some();
@@ -373,6 +503,80 @@ fn main() -> ExitCode {
             Ok(cfg) => run_vm(&cfg, &args),
             Err(msg) => usage_error(Some("run"), &msg),
         },
+        Some(Command::Attack(args)) => attack_cmd(&args),
+        Some(Command::Soak(args)) => soak_cmd(&args),
+    }
+}
+
+/// Writes `text` to `path`, or says why not.
+fn write_json(path: &Path, text: String) -> Result<(), ExitCode> {
+    std::fs::write(path, text + "\n").map_err(|e| {
+        eprintln!("shadow-run: cannot write {}: {e}", path.display());
+        ExitCode::from(1)
+    })
+}
+
+fn attack_cmd(args: &AttackArgs) -> ExitCode {
+    let cfg = attack::AttackConfig {
+        first_seed: args.first_seed,
+        seeds: args.seeds,
+        timeout: args.timeout,
+        classes: args.classes.unwrap_or(0),
+        steps: args.steps,
+        beside: args.beside,
+        budget: args.budget,
+        jobs: args.jobs,
+    };
+    let mut done = 0;
+    let report = attack::run_batch(&cfg, |run| {
+        done += 1;
+        suite::progress(format_args!(
+            "\r[{done}/{}] seed {}: {}                ",
+            cfg.seeds,
+            run.plan.seed,
+            run.outcome.label().chars().take(60).collect::<String>()
+        ));
+    });
+    suite::progress(format_args!("\r{:80}\r", ""));
+    if report.runs.is_empty() && report.stopped_early.is_none() {
+        // Not even the warm-up: most likely no /dev/kvm.
+        if let Err(e) = vm::run(&VmConfig::new(Workload::Touch, PagingMode::Native)) {
+            return vm_error(&e);
+        }
+    }
+    println!("{}", report.markdown());
+    if let Some(path) = &args.json {
+        if let Err(code) = write_json(path, report.json().to_string()) {
+            return code;
+        }
+    }
+    if report.failures().is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn soak_cmd(args: &SoakArgs) -> ExitCode {
+    // Without /dev/kvm every run would fail the same way: say it once.
+    if let Err(e @ VmError::NoKvm(_)) =
+        vm::run(&VmConfig::new(Workload::Hostile, PagingMode::Native))
+    {
+        return vm_error(&e);
+    }
+    let report = soak::run_soak(args.minutes, args.seed, args.timeout, |run| {
+        println!("{run}");
+    });
+    println!("{}", report.summary());
+    if let Some(path) = &args.json {
+        if let Err(code) = write_json(path, report.json().to_string()) {
+            return code;
+        }
+    }
+    if report.failures().is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 
@@ -395,7 +599,7 @@ fn parse_error(e: &clap::Error) -> ExitCode {
     // Top-level options conflict with subcommands, so a subcommand, if
     // any, is the first argument.
     let first = std::env::args_os().nth(1);
-    let sub = ["bench", "walk", "run"]
+    let sub = ["bench", "walk", "run", "attack", "soak"]
         .into_iter()
         .find(|s| first.as_deref() == Some(OsStr::new(s)));
     usage_error(sub, &one_line(&e.render().to_string()))

@@ -75,7 +75,7 @@ pub const SUITE: [Workload; 9] = Workload::COMPARABLE;
 
 /// Writes `line` to standard error if a person may be watching it: in logs
 /// and pipes, carriage-return progress lines are only noise.
-fn progress(line: std::fmt::Arguments<'_>) {
+pub fn progress(line: std::fmt::Arguments<'_>) {
     let mut err = std::io::stderr().lock();
     if err.is_terminal() {
         let _ = err.write_fmt(line);

@@ -25,8 +25,10 @@ pub mod results;
 mod vcpu;
 pub mod workload;
 
+use std::fmt;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -34,7 +36,7 @@ use std::time::{Duration, Instant};
 use kvm_bindings::{kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use vm_memory::{
-    GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryBackend, GuestMemoryMmap,
+    Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryBackend, GuestMemoryMmap,
 };
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
@@ -92,12 +94,186 @@ pub enum VmError {
     /// The results buffer is unusable.
     #[error("results buffer: {0} (guest exit status {1:#x})")]
     Results(String, u64),
-    /// The guest did not exit in time.
-    #[error("the guest did not exit within {0:?}")]
-    Timeout(Duration),
+    /// The guest did not exit in time: the VMM stopped its vCPUs.
+    #[error("the guest did not exit within {}: {info}", secs(.info.timeout))]
+    Timeout {
+        /// What the VMM saw.
+        info: Box<TimeoutInfo>,
+    },
+    /// vCPU threads did not stop when told to (at the deadline or after
+    /// another vCPU ended the run): the VMM itself is stuck.
+    #[error(
+        "vCPU {vcpus:?} did not stop within {} of being told to: the VMM is stuck",
+        secs(*.grace)
+    )]
+    Stuck {
+        /// The vCPUs whose threads are still running.
+        vcpus: Vec<u32>,
+        /// How long they were given.
+        grace: Duration,
+    },
     /// A vCPU thread could not be started or panicked.
     #[error("vCPU thread: {0}")]
     Thread(String),
+}
+
+/// The message of a panic's payload.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_string())
+}
+
+/// `d` in seconds, as error messages print it.
+fn secs(d: Duration) -> String {
+    format!("{} s", d.as_secs_f64())
+}
+
+/// How long vCPU threads get to stop once told to before the run is
+/// declared [`VmError::Stuck`].
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// What a guest that did not exit in time was doing, judged from the exits
+/// in the last stretch before the deadline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hang {
+    /// No VMM exit at all: the guest runs on its own (a spin, at CPL0 or
+    /// CPL3).
+    NoExits,
+    /// VMM exits, but none served a hypercall, the doorbell or MMIO, none
+    /// emulated a store and the guest's kernel saw no page fault: the VMM
+    /// answers the same exit over and over (a bug of the VMM or the shadow
+    /// MMU, not of the guest).
+    ExitsWithoutProgress,
+    /// VMM exits that make progress: the guest keeps faulting (its kernel
+    /// sees the faults) or calling the VMM.
+    GuestLoop,
+}
+
+/// Where a vCPU was when the VMM stopped it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VcpuPlace {
+    /// RIP.
+    pub rip: u64,
+    /// The privilege level (CS.RPL).
+    pub cpl: u8,
+    /// CR2.
+    pub cr2: u64,
+    /// CR3 (under shadow paging, a shadow root).
+    pub cr3: u64,
+}
+
+/// What the VMM saw of a run it stopped at the deadline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TimeoutInfo {
+    /// The deadline, from the first `KVM_RUN`.
+    pub timeout: Duration,
+    /// What the guest was doing.
+    pub hang: Hang,
+    /// The stretch before the deadline over which exits were counted.
+    pub window: Duration,
+    /// VMM exits (of every kind) in that stretch.
+    pub window_exits: u64,
+    /// Of those, the ones that made progress (see [`Hang`]), plus page
+    /// faults the guest kernel counted.
+    pub window_progress: u64,
+    /// Where each vCPU was stopped (`None`: never started).
+    pub vcpus: Vec<Option<VcpuPlace>>,
+}
+
+impl fmt::Display for TimeoutInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let w = secs(self.window);
+        match self.hang {
+            Hang::NoExits => write!(
+                f,
+                "no VMM exit in its last {w}: the guest runs on its own (a spin, or faults \
+                 it handles itself)"
+            )?,
+            Hang::ExitsWithoutProgress => write!(
+                f,
+                "{} VMM exits in its last {w}, none of them serving the guest: \
+                 the VMM answers the same exit over and over",
+                self.window_exits
+            )?,
+            Hang::GuestLoop => write!(
+                f,
+                "{} VMM exits in its last {w} ({} hypercalls, MMIO accesses or faults \
+                 the guest saw): the guest keeps faulting or calling",
+                self.window_exits, self.window_progress
+            )?,
+        }
+        for (i, v) in self.vcpus.iter().enumerate() {
+            if let Some(p) = v {
+                write!(
+                    f,
+                    "; vCPU {i} stopped at RIP {:#x} (CPL {}), CR2 {:#x}",
+                    p.rip, p.cpl, p.cr2
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One sample of the process's resident memory during a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RssSample {
+    /// Since the first `KVM_RUN`.
+    pub at: Duration,
+    /// VMM exits of every kind so far.
+    pub exits: u64,
+    /// Resident bytes of the whole process (`/proc/self/statm`).
+    pub resident: u64,
+}
+
+/// The resident memory of this process in bytes (`/proc/self/statm`), if
+/// it can be read.
+pub fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok().filter(|&p| p > 0)?)
+}
+
+/// Everything a run leaves behind, however it ended: the result, and what
+/// could be read of the guest even when it failed.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// The report, or why the run failed.
+    pub result: Result<RunReport, VmError>,
+    /// Everything the guest wrote to the console.
+    pub console: String,
+    /// The results buffer's 64 header words as the guest left them (empty
+    /// when the VM never ran).
+    pub header: Vec<u64>,
+    /// Exit counters.
+    pub exits: ExitCounts,
+    /// Shadow paging: the MMU's counters at the end (`None` natively, or
+    /// when a vCPU thread is stuck).
+    pub stats: Option<shadow_mmu::Stats>,
+    /// From the first `KVM_RUN` to the end.
+    pub wall: Duration,
+    /// Resident memory sampled every [`VmConfig::rss_interval`] and once
+    /// when the run ended, before the VM is torn down.
+    pub rss: Vec<RssSample>,
+}
+
+impl RunOutcome {
+    fn failed(e: VmError) -> RunOutcome {
+        RunOutcome {
+            result: Err(e),
+            console: String::new(),
+            header: Vec::new(),
+            exits: ExitCounts::default(),
+            stats: None,
+            wall: Duration::ZERO,
+            rss: Vec::new(),
+        }
+    }
 }
 
 /// What to run.
@@ -126,6 +302,9 @@ pub struct VmConfig {
     /// [`MIN_MAX_PAGES`]). Beyond it the MMU reclaims pages: the guest
     /// runs slower but must behave the same.
     pub max_pages: u32,
+    /// Sample the process's resident memory this often while the guest
+    /// runs ([`RunOutcome::rss`]); `None`: only when it ends.
+    pub rss_interval: Option<Duration>,
 }
 
 impl VmConfig {
@@ -143,6 +322,7 @@ impl VmConfig {
             timeout: Duration::from_secs(300),
             echo_console: false,
             max_pages: DEFAULT_MAX_PAGES,
+            rss_interval: None,
         }
     }
 }
@@ -300,6 +480,8 @@ struct Shared {
     /// The pthread of each running vCPU thread (for flush kicks).
     threads: Mutex<Vec<Option<libc::pthread_t>>>,
     kick_signal: libc::c_int,
+    /// Where each vCPU thread left its vCPU when it stopped.
+    places: Mutex<Vec<Option<VcpuPlace>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -341,7 +523,9 @@ impl Shared {
     }
 }
 
-extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    vcpu::kicked();
+}
 
 /// The signal that knocks a vCPU thread out of `KVM_RUN`.
 fn kick_signal() -> Result<libc::c_int, VmError> {
@@ -373,6 +557,78 @@ pub fn run(config: &VmConfig) -> Result<RunReport, VmError> {
 
 /// Runs `config.workload` on the kernel ELF `kernel`.
 pub fn run_kernel(config: &VmConfig, kernel: &[u8]) -> Result<RunReport, VmError> {
+    run_outcome_kernel(config, kernel).result
+}
+
+/// Runs `config.workload` on the embedded guest kernel and returns what
+/// could be read of it however it ended.
+pub fn run_outcome(config: &VmConfig) -> RunOutcome {
+    run_outcome_kernel(config, guest::KERNEL_ELF)
+}
+
+/// [`run_outcome`] on the kernel ELF `kernel`.
+pub fn run_outcome_kernel(config: &VmConfig, kernel: &[u8]) -> RunOutcome {
+    let mut outcome = RunOutcome::failed(VmError::Thread("not run".into()));
+    outcome.result = run_into(config, kernel, &mut outcome);
+    outcome
+}
+
+/// Counters read without any lock a stuck vCPU thread could hold.
+#[derive(Clone, Copy, Debug, Default)]
+struct Counters {
+    /// VMM exits of every kind.
+    exits: u64,
+    /// Exits that served the guest (hypercalls, doorbell, MMIO) and
+    /// emulated stores.
+    served: u64,
+    /// The page faults the guest kernel's handler counted (its results
+    /// header, which the guest may write anything into): the faults the
+    /// VMM delivered.
+    guest_faults: u64,
+}
+
+impl Counters {
+    fn read(shared: &Shared, faults_gpa: u64) -> Counters {
+        let served = shared.hypercalls.load(Ordering::Relaxed)
+            + shared.doorbell.load(Ordering::Relaxed)
+            + shared.unmapped_mmio.load(Ordering::Relaxed);
+        let exits = served + shared.trampoline.load(Ordering::Relaxed);
+        let emulated = shared
+            .paging
+            .shadow_vm()
+            .map_or(0, shadow_mmu::kvm::ShadowVm::emulated);
+        let guest_faults = shared
+            .memory
+            .memory()
+            .read_obj::<u64>(GuestAddress(faults_gpa))
+            .unwrap_or(0);
+        Counters {
+            exits,
+            served: served + emulated,
+            guest_faults,
+        }
+    }
+
+    /// Exits since `then`, and how many of them made progress.
+    fn since(self, then: Counters) -> (u64, u64) {
+        let exits = self.exits.saturating_sub(then.exits);
+        let faults = self.guest_faults.wrapping_sub(then.guest_faults).min(exits);
+        (exits, self.served.saturating_sub(then.served) + faults)
+    }
+}
+
+fn sample_rss(samples: &mut Vec<RssSample>, t0: Instant, exits: u64) {
+    if let Some(resident) = resident_bytes() {
+        samples.push(RssSample {
+            at: t0.elapsed(),
+            exits,
+            resident,
+        });
+    }
+}
+
+/// The run, filling `out` with what it can read on the way.
+fn run_into(config: &VmConfig, kernel: &[u8], out: &mut RunOutcome) -> Result<RunReport, VmError> {
     if config.vcpus == 0 || config.vcpus > MAX_VCPUS {
         return Err(VmError::Config(format!("--vcpus must be 1..={MAX_VCPUS}")));
     }
@@ -465,6 +721,7 @@ pub fn run_kernel(config: &VmConfig, kernel: &[u8]) -> Result<RunReport, VmError
         unmapped_mmio: AtomicU64::new(0),
         threads: Mutex::new(vec![None; config.vcpus as usize]),
         kick_signal: signal,
+        places: Mutex::new(vec![None; config.vcpus as usize]),
     });
     let vm_ctx = paging::VmContext {
         vm: &shared.vm,
@@ -507,11 +764,23 @@ pub fn run_kernel(config: &VmConfig, kernel: &[u8]) -> Result<RunReport, VmError
 
     let t0 = Instant::now();
     let mut handles: Vec<JoinHandle<()>> = Vec::new();
+    let (done_tx, done_rx) = mpsc::channel::<u32>();
     for (index, fd) in vcpus.into_iter().enumerate() {
         let sh = Arc::clone(&shared);
+        let done = vcpu::Done(done_tx.clone(), index as u32);
         let h = std::thread::Builder::new()
             .name(format!("vcpu{index}"))
-            .spawn(move || vcpu::thread(sh, fd, index as u32))
+            .spawn(move || {
+                let _done = done;
+                let run =
+                    std::panic::AssertUnwindSafe(|| vcpu::thread(sh.clone(), fd, index as u32));
+                if let Err(p) = std::panic::catch_unwind(run) {
+                    sh.finish(Err(VmError::Thread(format!(
+                        "vCPU {index} panicked: {}",
+                        panic_message(p.as_ref())
+                    ))));
+                }
+            })
             .map_err(|e| VmError::Thread(format!("cannot spawn vCPU {index}: {e}")));
         match h {
             Ok(h) => handles.push(h),
@@ -521,49 +790,136 @@ pub fn run_kernel(config: &VmConfig, kernel: &[u8]) -> Result<RunReport, VmError
             }
         }
     }
+    drop(done_tx);
 
-    // Wait for an outcome or the timeout, then stop every vCPU.
+    // Wait for an outcome or the deadline, counting the exits of the last
+    // stretch before it (to tell a spinning guest from a looping VMM) and
+    // sampling resident memory if asked; then stop every vCPU.
     let deadline = t0 + config.timeout;
+    let window = (config.timeout / 4).min(Duration::from_secs(1));
+    let window_start = deadline - window;
+    let faults_gpa = results_gpa + 8 * 6;
+    let mut before_window = None;
+    let mut next_rss = config.rss_interval.map(|i| t0 + i);
     let mut outcome = {
         let mut o = lock(&shared.outcome);
-        while o.is_none() {
+        loop {
+            if let Some(r) = o.take() {
+                break Some(r);
+            }
             let now = Instant::now();
             if now >= deadline {
-                break;
+                break None;
+            }
+            if before_window.is_none() && now >= window_start {
+                before_window = Some(Counters::read(&shared, faults_gpa));
+            }
+            if let (Some(t), Some(i)) = (next_rss, config.rss_interval) {
+                if now >= t {
+                    sample_rss(&mut out.rss, t0, Counters::read(&shared, faults_gpa).exits);
+                    next_rss = Some(t + i);
+                }
+            }
+            let mut wake = deadline;
+            if before_window.is_none() {
+                wake = wake.min(window_start);
+            }
+            if let Some(t) = next_rss {
+                wake = wake.min(t);
             }
             o = shared
                 .outcome_cv
-                .wait_timeout(o, deadline - now)
+                .wait_timeout(o, wake.saturating_duration_since(now))
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
-        o.take()
     };
     let wall = t0.elapsed();
+    let now = Counters::read(&shared, faults_gpa);
+    sample_rss(&mut out.rss, t0, now.exits);
+    // Stop: every vCPU thread checks `stop` before each KVM_RUN, and the
+    // kick makes a KVM_RUN under way (or the next one) return at once
+    // (`immediate_exit`), so one kick each is enough.
     shared.stop.store(true, Ordering::SeqCst);
     {
         let _g = lock(&shared.started);
         shared.started_cv.notify_all();
     }
+    for h in handles.iter().filter(|h| !h.is_finished()) {
+        let _ = h.kill(signal);
+    }
+    let grace_end = Instant::now() + STOP_GRACE;
     while handles.iter().any(|h| !h.is_finished()) {
-        for h in handles.iter().filter(|h| !h.is_finished()) {
-            let _ = h.kill(signal);
+        let now = Instant::now();
+        if now >= grace_end {
+            break;
         }
-        std::thread::sleep(Duration::from_millis(1));
+        // Each thread signals when it ends (or unwinds).
+        let _ = done_rx.recv_timeout(grace_end - now);
+    }
+    out.wall = wall;
+    out.console = String::from_utf8_lossy(&lock(&shared.console)).into_owned();
+    let mem = shared.memory.memory();
+    out.header = (0..results::HEADER_WORDS)
+        .map_while(|i| mem.read_obj::<u64>(GuestAddress(results_gpa + 8 * i)).ok())
+        .collect();
+    drop(mem);
+    out.exits = ExitCounts {
+        hypercalls: shared.hypercalls.load(Ordering::Relaxed),
+        doorbell: shared.doorbell.load(Ordering::Relaxed),
+        trampoline: shared.trampoline.load(Ordering::Relaxed),
+        unmapped_mmio: shared.unmapped_mmio.load(Ordering::Relaxed),
+    };
+    let stuck: Vec<u32> = handles
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| !h.is_finished())
+        .map(|(i, _)| i as u32)
+        .collect();
+    if !stuck.is_empty() {
+        // Their threads keep `shared` (and the VM) alive; nothing can be
+        // asked of the MMU, whose lock one of them may hold.
+        return Err(VmError::Stuck {
+            vcpus: stuck,
+            grace: STOP_GRACE,
+        });
     }
     for h in handles {
         if h.join().is_err() && outcome.is_none() {
             outcome = Some(Err(VmError::Thread("a vCPU thread panicked".into())));
         }
     }
+    out.stats = shared.paging.shadow_vm().map(|vm| {
+        use shadow_mmu::ShadowMmu;
+        vm.mmu().stats()
+    });
     let exit_status = match outcome {
-        None => return Err(VmError::Timeout(config.timeout)),
+        None => {
+            let (window_exits, window_progress) = now.since(before_window.unwrap_or_default());
+            let hang = if window_exits == 0 {
+                Hang::NoExits
+            } else if window_progress == 0 {
+                Hang::ExitsWithoutProgress
+            } else {
+                Hang::GuestLoop
+            };
+            return Err(VmError::Timeout {
+                info: Box::new(TimeoutInfo {
+                    timeout: config.timeout,
+                    hang,
+                    window,
+                    window_exits,
+                    window_progress,
+                    vcpus: lock(&shared.places).clone(),
+                }),
+            });
+        }
         Some(r) => r?,
     };
 
     let results = Results::read(&*shared.memory.memory(), results_gpa, results_size)
         .map_err(|e| VmError::Results(e, exit_status))?;
-    let console = String::from_utf8_lossy(&lock(&shared.console)).into_owned();
+    let console = out.console.clone();
     Ok(RunReport {
         workload: config.workload,
         paging: config.paging,

@@ -65,7 +65,7 @@ impl FromStr for PagingMode {
 
 /// How the guest kernel writes its page tables under shadow paging (kernel
 /// command line `pt_writes=`; natively they are always plain stores).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum PtWrites {
     /// Batched `MMU_UPDATE` hypercalls.
     #[default]

@@ -4,8 +4,12 @@
 //! vCPU set-up and the run loop: hypercalls (`out 0x5a0`), the shadow
 //! trampoline's exit (`out 0x5a1`), the doorbell and every way a run ends.
 
-use std::sync::atomic::Ordering;
+use std::cell::Cell;
+use std::sync::atomic::{compiler_fence, Ordering};
+use std::sync::mpsc::Sender;
 use std::sync::Arc;
+
+use kvm_bindings::kvm_run;
 
 use kvm_bindings::CpuId;
 use kvm_ioctls::{VcpuExit, VcpuFd};
@@ -13,7 +17,7 @@ use vm_memory::{Bytes, GuestAddress, GuestAddressSpace};
 
 use super::boot::{self, DOORBELL};
 use super::paging::{rip_of, Paging, TrampolineOutcome, VcpuContext, VmContext};
-use super::{lock, Shared, VmError};
+use super::{lock, Shared, VcpuPlace, VmError};
 
 /// Hypercall port (native paging).
 pub const HYPERCALL_PORT: u16 = 0x5a0;
@@ -73,6 +77,53 @@ pub(super) fn setup(
     Ok(())
 }
 
+thread_local! {
+    /// The `kvm_run` of the vCPU this thread runs, for the kick signal's
+    /// handler (null when none).
+    static KVM_RUN: Cell<*mut kvm_run> = const { Cell::new(std::ptr::null_mut()) };
+}
+
+/// The kick signal's handler, on the kicked thread: the next `KVM_RUN`
+/// (or the one under way, which the signal interrupts) returns at once.
+/// A kick between the run loop's checks and `KVM_RUN` is therefore never
+/// lost.
+pub(super) fn kicked() {
+    KVM_RUN.with(|run| {
+        let run = run.get();
+        if !run.is_null() {
+            // SAFETY: the pointer is this thread's vCPU's `kvm_run`, set
+            // by `thread` while it owns the vCPU and cleared before the
+            // vCPU (and its mapping) is dropped; the signal interrupts this
+            // same thread, which touches the field only with the same
+            // single-byte stores.
+            unsafe { std::ptr::addr_of_mut!((*run).immediate_exit).write_volatile(1) };
+        }
+    });
+    compiler_fence(Ordering::SeqCst);
+}
+
+/// Sends its vCPU index when dropped: when the vCPU thread ends, by
+/// returning or unwinding.
+pub(super) struct Done(pub(super) Sender<u32>, pub(super) u32);
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        let _ = self.0.send(self.1);
+    }
+}
+
+/// Where the vCPU is, for a timeout's message.
+fn place(fd: &VcpuFd) -> Option<VcpuPlace> {
+    let regs = fd.get_regs().ok()?;
+    let sregs = fd.get_sregs().ok()?;
+    Some(VcpuPlace {
+        rip: regs.rip,
+        cpl: (sregs.cs.selector & 3) as u8,
+        cr2: sregs.cr2,
+        cr3: sregs.cr3,
+    })
+}
+
 /// A vCPU thread: wait to be started (application vCPUs), run, report.
 pub(super) fn thread(shared: Arc<Shared>, mut fd: VcpuFd, index: u32) {
     if index > 0 {
@@ -94,11 +145,25 @@ pub(super) fn thread(shared: Arc<Shared>, mut fd: VcpuFd, index: u32) {
     if let Some(s) = shadow {
         s.set_running(index as usize, true);
     }
-    let result = run_loop(&shared, &mut fd, index);
-    if let Some(s) = shadow {
-        s.set_running(index as usize, false);
+    // Undone when this function ends, by returning or unwinding, before
+    // `fd` (a parameter) is dropped.
+    struct Running<'a>(&'a Shared, u32);
+    impl Drop for Running<'_> {
+        fn drop(&mut self) {
+            KVM_RUN.with(|run| run.set(std::ptr::null_mut()));
+            if let Some(s) = self.0.paging.shadow_vm() {
+                s.set_running(self.1 as usize, false);
+            }
+            lock(&self.0.threads)[self.1 as usize] = None;
+        }
     }
-    lock(&shared.threads)[index as usize] = None;
+    KVM_RUN.with(|run| run.set(fd.get_kvm_run()));
+    let running = Running(&shared, index);
+    let result = run_loop(&shared, &mut fd, index);
+    drop(running);
+    if let Some(p) = lock(&shared.places).get_mut(index as usize) {
+        *p = place(&fd);
+    }
     match result {
         Ok(Some(status)) => shared.finish(Ok(status)),
         Ok(None) => {}
@@ -178,6 +243,10 @@ fn insn_bytes(shared: &Shared, fd: &VcpuFd) -> String {
 
 fn run_loop(shared: &Shared, fd: &mut VcpuFd, index: u32) -> Result<Option<u64>, VmError> {
     loop {
+        // Re-armed before the checks: a kick from here on makes KVM_RUN
+        // return at once.
+        fd.set_kvm_immediate_exit(0);
+        compiler_fence(Ordering::SeqCst);
         if shared.stop.load(Ordering::SeqCst) {
             return Ok(None);
         }
