@@ -27,6 +27,10 @@ use crate::state::{frames_at, shadow_index, MmuState, Shared};
 use crate::stats::Counters;
 use crate::walker::{self, GuestWalk, WalkError};
 
+/// Entries around a fault that later faults in an already prefetched page
+/// look at (KVM's `PTE_PREFETCH_NUM` is 8).
+const REFAULT_WINDOW: usize = 16;
+
 /// What the fault wants of the leaf.
 #[derive(Clone, Copy, Debug)]
 struct Request {
@@ -474,20 +478,29 @@ impl MmuState {
         idx: usize,
         stats: &Counters,
     ) {
-        let Some(sp) = self.pages.get(page) else {
+        let Some(sp) = self.pages.get_mut(page) else {
             return;
         };
-        let role = sp.role;
-        let window = if role.direct() {
+        let (role, sp_gfn, prefetched) = (sp.role, sp.gfn, sp.prefetched);
+        sp.prefetched = true;
+        let full = if role.direct() {
             ENTRIES
         } else {
             self.cfg.prefetch_window
+        };
+        // The whole window once; after that only the neighbours: what the
+        // first scan could not map stays unmappable until the guest writes
+        // the table (then a sync rescans it), and a hostile table of
+        // present entries it can never map costs every fault a full scan.
+        let window = if prefetched {
+            full.min(REFAULT_WINDOW)
+        } else {
+            full
         };
         if window <= 1 {
             return;
         }
         let start = idx & !(window - 1);
-        let sp_gfn = sp.gfn;
         let rsvd = if role.has_4_byte_gpte() {
             Pte32::reserved_bits(state).table[1]
         } else {

@@ -112,6 +112,9 @@ impl MmuState {
             return;
         }
         sp.unsync = false;
+        // The guest wrote the table: entries the last prefetch could not
+        // map may be mappable now.
+        sp.prefetched = false;
         let gfn = sp.gfn;
         self.unsync.remove(&page);
         // Synced again: the table's own frame is read-only in every mapping.

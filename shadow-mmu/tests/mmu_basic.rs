@@ -137,6 +137,50 @@ fn exact_prefetch_leaves_never_accessed_neighbours_alone() {
     assert_eq!(m.stats().prefetched_speculative, 0);
 }
 
+/// Prefetch scans a page's whole window once; later faults in the page
+/// look only at their 16 neighbours until the guest's writes to the table
+/// are synced: a table of entries that can never be mapped (MMIO, here)
+/// does not cost every fault a full scan.
+#[test]
+fn later_faults_in_a_prefetched_page_scan_their_neighbours_only() {
+    let m = mmu();
+    w64(&m, 0x1000, 0x2000 | UPPER);
+    w64(&m, 0x2000, 0x3000 | UPPER);
+    w64(&m, 0x3000 + 2 * 8, 0x4000 | UPPER);
+    // Every entry accessed and pointing beyond RAM (never prefetched), but
+    // 0 and 1, and 10, which maps the table itself.
+    for i in 0..512 {
+        w64(&m, 0x4000 + 8 * i, (RAM + 0x1000 * i) | LEAF_RW | A);
+    }
+    w64(&m, 0x4000, 0x10_0000 | LEAF_RW | A);
+    w64(&m, 0x4008, 0x10_1000 | LEAF_RW);
+    w64(&m, 0x4000 + 8 * 10, 0x4000 | LEAF_RW | A | D);
+    let s = long_mode(0x1000);
+    load(&m, 0, &s);
+    cpu_access(&m, 0, &s, 0x40_0000, rd(true));
+    assert_eq!(m.stats().prefetched, 1, "the table's own mapping");
+    // The guest writes its leaf table through that mapping (the table goes
+    // unsync) and makes entries 5, 40 and 300 RAM.
+    for i in [5u64, 40, 300] {
+        let at = 0x40_a000 + 8 * i;
+        assert_eq!(
+            cpu_access(&m, 0, &s, at, wr(true)),
+            Cpu::Done(0x4000 + 8 * i)
+        );
+        w64(&m, 0x4000 + 8 * i, (0x10_0000 + 0x1000 * i) | LEAF_RW | A);
+    }
+    assert_eq!(m.stats().unsync_pages, 1);
+    cpu_access(&m, 0, &s, 0x40_1000, rd(true));
+    let mapped = |i: u64| m.shadow_translate(0, Gva(0x40_0000 + 0x1000 * i)).is_some();
+    assert!(mapped(5), "a neighbour");
+    assert!(!mapped(40) && !mapped(300), "beyond the neighbours");
+    // A flush syncs the table: the next fault scans it all again.
+    apply(&m, m.flush_tlb(0).unwrap());
+    cpu_access(&m, 0, &s, 0x40_0000 + 0x1000 * 40, rd(true));
+    assert!(mapped(300), "rescanned after the sync");
+    m.audit().unwrap();
+}
+
 #[test]
 fn guest_fault_is_injected_with_sdm_error_code() {
     let m = mmu();

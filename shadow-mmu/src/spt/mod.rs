@@ -56,6 +56,9 @@ pub struct ShadowPage {
     pub root_count: u32,
     /// Emulated writes since the page was last used by a fault.
     pub write_flooding: u8,
+    /// A fault has prefetched the page's whole window since it was created
+    /// or last synced: later faults look only at their neighbours.
+    pub prefetched: bool,
     /// Last use, for oldest-first reclaim.
     pub stamp: u64,
     /// The stamp of this page's entry in the reclaim queue (older than
@@ -269,6 +272,7 @@ impl Pages {
             unsync: false,
             root_count: 0,
             write_flooding: 0,
+            prefetched: false,
             stamp: 0,
             queued: 0,
         });
