@@ -12,7 +12,7 @@ use shadow_mmu::test_utils::{self, CpuError};
 use shadow_mmu::{
     load_pdptrs, peek, Access, AccessKind, Changes, Cr0, Cr4, Efer, FaultOutcome, Gfn,
     GuestAddress, GuestException, Gva, Hole, Mmu, MmuConfig, MmuError, PagingMode, PagingState,
-    ShadowMmu, TableWrites, WalkError,
+    Prefetch, ShadowMmu, TableWrites, WalkError,
 };
 use vm_memory::{
     Bytes, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryBackend, GuestMemoryMmap,
@@ -197,6 +197,11 @@ pub(crate) fn mmu_config(inp: &mut Input<'_>) -> MmuConfig {
         hidden: Vec::new(),
         frames: Box::new(shadow_mmu::IdentityFrames),
         hidden_sink: None,
+        prefetch: if inp.bool() {
+            Prefetch::Speculative
+        } else {
+            Prefetch::Exact
+        },
     }
 }
 
