@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::vm::{
-    self, panic_message, resident_bytes, Hang, PagingMode, PtWrites, RunOutcome, RunReport,
-    VmConfig, VmError, Workload,
+    self, heap_bytes, panic_message, resident_bytes, Hang, PagingMode, PtWrites, RunOutcome,
+    RunReport, VmConfig, VmError, Workload,
 };
 
 /// Target classes of the attack workload (`ATK_*` in
@@ -400,6 +400,8 @@ pub struct AttackReport {
     pub timeout: Duration,
     /// Resident memory before the batch (after a warm-up run) and after.
     pub resident: (u64, u64),
+    /// The VMM's heap ([`heap_bytes`]) before and after, when known.
+    pub heap: Option<(u64, u64)>,
     /// Wall time of the batch.
     pub wall: Duration,
     /// The VM beside, if one ran.
@@ -409,8 +411,13 @@ pub struct AttackReport {
 }
 
 /// Resident growth over a batch above which it counts as a leak: the
-/// allocator keeps some freed memory, never this much.
+/// allocator keeps some freed memory, never this much (a VM left behind
+/// keeps its guest RAM, 64 MiB).
 pub const RESIDENT_SLACK: u64 = 32 << 20;
+
+/// Heap growth over a batch above which it counts as a leak: the batch's
+/// own records of its runs, a few hundred bytes each, stay below it.
+pub const HEAP_SLACK: u64 = 4 << 20;
 
 impl AttackReport {
     /// Outcome classes with their runs, most frequent first.
@@ -427,6 +434,11 @@ impl AttackReport {
     /// Resident growth over the batch, in bytes.
     pub fn growth(&self) -> i64 {
         self.resident.1 as i64 - self.resident.0 as i64
+    }
+
+    /// Heap growth over the batch, in bytes, when known.
+    pub fn heap_growth(&self) -> Option<i64> {
+        self.heap.map(|(b, a)| a as i64 - b as i64)
     }
 
     /// Why the batch failed, if it did: VMM failures, growth beyond
@@ -453,6 +465,13 @@ impl AttackReport {
                 RESIDENT_SLACK / 1024
             ));
         }
+        if let Some(g) = self.heap_growth().filter(|&g| g > HEAP_SLACK as i64) {
+            f.push(format!(
+                "the VMM's heap grew by {} KiB over the batch (at most {} KiB allowed)",
+                g / 1024,
+                HEAP_SLACK / 1024
+            ));
+        }
         if let Some(b) = &self.beside {
             f.extend(b.failures.iter().map(|m| format!("VM beside: {m}")));
         }
@@ -464,9 +483,9 @@ impl AttackReport {
     pub fn markdown(&self) -> String {
         let mut s = String::new();
         let n = self.runs.len().max(1);
-        let _ = writeln!(
+        let _ = write!(
             s,
-            "{} seeds in {:.1} s (deadline {} s each); resident memory {} KiB before, {} KiB after ({:+} KiB)\n",
+            "{} seeds in {:.1} s (deadline {} s each); resident memory {} KiB before, {} KiB after ({:+} KiB)",
             self.runs.len(),
             self.wall.as_secs_f64(),
             self.timeout.as_secs_f64(),
@@ -474,6 +493,16 @@ impl AttackReport {
             self.resident.1 / 1024,
             self.growth() / 1024
         );
+        if let Some((b, a)) = self.heap {
+            let _ = write!(
+                s,
+                "; heap {} KiB before, {} KiB after ({:+} KiB)",
+                b / 1024,
+                a / 1024,
+                (a as i64 - b as i64) / 1024
+            );
+        }
+        s.push_str("\n\n");
         s.push_str("| outcome | runs | % | last target class (runs) | seeds |\n");
         s.push_str("| --- | ---: | ---: | --- | --- |\n");
         for (outcome, runs) in self.classes() {
@@ -554,6 +583,8 @@ impl AttackReport {
             "timeout_s": self.timeout.as_secs_f64(),
             "resident_before": self.resident.0,
             "resident_after": self.resident.1,
+            "heap_before": self.heap.map(|h| h.0),
+            "heap_after": self.heap.map(|h| h.1),
             "classes": classes,
             "failures": self.failures(),
             "beside": self.beside.as_ref().map(|b| json!({
@@ -565,9 +596,11 @@ impl AttackReport {
     }
 }
 
-/// The comparable workloads' native results, then shadow runs of them in a
-/// loop until `stop`, each compared with its native run: the VM beside.
-fn run_beside(stop: &AtomicBool) -> Beside {
+/// The comparable workloads' native results, then shadow runs of them (both
+/// page-table write styles) in a loop, each compared with its native run:
+/// the VM beside. It stops at `stop`, but never before a full round; `done`
+/// says when one is.
+fn run_beside(stop: &AtomicBool, done: &AtomicBool) -> Beside {
     let mut beside = Beside::default();
     let modes = [PtWrites::Hypercall, PtWrites::Direct];
     let mut natives = Vec::new();
@@ -577,11 +610,15 @@ fn run_beside(stop: &AtomicBool) -> Beside {
             Err(e) => beside.failures.push(format!("{w} native: {e}")),
         }
     }
+    let round = natives.len() * modes.len();
     let mut i = 0usize;
-    while !stop.load(Ordering::SeqCst) && !natives.is_empty() {
+    while !natives.is_empty() && (i < round || !stop.load(Ordering::SeqCst)) {
         let (w, native) = &natives[i % natives.len()];
         let mode = modes[(i / natives.len()) % modes.len()];
         i += 1;
+        if i == round {
+            done.store(true, Ordering::SeqCst);
+        }
         let mut cfg = VmConfig::new(*w, PagingMode::Shadow);
         cfg.pt_writes = mode;
         match vm::run(&cfg) {
@@ -592,6 +629,7 @@ fn run_beside(stop: &AtomicBool) -> Beside {
             Err(e) => beside.failures.push(format!("{w} shadow ({mode}): {e}")),
         }
     }
+    done.store(true, Ordering::SeqCst);
     beside
 }
 
@@ -602,20 +640,28 @@ pub fn run_batch(cfg: &AttackConfig, mut progress: impl FnMut(&SeedRun)) -> Atta
     // every run allocates once (thread stacks, the allocator's arenas).
     let _ = run_once(SeedPlan::new(cfg.first_seed, 1, 1), cfg.timeout);
     let before = resident_bytes().unwrap_or(0);
+    let heap_before = heap_bytes();
     let stop = AtomicBool::new(false);
+    // Without a VM beside, nothing to wait for.
+    let beside_round = AtomicBool::new(!cfg.beside);
     let next = AtomicU64::new(0);
     let mut runs = Vec::new();
     let mut stopped_early = None;
     let beside = std::thread::scope(|scope| {
-        let beside = cfg.beside.then(|| scope.spawn(|| run_beside(&stop)));
+        let beside = cfg
+            .beside
+            .then(|| scope.spawn(|| run_beside(&stop, &beside_round)));
         let (tx, rx) = mpsc::channel::<SeedRun>();
         for _ in 0..cfg.jobs.max(1) {
             let tx = tx.clone();
-            let (stop, next) = (&stop, &next);
+            let (stop, next, beside_round) = (&stop, &next, &beside_round);
             scope.spawn(move || {
                 while !stop.load(Ordering::SeqCst) {
                     let i = next.fetch_add(1, Ordering::SeqCst);
-                    if i >= cfg.seeds || cfg.budget.is_some_and(|b| t0.elapsed() >= b) {
+                    // With a VM beside, the attack goes on (with further
+                    // seeds) until the VM beside has run every workload.
+                    let more = i < cfg.seeds || !beside_round.load(Ordering::SeqCst);
+                    if !more || cfg.budget.is_some_and(|b| t0.elapsed() >= b) {
                         break;
                     }
                     let seed = cfg.first_seed.wrapping_add(i);
@@ -654,6 +700,7 @@ pub fn run_batch(cfg: &AttackConfig, mut progress: impl FnMut(&SeedRun)) -> Atta
     runs.sort_by_key(|r| r.plan.seed);
     let after = resident_bytes().unwrap_or(0);
     AttackReport {
+        heap: heap_before.zip(heap_bytes()),
         runs,
         timeout: cfg.timeout,
         resident: (before, after),

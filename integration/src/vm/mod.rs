@@ -218,15 +218,36 @@ impl fmt::Display for TimeoutInfo {
     }
 }
 
-/// One sample of the process's resident memory during a run.
+/// One sample of the process's memory during a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RssSample {
     /// Since the first `KVM_RUN`.
     pub at: Duration,
     /// VMM exits of every kind so far.
     pub exits: u64,
-    /// Resident bytes of the whole process (`/proc/self/statm`).
+    /// Resident bytes of the whole process (`/proc/self/statm`): guest RAM
+    /// the guest has touched included.
     pub resident: u64,
+    /// Bytes the VMM has allocated on its heap ([`heap_bytes`]), if the C
+    /// library tells: guest memory excluded.
+    pub heap: Option<u64>,
+}
+
+/// Bytes allocated with `malloc` (what Rust's global allocator uses) and
+/// not freed, in the whole process: the C library's `mallinfo2`, on GNU
+/// targets only.
+pub fn heap_bytes() -> Option<u64> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 has no preconditions; it only reads the
+        // allocator's statistics.
+        let info = unsafe { libc::mallinfo2() };
+        Some((info.uordblks + info.hblkhd) as u64)
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        None
+    }
 }
 
 /// The resident memory of this process in bytes (`/proc/self/statm`), if
@@ -623,6 +644,7 @@ fn sample_rss(samples: &mut Vec<RssSample>, t0: Instant, exits: u64) {
             at: t0.elapsed(),
             exits,
             resident,
+            heap: heap_bytes(),
         });
     }
 }
