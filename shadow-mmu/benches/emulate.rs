@@ -88,7 +88,7 @@ fn bench_emulate(c: &mut Criterion) {
             b.iter(|| {
                 let mem = mmu.memory().memory();
                 let mut r = regs(rip);
-                let mut access = MmuMemory::new(&mmu, &mem, 0, 0, &wide);
+                let mut access = MmuMemory::new(&mmu, &*mem, 0, 0, &wide);
                 let done = emulate::emulate(&mut r, &mut access, 0);
                 black_box((done.is_ok(), access.take_changes()))
             })

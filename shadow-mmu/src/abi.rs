@@ -8,7 +8,7 @@
 //! [`AbiError`], never a panic.
 
 use thiserror::Error;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
 /// The ABI version this crate implements (`resources/ABI.md`).
 pub const ABI_VERSION: u32 = 2;
@@ -138,7 +138,7 @@ pub struct Block {
 
 impl Block {
     /// Reads the block at `gpa`.
-    pub fn read(mem: &GuestMemoryMmap, gpa: u64) -> Result<Block, AbiError> {
+    pub fn read(mem: &impl GuestMemoryBackend, gpa: u64) -> Result<Block, AbiError> {
         if !gpa.is_multiple_of(8)
             || gpa >= 1 << 32
             || !mem.check_range(GuestAddress(gpa), BLOCK_SIZE as usize)
@@ -205,7 +205,7 @@ impl Block {
     }
 
     /// Writes `result` into the block.
-    pub fn complete(&self, mem: &GuestMemoryMmap, result: i64) {
+    pub fn complete(&self, mem: &impl GuestMemoryBackend, result: i64) {
         // The block was RAM when read; if it went away, nobody reads it.
         let _ = mem.write_obj(result, GuestAddress(self.gpa.0 + RESULT_OFFSET));
     }
@@ -214,7 +214,7 @@ impl Block {
 /// Reads the (gpa, value) pairs of an `MMU_UPDATE`: every target must be an
 /// 8-byte aligned RAM address.
 pub fn read_mmu_updates(
-    mem: &GuestMemoryMmap,
+    mem: &impl GuestMemoryBackend,
     list: u64,
     count: u64,
 ) -> Result<Vec<(GuestAddress, u64)>, AbiError> {
@@ -243,7 +243,7 @@ pub fn read_mmu_updates(
 /// guest-physical ranges written, which a shadow MMU must treat as guest
 /// stores.
 pub fn write_memory_map(
-    mem: &GuestMemoryMmap,
+    mem: &impl GuestMemoryBackend,
     buf: u64,
     capacity: u64,
 ) -> Result<(u64, Option<(GuestAddress, usize)>), AbiError> {
@@ -274,6 +274,7 @@ pub fn write_memory_map(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vm_memory::GuestMemoryMmap;
 
     fn mem() -> GuestMemoryMmap {
         GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap()
@@ -323,7 +324,7 @@ mod tests {
 
     #[test]
     fn memory_maps() {
-        let m = GuestMemoryMmap::from_ranges(&[
+        let m = GuestMemoryMmap::<()>::from_ranges(&[
             (GuestAddress(0), 0x10000),
             (GuestAddress(0x1_0000_0000), 0x20000),
         ])

@@ -19,7 +19,7 @@
 use std::collections::HashSet;
 
 use thiserror::Error;
-use vm_memory::GuestMemoryMmap;
+use vm_memory::GuestMemoryBackend;
 
 use crate::addr::{Gfn, Gva, PAGE_SHIFT};
 use crate::arch::{Cr0, Cr4, PagingMode, PteAccess};
@@ -51,7 +51,7 @@ pub enum AuditError {
 
 impl MmuState {
     /// Checks every invariant.
-    pub fn audit(&self, mem: &GuestMemoryMmap) -> Result<(), AuditError> {
+    pub fn audit(&self, mem: &impl GuestMemoryBackend) -> Result<(), AuditError> {
         for (id, _) in self.pages.iter() {
             self.pages.arena.verify_page(id).map_err(|c| {
                 AuditError::Bookkeeping(format!(
@@ -72,7 +72,7 @@ impl MmuState {
 
     fn audit_tree(
         &self,
-        mem: &GuestMemoryMmap,
+        mem: &impl GuestMemoryBackend,
         vcpu: usize,
         root: &Root,
         page: PageId,
@@ -125,7 +125,7 @@ impl MmuState {
     #[allow(clippy::too_many_arguments)]
     fn audit_leaf(
         &self,
-        mem: &GuestMemoryMmap,
+        mem: &impl GuestMemoryBackend,
         vcpu: usize,
         root: &Root,
         ptr: SptePtr,

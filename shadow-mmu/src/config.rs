@@ -7,12 +7,39 @@
 use std::fmt;
 use std::ops::Range;
 
-use vm_memory::{GuestMemoryAtomic, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{GuestAddress, GuestMemoryAtomic, GuestMemoryBackend, GuestMemoryMmap};
 
 use crate::addr::{Gfn, PAGE_SHIFT};
 
-/// The guest memory type the MMU reads guest tables from.
-pub type AtomicGuestMemory = GuestMemoryAtomic<GuestMemoryMmap>;
+/// Guest memory an MMU reads guest tables from and sets A/D bits in: any
+/// vm-memory backend, such as `GuestMemoryMmap` with or without a dirty
+/// bitmap (the MMU's stores into guest memory are logged in it).
+pub trait GuestRam: GuestMemoryBackend + Send + Sync + 'static {}
+
+impl<M: GuestMemoryBackend + Send + Sync + 'static> GuestRam for M {}
+
+/// The guest memory an MMU is given, swappable on hotplug: vm-memory's
+/// `GuestMemoryAtomic` over `M` (by default a `GuestMemoryMmap` without a
+/// dirty bitmap).
+pub type AtomicGuestMemory<M = GuestMemoryMmap> = GuestMemoryAtomic<M>;
+
+/// Where guest RAM is: what a [`FrameMap`] needs of guest memory.
+pub trait RamMap {
+    /// Whether guest RAM backs `gpa`.
+    fn is_ram(&self, gpa: GuestAddress) -> bool;
+    /// Whether guest RAM backs all `len` bytes from `gpa`.
+    fn is_ram_range(&self, gpa: GuestAddress, len: usize) -> bool;
+}
+
+impl<M: GuestMemoryBackend> RamMap for M {
+    fn is_ram(&self, gpa: GuestAddress) -> bool {
+        self.address_in_range(gpa)
+    }
+
+    fn is_ram_range(&self, gpa: GuestAddress, len: usize) -> bool {
+        self.check_range(gpa, len)
+    }
+}
 
 /// Where the frames behind guest-physical memory live in the
 /// shadow-physical space that shadow entries point to.
@@ -23,12 +50,12 @@ pub type AtomicGuestMemory = GuestMemoryAtomic<GuestMemoryMmap>;
 pub trait FrameMap: Send + Sync + fmt::Debug {
     /// The shadow-physical address of the frame backing `gfn`, or `None` when
     /// no guest RAM is there.
-    fn frame(&self, mem: &GuestMemoryMmap, gfn: Gfn) -> Option<u64>;
+    fn frame(&self, mem: &dyn RamMap, gfn: Gfn) -> Option<u64>;
 
     /// Whether `pages` frames from `gfn` are RAM backed by one contiguous,
     /// equally aligned shadow-physical range (so one large entry can map
     /// them).
-    fn contiguous(&self, mem: &GuestMemoryMmap, gfn: Gfn, pages: u64) -> bool;
+    fn contiguous(&self, mem: &dyn RamMap, gfn: Gfn, pages: u64) -> bool;
 }
 
 /// Guest RAM at the same address in shadow-physical space (KVM memslots).
@@ -36,19 +63,19 @@ pub trait FrameMap: Send + Sync + fmt::Debug {
 pub struct IdentityFrames;
 
 impl FrameMap for IdentityFrames {
-    fn frame(&self, mem: &GuestMemoryMmap, gfn: Gfn) -> Option<u64> {
+    fn frame(&self, mem: &dyn RamMap, gfn: Gfn) -> Option<u64> {
         let gpa = gfn.gpa();
-        mem.address_in_range(gpa).then_some(gpa.0)
+        mem.is_ram(gpa).then_some(gpa.0)
     }
 
-    fn contiguous(&self, mem: &GuestMemoryMmap, gfn: Gfn, pages: u64) -> bool {
+    fn contiguous(&self, mem: &dyn RamMap, gfn: Gfn, pages: u64) -> bool {
         let Some(len) = pages.checked_mul(1 << PAGE_SHIFT) else {
             return false;
         };
         let Ok(len) = usize::try_from(len) else {
             return false;
         };
-        mem.check_range(gfn.gpa(), len)
+        mem.is_ram_range(gfn.gpa(), len)
     }
 }
 

@@ -12,12 +12,12 @@
 
 use std::sync::atomic::Ordering;
 
-use vm_memory::{GuestAddressSpace, GuestMemoryMmap};
+use vm_memory::{GuestAddressSpace, GuestMemoryBackend};
 
 use crate::addr::{Gfn, Gva, PAGE_SHIFT};
 use crate::arch::{Access, AccessKind, Cr0, Cr4, PagingMode, PagingState, PfErrorCode, PteAccess};
 use crate::changes::Changes;
-use crate::config::{Prefetch, TableWrites};
+use crate::config::{GuestRam, Prefetch, TableWrites};
 use crate::error::MmuError;
 use crate::outcome::{FaultOutcome, GuestException};
 use crate::pte::{Pte32, Pte64, PteFormat, PteMemory, PTE_A, PTE_D, PTE_P, PTE_PKEY_SHIFT};
@@ -39,8 +39,8 @@ struct Request {
     faulting: bool,
 }
 
-pub(crate) fn page_fault(
-    mmu: &Shared,
+pub(crate) fn page_fault<M: GuestRam>(
+    mmu: &Shared<M>,
     vcpu: usize,
     gva: Gva,
     error_code: PfErrorCode,
@@ -68,7 +68,11 @@ pub(crate) fn page_fault(
 }
 
 /// Maps `gva` if the guest does, for a prefault without an access.
-pub(crate) fn prefetch(mmu: &Shared, vcpu: usize, gva: Gva) -> Result<Changes, MmuError> {
+pub(crate) fn prefetch<M: GuestRam>(
+    mmu: &Shared<M>,
+    vcpu: usize,
+    gva: Gva,
+) -> Result<Changes, MmuError> {
     let access = Access::at_cpl(AccessKind::Read, 0);
     let (_, changes) = resolve(
         mmu,
@@ -89,8 +93,8 @@ fn inject_pf(error_code: PfErrorCode, gva: Gva) -> FaultOutcome {
     })
 }
 
-fn resolve(
-    mmu: &Shared,
+fn resolve<M: GuestRam>(
+    mmu: &Shared<M>,
     vcpu: usize,
     gva: Gva,
     req: Request,
@@ -155,7 +159,7 @@ fn resolve(
         return Ok((FaultOutcome::Retry, st.take_changes()));
     }
     st.begin_op();
-    let outcome = st.fetch(&mem, &state, root_page, &walk, req, stats)?;
+    let outcome = st.fetch(&*mem, &state, root_page, &walk, req, stats)?;
     match outcome {
         FaultOutcome::Retry => Counters::bump(&stats.fault_retry),
         FaultOutcome::Mmio { .. } => Counters::bump(&stats.fault_mmio),
@@ -186,7 +190,7 @@ fn rights_down_to(walk: &GuestWalk, state: &PagingState, level: u8) -> PteAccess
 }
 
 /// Whether every guest entry `walk` read still holds the value it read.
-fn walk_is_current(mem: &GuestMemoryMmap, walk: &GuestWalk) -> bool {
+fn walk_is_current(mem: &impl GuestMemoryBackend, walk: &GuestWalk) -> bool {
     let top = match walk.mode {
         PagingMode::Off => return true,
         // PAE's level 3 are registers.
@@ -225,7 +229,7 @@ impl crate::state::Root {
 
 impl MmuState {
     /// The largest level the shadow may map `walk` at.
-    fn mapping_level(&self, mem: &GuestMemoryMmap, walk: &GuestWalk) -> u8 {
+    fn mapping_level(&self, mem: &impl GuestMemoryBackend, walk: &GuestWalk) -> u8 {
         let guest_level = if walk.mode == PagingMode::Off {
             3
         } else {
@@ -253,7 +257,7 @@ impl MmuState {
     /// Builds the shadow path for `walk` from `root` and installs the leaf.
     fn fetch(
         &mut self,
-        mem: &GuestMemoryMmap,
+        mem: &impl GuestMemoryBackend,
         state: &PagingState,
         root: PageId,
         walk: &GuestWalk,
@@ -472,7 +476,7 @@ impl MmuState {
     /// prefetch window of an indirect page, the whole of a direct one.
     fn prefetch_around(
         &mut self,
-        mem: &GuestMemoryMmap,
+        mem: &impl GuestMemoryBackend,
         state: &PagingState,
         page: PageId,
         idx: usize,

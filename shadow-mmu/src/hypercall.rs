@@ -6,10 +6,10 @@
 //! `MEMORY_MAP`), for any VMM: the KVM glue and the fuzz targets run the
 //! same code, and only what a vCPU is differs ([`HypercallVcpu`]).
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
 use crate::abi::{self, Block, Hypercall};
-use crate::{Changes, Cr0, Cr4, Efer, Gva, Mmu, MmuError, PagingState, ShadowMmu};
+use crate::{Changes, Cr0, Cr4, Efer, Gva, MmuError, PagingState, ShadowMmu};
 
 /// What serving a hypercall needs from the vCPU that made it.
 pub trait HypercallVcpu {
@@ -17,7 +17,7 @@ pub trait HypercallVcpu {
     type Error: From<MmuError>;
 
     /// The MMU of the vCPU's VM.
-    fn mmu(&self) -> &Mmu;
+    fn mmu(&self) -> &dyn ShadowMmu;
 
     /// The vCPU's index in the MMU.
     fn index(&self) -> usize;
@@ -61,7 +61,7 @@ pub enum Served {
 /// `vcpu`: the MMU's part of it, and the result written into the block (a
 /// guest store the MMU is told about), unless it is for the VMM.
 pub fn serve<V: HypercallVcpu>(
-    mem: &GuestMemoryMmap,
+    mem: &impl GuestMemoryBackend,
     vcpu: &mut V,
     block: &Block,
 ) -> Result<Served, V::Error> {
@@ -132,7 +132,7 @@ pub fn serve<V: HypercallVcpu>(
 /// only PWT and PCD below bit 12; the top table RAM below MAXPHYADDR) and
 /// loads it. Returns the result for the guest.
 pub fn load_cr3<V: HypercallVcpu>(
-    mem: &GuestMemoryMmap,
+    mem: &impl GuestMemoryBackend,
     vcpu: &mut V,
     cr3: u64,
 ) -> Result<i64, V::Error> {

@@ -105,7 +105,8 @@ pub use arch::{
 pub use audit::AuditError;
 pub use changes::{Changes, SpteWrite};
 pub use config::{
-    AtomicGuestMemory, FrameMap, Hole, IdentityFrames, MmuConfig, Prefetch, TableWrites,
+    AtomicGuestMemory, FrameMap, GuestRam, Hole, IdentityFrames, MmuConfig, Prefetch, RamMap,
+    TableWrites,
 };
 pub use error::MmuError;
 pub use mmu::{Mmu, ShadowMmu};

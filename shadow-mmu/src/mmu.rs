@@ -14,13 +14,13 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
-use vm_memory::GuestAddressSpace;
+use vm_memory::{GuestAddressSpace, GuestMemoryMmap};
 
 use crate::addr::{Gfn, GuestAddress, Gva};
 use crate::arch::{Access, PagingState, PfErrorCode};
 use crate::audit::AuditError;
 use crate::changes::Changes;
-use crate::config::{AtomicGuestMemory, MmuConfig};
+use crate::config::{AtomicGuestMemory, GuestRam, MmuConfig};
 use crate::error::MmuError;
 use crate::outcome::FaultOutcome;
 use crate::spt::{Arena, Pages};
@@ -92,12 +92,14 @@ pub trait ShadowMmu: Send + Sync {
     fn stats(&self) -> Stats;
 }
 
-/// The shadow MMU of one VM.
-pub struct Mmu {
-    shared: Shared,
+/// The shadow MMU of one VM, over guest memory `M` (by default a
+/// `GuestMemoryMmap` without a dirty bitmap; a VMM that logs dirty pages
+/// passes its own, and the MMU's stores into guest memory are logged).
+pub struct Mmu<M: GuestRam = GuestMemoryMmap> {
+    shared: Shared<M>,
 }
 
-impl fmt::Debug for Mmu {
+impl<M: GuestRam> fmt::Debug for Mmu<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Mmu")
             .field("seq", &self.shared.seq.load(Ordering::Relaxed))
@@ -105,9 +107,9 @@ impl fmt::Debug for Mmu {
     }
 }
 
-impl Mmu {
+impl<M: GuestRam> Mmu<M> {
     /// Creates the MMU and maps its arena.
-    pub fn new(mem: AtomicGuestMemory, mut config: MmuConfig) -> Result<Mmu, MmuError> {
+    pub fn new(mem: AtomicGuestMemory<M>, mut config: MmuConfig) -> Result<Mmu<M>, MmuError> {
         if config.vcpus == 0 {
             return Err(MmuError::Config("at least one vCPU is needed"));
         }
@@ -145,7 +147,7 @@ impl Mmu {
     }
 
     /// The guest memory this MMU reads.
-    pub fn memory(&self) -> &AtomicGuestMemory {
+    pub fn memory(&self) -> &AtomicGuestMemory<M> {
         &self.shared.mem
     }
 
@@ -218,7 +220,7 @@ impl Mmu {
     }
 }
 
-impl ShadowMmu for Mmu {
+impl<M: GuestRam> ShadowMmu for Mmu<M> {
     fn load_paging_state(
         &self,
         vcpu: usize,
@@ -226,7 +228,7 @@ impl ShadowMmu for Mmu {
     ) -> Result<(u64, Changes), MmuError> {
         let mem = self.shared.mem.memory();
         let mut st = self.shared.state.lock();
-        let root = st.load_paging_state(&mem, vcpu, state, &self.shared.stats)?;
+        let root = st.load_paging_state(&*mem, vcpu, state, &self.shared.stats)?;
         Ok((root, st.take_changes()))
     }
 
@@ -258,7 +260,7 @@ impl ShadowMmu for Mmu {
         let mem = self.shared.mem.memory();
         let mut st = self.shared.state.lock();
         st.vcpu(vcpu)?;
-        st.sync_all(&mem, &self.shared.stats);
+        st.sync_all(&*mem, &self.shared.stats);
         st.changes.flush_local = true;
         Ok(st.take_changes())
     }
@@ -276,7 +278,7 @@ impl ShadowMmu for Mmu {
     fn track_write(&self, gpa: GuestAddress, len: usize) -> Changes {
         let mem = self.shared.mem.memory();
         let mut st = self.shared.state.lock();
-        st.track_write(&mem, gpa, len, &self.shared.stats);
+        st.track_write(&*mem, gpa, len, &self.shared.stats);
         st.take_changes()
     }
 
@@ -299,7 +301,7 @@ impl ShadowMmu for Mmu {
     fn audit(&self) -> Result<(), AuditError> {
         let mem = self.shared.mem.memory();
         let st = self.shared.state.lock();
-        st.audit(&mem)
+        st.audit(&*mem)
     }
 
     fn stats(&self) -> Stats {

@@ -12,7 +12,7 @@ use std::marker::PhantomData;
 use std::mem::{align_of, size_of};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 
-use vm_memory::bitmap::BitmapSlice;
+use vm_memory::bitmap::{Bitmap, BitmapSlice};
 use vm_memory::volatile_memory::PtrGuardMut;
 use vm_memory::{
     AtomicInteger, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress,
@@ -100,18 +100,26 @@ impl<M: GuestMemoryBackend + ?Sized> PteMemory for M {
 
     #[inline]
     fn cmpxchg_u32(&self, gpa: GuestAddress, old: u32, new: u32) -> Option<bool> {
-        with_entry(self, gpa, |e: &AtomicU32| {
+        let done = with_entry(self, gpa, |e: &AtomicU32| {
             e.compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
-        })
+        })?;
+        if done {
+            mark_dirty(self, gpa, 4);
+        }
+        Some(done)
     }
 
     #[inline]
     fn cmpxchg_u64(&self, gpa: GuestAddress, old: u64, new: u64) -> Option<bool> {
-        with_entry(self, gpa, |e: &AtomicU64| {
+        let done = with_entry(self, gpa, |e: &AtomicU64| {
             e.compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
-        })
+        })?;
+        if done {
+            mark_dirty(self, gpa, 8);
+        }
+        Some(done)
     }
 
     #[inline]
@@ -129,8 +137,9 @@ impl<M: GuestMemoryBackend + ?Sized> PteMemory for M {
 /// Entries are read and compare-exchanged in place with atomic operations,
 /// exactly as [`PteMemory`]'s blanket implementation does through
 /// vm-memory's `get_atomic_ref`, but with the region found once rather than
-/// at every access. Like `get_atomic_ref`, writes through the window are not
-/// recorded in the region's dirty bitmap.
+/// at every access. Unlike the blanket implementation, writes through the
+/// window are not recorded in the region's dirty bitmap: the MMU reads
+/// through windows and compare-exchanges through the memory itself.
 ///
 /// Invariant (established by the only constructor, `HostWindow::new`):
 /// `host..host + len` is the memory of a vm-memory `VolatileSlice<'a>`,
@@ -241,6 +250,17 @@ impl PteMemory for HostWindow<'_> {
 /// The region is looked up once; `GuestMemoryBackend::get_slice` would look
 /// it up and then re-validate the region offset before slicing.
 #[inline(always)]
+/// Records a store of `len` bytes at `gpa` in the dirty bitmap of its
+/// region: atomic references (`get_atomic_ref`) bypass it, and a VMM that
+/// logs dirty pages must see the A/D bits the MMU sets.
+fn mark_dirty<M: GuestMemoryBackend + ?Sized>(mem: &M, gpa: GuestAddress, len: usize) {
+    if let Some(region) = mem.find_region(gpa) {
+        if let Some(offset) = gpa.0.checked_sub(region.start_addr().0) {
+            region.bitmap().mark_dirty(offset as usize, len);
+        }
+    }
+}
+
 fn with_entry<M, T, R>(mem: &M, gpa: GuestAddress, f: impl FnOnce(&T) -> R) -> Option<R>
 where
     M: GuestMemoryBackend + ?Sized,

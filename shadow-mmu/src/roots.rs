@@ -12,7 +12,7 @@
 //! for PAE). With paging off the root is a direct page of guest-physical
 //! memory.
 
-use vm_memory::GuestMemoryMmap;
+use vm_memory::GuestMemoryBackend;
 
 use crate::addr::Gfn;
 use crate::arch::{Cr4, PagingMode, PagingState, PteAccess};
@@ -43,7 +43,7 @@ impl MmuState {
     /// fits. Returns its shadow-physical address.
     pub fn load_paging_state(
         &mut self,
-        mem: &GuestMemoryMmap,
+        mem: &impl GuestMemoryBackend,
         vcpu: usize,
         state: &PagingState,
         stats: &Counters,
@@ -110,7 +110,7 @@ impl MmuState {
 
     fn build_root(
         &mut self,
-        mem: &GuestMemoryMmap,
+        mem: &impl GuestMemoryBackend,
         state: &PagingState,
         key: RootKey,
     ) -> Result<Root, MmuError> {
@@ -170,7 +170,7 @@ impl MmuState {
     /// A synthetic page, pinned as part of a root.
     fn allocate_synthetic(
         &mut self,
-        mem: &GuestMemoryMmap,
+        mem: &impl GuestMemoryBackend,
         gfn: Gfn,
         role: Role,
     ) -> Result<PageId, MmuError> {

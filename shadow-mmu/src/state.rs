@@ -11,12 +11,12 @@ use std::sync::atomic::AtomicU64;
 
 use parking_lot::Mutex;
 
-use vm_memory::GuestMemoryMmap;
+use vm_memory::GuestMemoryBackend;
 
 use crate::addr::{Gfn, GuestAddress, Gva};
 use crate::arch::{PagingState, PteAccess};
 use crate::changes::{Changes, SpteWrite};
-use crate::config::{AtomicGuestMemory, MmuConfig};
+use crate::config::{AtomicGuestMemory, GuestRam, MmuConfig};
 use crate::error::MmuError;
 use crate::pte::{HostWindow, PteMemory, PTE_D, PTE_U, PTE_W};
 use crate::spt::rmap::Rmap;
@@ -103,8 +103,8 @@ pub(crate) const fn shadow_index(gva: u64, level: u8) -> usize {
 
 /// Everything an MMU operation works on: the guest memory, the shadow state
 /// under its lock, and what is read or counted without the lock.
-pub(crate) struct Shared {
-    pub mem: AtomicGuestMemory,
+pub(crate) struct Shared<M: GuestRam> {
+    pub mem: AtomicGuestMemory<M>,
     /// Bumped whenever the guest memory map changes: a guest walk made
     /// outside the lock is stale if it moved meanwhile.
     pub seq: AtomicU64,
@@ -322,7 +322,7 @@ impl MmuState {
     /// TLB entries cannot be stale.
     pub fn get_or_create(
         &mut self,
-        mem: &GuestMemoryMmap,
+        mem: &impl GuestMemoryBackend,
         gfn: Gfn,
         role: Role,
         stats: &Counters,
@@ -504,7 +504,11 @@ impl MmuState {
     }
 
     /// Reads the guest entry behind shadow entry `index` of `page`.
-    pub fn read_gpte(mem: &GuestMemoryMmap, page: &ShadowPage, index: usize) -> Option<u64> {
+    pub fn read_gpte(
+        mem: &impl GuestMemoryBackend,
+        page: &ShadowPage,
+        index: usize,
+    ) -> Option<u64> {
         Self::read_gpte_in(None, mem, page, index)
     }
 
@@ -513,7 +517,7 @@ impl MmuState {
     /// rather than a region lookup per entry).
     pub fn read_gpte_in(
         window: Option<&HostWindow<'_>>,
-        mem: &GuestMemoryMmap,
+        mem: &impl GuestMemoryBackend,
         page: &ShadowPage,
         index: usize,
     ) -> Option<u64> {
@@ -533,13 +537,13 @@ impl MmuState {
 
     /// The shadow-physical frame for `gfn`, if a leaf may map it: RAM, or a
     /// registered MMIO range, and never the hidden region.
-    pub fn frame_of(&self, mem: &GuestMemoryMmap, gfn: Gfn) -> Option<u64> {
+    pub fn frame_of(&self, mem: &impl GuestMemoryBackend, gfn: Gfn) -> Option<u64> {
         self.frame_and_kind(mem, gfn).map(|(frame, _)| frame)
     }
 
     /// [`MmuState::frame_of`], and whether the frame is guest RAM (rather
     /// than MMIO), from one lookup.
-    pub fn frame_and_kind(&self, mem: &GuestMemoryMmap, gfn: Gfn) -> Option<(u64, bool)> {
+    pub fn frame_and_kind(&self, mem: &impl GuestMemoryBackend, gfn: Gfn) -> Option<(u64, bool)> {
         let gpa = gfn.gpa().0;
         let (frame, ram) = match self.cfg.frames.frame(mem, gfn) {
             Some(f) => (f, true),

@@ -5,7 +5,7 @@
 //! pages (the seed's `sync_page`), INVLPG, and emulated writes to shadowed
 //! tables (the seed's `update_pte`).
 
-use vm_memory::GuestMemoryMmap;
+use vm_memory::GuestMemoryBackend;
 
 use crate::addr::{Gfn, GuestAddress, Gva, PAGE_SHIFT, PAGE_SIZE};
 use crate::arch::PteAccess;
@@ -69,7 +69,7 @@ impl MmuState {
     /// translations the guest has not faulted on).
     fn refresh_leaf(
         &mut self,
-        mem: &GuestMemoryMmap,
+        mem: &impl GuestMemoryBackend,
         page: PageId,
         index: usize,
         gpte: Option<u64>,
@@ -104,7 +104,7 @@ impl MmuState {
 
     /// Brings unsync `page` up to date with its guest table and makes it
     /// write-protected again.
-    pub fn sync_page(&mut self, mem: &GuestMemoryMmap, page: PageId, stats: &Counters) {
+    pub fn sync_page(&mut self, mem: &impl GuestMemoryBackend, page: PageId, stats: &Counters) {
         let Some(sp) = self.pages.get_mut(page) else {
             return;
         };
@@ -135,7 +135,7 @@ impl MmuState {
 
     /// Syncs every unsync page (a TLB flush or CR3 load: any of them may be
     /// reachable from the vCPU's roots).
-    pub fn sync_all(&mut self, mem: &GuestMemoryMmap, stats: &Counters) {
+    pub fn sync_all(&mut self, mem: &impl GuestMemoryBackend, stats: &Counters) {
         while let Some(&page) = self.unsync.iter().next() {
             self.sync_page(mem, page, stats);
             // sync_page removes it; a vanished page must not loop forever.
@@ -178,7 +178,7 @@ impl MmuState {
     /// behalf: update or zap the shadows of the entries written.
     pub fn track_write(
         &mut self,
-        mem: &GuestMemoryMmap,
+        mem: &impl GuestMemoryBackend,
         gpa: GuestAddress,
         len: usize,
         stats: &Counters,
@@ -222,7 +222,7 @@ impl MmuState {
     /// [`MmuState::track_write`] within one page.
     fn track_page_write(
         &mut self,
-        mem: &GuestMemoryMmap,
+        mem: &impl GuestMemoryBackend,
         gpa: GuestAddress,
         len: usize,
         stats: &Counters,

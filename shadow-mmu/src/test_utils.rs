@@ -7,7 +7,7 @@
 //! whose flushes complete at once. Expected values come from the walker and
 //! the SDM's rules written here, never from the MMU under test.
 
-use vm_memory::GuestMemoryMmap;
+use vm_memory::GuestMemoryBackend;
 
 use crate::walker::peek;
 use crate::{
@@ -77,7 +77,7 @@ pub fn apply(m: &Mmu, c: Changes) {
 
 /// What the guest's own tables say about `access` (without setting A/D).
 pub fn guest_says(
-    mem: &GuestMemoryMmap,
+    mem: &impl GuestMemoryBackend,
     state: &PagingState,
     gva: u64,
     access: Access,

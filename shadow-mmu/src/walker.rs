@@ -256,13 +256,11 @@ impl<'a, M: PteMemory + ?Sized> Reader<'a, M> {
         }
     }
 
+    /// Not through the window: the memory's own compare-exchange records the
+    /// store in its dirty bitmap.
     #[inline]
     fn cmpxchg<F: PteFormat>(&mut self, gpa: GuestAddress, old: u64, new: u64) -> Option<bool> {
-        let mem = self.mem;
-        match self.window::<F>(gpa) {
-            Some(w) if w.contains(gpa, F::BYTES) => F::cmpxchg(w, gpa, old, new),
-            _ => F::cmpxchg(mem, gpa, old, new),
-        }
+        F::cmpxchg(self.mem, gpa, old, new)
     }
 }
 

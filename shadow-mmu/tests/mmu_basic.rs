@@ -355,7 +355,7 @@ fn leaves_above_2_tib() {
     use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
     let far = 2u64 << 40;
-    let mem = GuestMemoryMmap::from_ranges(&[
+    let mem = GuestMemoryMmap::<()>::from_ranges(&[
         (GuestAddress(0), RAM as usize),
         (GuestAddress(far), 0x4000),
     ])
@@ -460,4 +460,56 @@ fn dirtying_a_large_guest_page_does_not_make_its_clean_shadow_writable() {
         "the second space's page is clean: its shadow must not be writable ({rights:?})"
     );
     m.audit().unwrap();
+}
+
+/// An MMU over guest memory with a dirty bitmap (the memory a VMM that
+/// logs dirty pages uses) records the stores it makes itself: the A and D
+/// bits a walk sets land in the bitmap as any guest store would.
+#[test]
+fn the_mmu_s_own_stores_are_in_the_dirty_bitmap() {
+    use shadow_mmu::{Mmu, MmuConfig};
+    use vm_memory::bitmap::{AtomicBitmap, Bitmap};
+    use vm_memory::{
+        Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryBackend,
+        GuestMemoryMmap, GuestMemoryRegion,
+    };
+
+    let mem =
+        GuestMemoryMmap::<AtomicBitmap>::from_ranges(&[(GuestAddress(0), RAM as usize)]).unwrap();
+    for (gpa, v) in [
+        (0x1000, 0x2000 | UPPER),
+        (0x2000, 0x3000 | UPPER),
+        (0x3000 + 2 * 8, 0x4000 | UPPER),
+        (0x4000, 0x10_0000 | LEAF_RW),
+    ] {
+        mem.write_obj::<u64>(v, GuestAddress(gpa)).unwrap();
+    }
+    let bitmap = |gpa: u64| {
+        let region = mem.find_region(GuestAddress(gpa)).unwrap();
+        region.bitmap().dirty_at(gpa as usize)
+    };
+    assert!(bitmap(0x4000), "the guest's own stores are logged");
+    // What the guest's stores logged so far has been collected.
+    mem.iter()
+        .for_each(|r| vm_memory::MmapRegion::bitmap(r).reset());
+    let m = Mmu::new(GuestMemoryAtomic::new(mem.clone()), MmuConfig::default()).unwrap();
+    let s = long_mode(0x1000);
+    let (_, _changes) = m.load_paging_state(0, &s).unwrap();
+    let (outcome, _) = m
+        .page_fault(0, Gva(0x40_0000), PfErrorCode::W | PfErrorCode::U)
+        .unwrap();
+    assert_eq!(outcome, FaultOutcome::Fixed);
+    let guest = m.memory().memory();
+    assert_eq!(
+        guest.read_obj::<u64>(GuestAddress(0x4000)).unwrap(),
+        0x10_0000 | LEAF_RW | A | D
+    );
+    for table in [0x1000, 0x2000, 0x3000, 0x4000] {
+        assert!(bitmap(table), "A/D set in the table at {table:#x}");
+    }
+    assert!(
+        !bitmap(0x10_0000),
+        "the data page: the CPU's store, not the MMU's"
+    );
+    assert!(!bitmap(0x5000));
 }

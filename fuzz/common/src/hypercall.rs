@@ -5,7 +5,7 @@
 
 use shadow_mmu::abi::{self, AbiError, Block, Hypercall};
 use shadow_mmu::hypercall::{HypercallVcpu, Served};
-use shadow_mmu::{Changes, GuestAddress, Mmu, MmuError, PagingState, ShadowMmu};
+use shadow_mmu::{Changes, GuestAddress, MmuError, PagingState, ShadowMmu};
 use vm_memory::{Bytes, GuestMemoryBackend, GuestMemoryMmap};
 
 use crate::mmu_ops::*;
@@ -35,7 +35,7 @@ struct FuzzVcpu<'a> {
 impl HypercallVcpu for FuzzVcpu<'_> {
     type Error = MmuError;
 
-    fn mmu(&self) -> &Mmu {
+    fn mmu(&self) -> &dyn ShadowMmu {
         &self.d.m
     }
 
@@ -229,7 +229,7 @@ pub fn hypercall(data: &[u8]) {
         d.audit();
 
         let mem = d.guest_mem();
-        let read = Block::read(&mem, gpa);
+        let read = Block::read(&*mem, gpa);
         check_block(&mem, gpa, &read);
         d.log.push(Op::Hypercall {
             vcpu,
@@ -252,7 +252,7 @@ pub fn hypercall(data: &[u8]) {
                 glue: &mut glue,
                 vcpu,
             };
-            match shadow_mmu::hypercall::serve(&mem, &mut v, &block) {
+            match shadow_mmu::hypercall::serve(&*mem, &mut v, &block) {
                 Ok(served) => served,
                 Err(e) => d.fail(&format!("hypercall: {e}")),
             }
@@ -264,7 +264,7 @@ pub fn hypercall(data: &[u8]) {
                 // answers, a store into guest memory reported to the MMU
                 // as the KVM glue's `complete_hypercall` does.
                 let result = abi::result::E_UNKNOWN;
-                block.complete(&mem, result);
+                block.complete(&*mem, result);
                 apply(
                     &d.m,
                     d.m.track_write(GuestAddress(gpa + abi::RESULT_OFFSET), 8),

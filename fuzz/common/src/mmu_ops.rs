@@ -497,7 +497,7 @@ impl MmuDriver {
                 cr2: Gva(gva),
             })
         } else {
-            guest_says(&mem, &state, gva, access)
+            guest_says(&*mem, &state, gva, access)
         };
         let got = self.cpu_access(vcpu, gva, access);
         self.log.push(Op::Access {

@@ -1,7 +1,7 @@
 // Copyright 2026 The shadow-mmu Authors.
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
-//! [`EmulatorMemory`] over a [`Mmu`]: guest memory reached through the
+//! [`EmulatorMemory`] over a [`ShadowMmu`]: guest memory reached through the
 //! guest's own page tables, as the instruction being emulated sees it, with
 //! every store reported to the MMU. What a VMM hands [`super::emulate`].
 
@@ -10,7 +10,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 use super::{EmulatorMemory, MemFault};
 use crate::pte::PteMemory;
-use crate::{Access, AccessKind, Changes, Gva, Mmu, MmuError, ShadowMmu, PAGE_SIZE};
+use crate::{Access, AccessKind, Changes, Gva, MmuError, ShadowMmu, PAGE_SIZE};
 
 /// Most tries of an atomic update that keeps losing to other writers before
 /// the emulator is told the comparison failed (it then retries the whole
@@ -21,9 +21,9 @@ const MAX_CAS_TRIES: usize = 64;
 /// access translated through the guest's own tables with the vCPU's
 /// privilege (setting accessed and dirty bits as the CPU would), every
 /// store reported to the MMU with [`ShadowMmu::track_write`].
-pub struct MmuMemory<'a> {
-    mmu: &'a Mmu,
-    mem: &'a GuestMemoryMmap,
+pub struct MmuMemory<'a, M: GuestMemoryBackend = GuestMemoryMmap> {
+    mmu: &'a dyn ShadowMmu,
+    mem: &'a M,
     index: usize,
     cpl: u8,
     wide_stores: &'a Mutex<()>,
@@ -33,19 +33,19 @@ pub struct MmuMemory<'a> {
     mmio: Option<GuestAddress>,
 }
 
-impl<'a> MmuMemory<'a> {
+impl<'a, M: GuestMemoryBackend> MmuMemory<'a, M> {
     /// Guest memory `mem` for vCPU `index` of `mmu` running at `cpl`.
     /// `wide_stores` serialises the stores that cannot be one host atomic
     /// operation (misaligned, 16 bytes): every guest store into a
     /// write-protected page is emulated, so one lock per VM keeps them
     /// atomic with respect to each other.
     pub fn new(
-        mmu: &'a Mmu,
-        mem: &'a GuestMemoryMmap,
+        mmu: &'a dyn ShadowMmu,
+        mem: &'a M,
         index: usize,
         cpl: u8,
         wide_stores: &'a Mutex<()>,
-    ) -> MmuMemory<'a> {
+    ) -> MmuMemory<'a, M> {
         MmuMemory {
             mmu,
             mem,
@@ -113,7 +113,7 @@ impl<'a> MmuMemory<'a> {
     }
 }
 
-impl EmulatorMemory for MmuMemory<'_> {
+impl<M: GuestMemoryBackend> EmulatorMemory for MmuMemory<'_, M> {
     fn fetch(&mut self, rip: u64, buf: &mut [u8]) -> Result<usize, MemFault> {
         let mut got = 0;
         for (at, off, n) in Self::pieces(rip, buf.len()) {

@@ -15,6 +15,7 @@ use super::mailbox::*;
 use super::vcpu::VcpuGlue;
 use super::ShadowVm;
 use crate::Changes;
+use crate::GuestRam;
 
 /// More single-page invalidations than this in one exit and a full flush
 /// is cheaper for the emulated trampoline.
@@ -39,7 +40,7 @@ pub(super) struct Commands {
     pub(super) frame: Option<IretFrame>,
 }
 
-impl ShadowVm {
+impl<M: GuestRam> ShadowVm<M> {
     pub(super) fn add_changes(
         &self,
         g: &VcpuGlue,

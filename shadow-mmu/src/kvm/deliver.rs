@@ -13,9 +13,10 @@ use super::frame::{IretFrame, RFLAGS_IF, RFLAGS_NT, RFLAGS_RF, RFLAGS_TF, RFLAGS
 use super::layout::*;
 use super::vcpu::VcpuGlue;
 use super::{KvmGlueError, ShadowVm};
+use crate::GuestRam;
 use crate::{Access, AccessKind, Gva, ShadowMmu};
 
-impl ShadowVm {
+impl<M: GuestRam> ShadowVm<M> {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn deliver(
         &self,

@@ -20,8 +20,9 @@ use super::vcpu::VcpuGlue;
 use super::{KvmGlueError, ShadowVm};
 use crate::arch::vector;
 use crate::emulate::{self, reg, EmulateError, Exception, MmuMemory, Regs};
+use crate::GuestRam;
 
-impl ShadowVm {
+impl<M: GuestRam> ShadowVm<M> {
     /// Carries out the guest store that made vCPU `index` exit with
     /// [`Exit::Emulate`] (a write into a page the MMU shadows as a page
     /// table), then lets the vCPU resume after the instruction.
@@ -63,7 +64,7 @@ impl ShadowVm {
             rflags: frame.rflags,
         };
         let mem = self.mmu.memory().memory();
-        let mut access = MmuMemory::new(&self.mmu, &mem, index, frame.cpl(), &self.wide_stores);
+        let mut access = MmuMemory::new(&self.mmu, &*mem, index, frame.cpl(), &self.wide_stores);
         let result = emulate::emulate(&mut guest, &mut access, frame.cpl());
         let changes = access.take_changes();
         let mmio = access.mmio();

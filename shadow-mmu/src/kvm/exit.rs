@@ -19,6 +19,7 @@ use super::vcpu::VcpuGlue;
 use super::{KvmGlueError, ShadowVm, DIRECT_VECTOR, HYPERCALL_INSN, HYPERCALL_REG_INSN};
 use crate::abi;
 use crate::arch::vector;
+use crate::GuestRam;
 use crate::{Access, AccessKind, FaultOutcome, GuestException, Gva, PfErrorCode, ShadowMmu};
 
 /// What the VMM must do after a trampoline exit.
@@ -67,7 +68,7 @@ pub enum Exit {
     },
 }
 
-impl ShadowVm {
+impl<M: GuestRam> ShadowVm<M> {
     /// The hardware frame of the exception that made vCPU `index` exit, as
     /// the CPU pushed it on the trampoline's IST stack.
     pub(super) fn saved_frame(&self, index: usize) -> IretFrame {

@@ -12,6 +12,7 @@ use parking_lot::Mutex;
 
 use super::layout::nmi_block;
 use super::{KvmGlueError, ShadowVm};
+use crate::GuestRam;
 use crate::ShadowMmu;
 
 /// Remote TLB flushes: a change that other vCPUs may have cached bumps the
@@ -46,7 +47,7 @@ impl RemoteFlush {
     }
 }
 
-impl ShadowVm {
+impl<M: GuestRam> ShadowVm<M> {
     /// Tells the glue whether vCPU `index` runs guest code. A vCPU that does
     /// not run (not started, stopped) holds no stale translations.
     pub fn set_running(&self, index: usize, running: bool) {

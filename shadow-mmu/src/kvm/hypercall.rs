@@ -19,21 +19,22 @@ use super::{KvmGlueError, ShadowVm, DIRECT_VECTOR};
 use crate::abi;
 use crate::arch::vector;
 use crate::hypercall::{load_cr3, serve, HypercallVcpu, Served};
-use crate::{Access, AccessKind, Changes, Gva, Mmu, MmuError, PagingState, ShadowMmu};
+use crate::GuestRam;
+use crate::{Access, AccessKind, Changes, Gva, MmuError, PagingState, ShadowMmu};
 
 /// A vCPU of the glue in the middle of an exit, as the hypercall service
 /// sees it.
-struct GlueVcpu<'a> {
-    vm: &'a ShadowVm,
+struct GlueVcpu<'a, M: GuestRam> {
+    vm: &'a ShadowVm<M>,
     g: &'a mut VcpuGlue,
     index: usize,
     cmds: &'a mut Commands,
 }
 
-impl HypercallVcpu for GlueVcpu<'_> {
+impl<M: GuestRam> HypercallVcpu for GlueVcpu<'_, M> {
     type Error = KvmGlueError;
 
-    fn mmu(&self) -> &Mmu {
+    fn mmu(&self) -> &dyn ShadowMmu {
         &self.vm.mmu
     }
 
@@ -65,7 +66,7 @@ impl HypercallVcpu for GlueVcpu<'_> {
     }
 }
 
-impl ShadowVm {
+impl<M: GuestRam> ShadowVm<M> {
     /// Serves the hypercall whose block is at guest-physical `block` for
     /// vCPU `index` (the MMU's own ones here, the others as an
     /// [`Exit::Hypercall`] for the VMM).
@@ -77,7 +78,7 @@ impl ShadowVm {
         cmds: &mut Commands,
     ) -> Result<Exit, KvmGlueError> {
         let mem = self.mmu.memory().memory();
-        let Ok(block) = abi::Block::read(&mem, block) else {
+        let Ok(block) = abi::Block::read(&*mem, block) else {
             // No block to answer in: the guest gets #GP, as for a bad
             // descriptor, raised by the hypercall instruction itself.
             let frame = self.saved_frame(index);
@@ -89,7 +90,7 @@ impl ShadowVm {
             index,
             cmds,
         };
-        Ok(match serve(&mem, &mut vcpu, &block)? {
+        Ok(match serve(&*mem, &mut vcpu, &block)? {
             Served::Done(_) => Exit::Resume,
             Served::Vmm { nr, args } => Exit::Hypercall {
                 block: block.gpa,
@@ -195,7 +196,7 @@ impl ShadowVm {
             index,
             cmds,
         };
-        load_cr3(&mem, &mut vcpu, cr3)
+        load_cr3(&*mem, &mut vcpu, cr3)
     }
 
     pub(super) fn reload(

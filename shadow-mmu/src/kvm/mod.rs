@@ -45,7 +45,8 @@ use vm_memory::{MmapRegion, VolatileMemory};
 
 use crate::arch::vector;
 use crate::pte::{PTE_A, PTE_P, PTE_W};
-use crate::{AtomicGuestMemory, Hole, Mmu, MmuConfig, MmuError};
+use crate::{AtomicGuestMemory, GuestRam, Hole, Mmu, MmuConfig, MmuError};
+use vm_memory::GuestMemoryMmap;
 
 pub use exit::Exit;
 use flush::RemoteFlush;
@@ -154,8 +155,8 @@ pub struct ShadowVmConfig {
 }
 
 /// A VM whose vCPUs run on shadow page tables.
-pub struct ShadowVm {
-    mmu: Mmu,
+pub struct ShadowVm<M: GuestRam = GuestMemoryMmap> {
+    mmu: Mmu<M>,
     system: MmapRegion<()>,
     hidden_base: u64,
     vcpus: Vec<Mutex<VcpuGlue>>,
@@ -169,7 +170,7 @@ pub struct ShadowVm {
     emulated: AtomicU64,
 }
 
-impl std::fmt::Debug for ShadowVm {
+impl<M: GuestRam> std::fmt::Debug for ShadowVm<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ShadowVm")
             .field("hidden_base", &self.hidden_base)
@@ -181,13 +182,13 @@ impl std::fmt::Debug for ShadowVm {
 /// The one vector the CPU delivers to the guest's handler directly.
 const DIRECT_VECTOR: u8 = vector::BP;
 
-impl ShadowVm {
+impl<M: GuestRam> ShadowVm<M> {
     /// Maps the hidden region, registers it with `vm` and creates the MMU.
     pub fn new(
         vm: &VmFd,
-        mem: AtomicGuestMemory,
+        mem: AtomicGuestMemory<M>,
         cfg: ShadowVmConfig,
-    ) -> Result<ShadowVm, KvmGlueError> {
+    ) -> Result<ShadowVm<M>, KvmGlueError> {
         let first_slot = cfg.first_slot;
         let shadow = ShadowVm::without_memslots(mem, cfg)?;
         let (abase, ahost, asize) = shadow.mmu.arena_region();
@@ -216,9 +217,9 @@ impl ShadowVm {
     /// Everything [`ShadowVm::new`] builds but the memslots: the hidden
     /// region and the MMU, which the glue's logic needs without a VM.
     fn without_memslots(
-        mem: AtomicGuestMemory,
+        mem: AtomicGuestMemory<M>,
         mut cfg: ShadowVmConfig,
-    ) -> Result<ShadowVm, KvmGlueError> {
+    ) -> Result<ShadowVm<M>, KvmGlueError> {
         if !cfg.hidden_base.is_multiple_of(SYSTEM_SIZE) {
             return Err(KvmGlueError::Config("hidden_base must be 2 MiB aligned"));
         }
@@ -260,7 +261,7 @@ impl ShadowVm {
     }
 
     /// The shadow MMU.
-    pub fn mmu(&self) -> &Mmu {
+    pub fn mmu(&self) -> &Mmu<M> {
         &self.mmu
     }
 

@@ -12,6 +12,7 @@ use super::layout::*;
 use super::mailbox::*;
 use super::{Exit, KvmGlueError, ShadowVm, ShadowVmConfig};
 use crate::AtomicGuestMemory;
+use crate::GuestRam;
 
 /// What the trampoline's entry stub leaves on a vCPU's IST stack at an
 /// exit: the hardware frame, the vector and error code it pushed, CR2, and
@@ -47,12 +48,12 @@ pub struct Ran {
     pub exits_again: usize,
 }
 
-impl ShadowVm {
+impl<M: GuestRam> ShadowVm<M> {
     /// Everything [`ShadowVm::new`] builds but the memslots, without KVM.
     pub fn without_kvm(
-        mem: AtomicGuestMemory,
+        mem: AtomicGuestMemory<M>,
         cfg: ShadowVmConfig,
-    ) -> Result<ShadowVm, KvmGlueError> {
+    ) -> Result<ShadowVm<M>, KvmGlueError> {
         ShadowVm::without_memslots(mem, cfg)
     }
 
@@ -93,7 +94,7 @@ impl ShadowVm {
 
 /// Leaves on vCPU `index`'s IST stack what the entry stub leaves at an
 /// exit.
-pub fn enter(vm: &ShadowVm, index: usize, e: &Entry) {
+pub fn enter<M: GuestRam>(vm: &ShadowVm<M>, index: usize, e: &Entry) {
     let top = vcpu_block(index) + VCPU_BLOCK_SIZE;
     vm.sys_store(top - stack::CR2, e.cr2);
     vm.sys_store(top - stack::RDX, e.rdx);
@@ -110,7 +111,7 @@ pub fn enter(vm: &ShadowVm, index: usize, e: &Entry) {
 /// at every `again` as the `out` there would. An error names what a
 /// trampoline would have done wrong: return to something that is not a
 /// gadget, or reach `iretq` without the hardware frame on top.
-pub fn run_chain(vm: &ShadowVm, index: usize) -> Result<Ran, String> {
+pub fn run_chain<M: GuestRam>(vm: &ShadowVm<M>, index: usize) -> Result<Ran, String> {
     let block = vcpu_block(index);
     let top = block + VCPU_BLOCK_SIZE;
     let mut rsp = top - 80;

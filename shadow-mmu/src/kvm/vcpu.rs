@@ -15,6 +15,7 @@ use super::chain::Commands;
 use super::layout::*;
 use super::mailbox::SWITCHED;
 use super::{KvmGlueError, ShadowVm};
+use crate::GuestRam;
 use crate::{Cr0, Cr4, Efer, MmuError, PagingMode, PagingState, ShadowMmu};
 
 /// Per-vCPU shadow state of the glue.
@@ -100,7 +101,7 @@ impl FaultRepeats {
     }
 }
 
-impl ShadowVm {
+impl<M: GuestRam> ShadowVm<M> {
     /// Sets vCPU `index` (whose CPUID is already set) up to start at `regs`
     /// in 64-bit mode on the shadow of the guest tables `guest` describes.
     pub fn setup_vcpu(

@@ -104,7 +104,7 @@ pub fn guest_says(
     gva: u64,
     access: Access,
 ) -> Result<u64, GuestException> {
-    test_utils::guest_says(&m.memory().memory(), state, gva, access)
+    test_utils::guest_says(&*m.memory().memory(), state, gva, access)
 }
 
 /// Loads `state` on `vcpu`, completing flushes when pages run out.
