@@ -420,7 +420,7 @@ fn hypercall(
 ) -> Result<Option<u64>, VmError> {
     let mem = shared.memory.memory();
     let block =
-        Block::read(&mem, u64::from(gpa)).map_err(|e| guest_error(fd, index, e.to_string()))?;
+        Block::read(&*mem, u64::from(gpa)).map_err(|e| guest_error(fd, index, e.to_string()))?;
     let args = block.args;
     let mut exit = None;
     let result = match block.nr {
@@ -457,7 +457,7 @@ fn hypercall(
                 _ => result::E_INVALID,
             }
         }
-        nr::MEMORY_MAP => match abi::write_memory_map(&mem, args[0], args[1]) {
+        nr::MEMORY_MAP => match abi::write_memory_map(&*mem, args[0], args[1]) {
             Ok((count, _)) => i64::try_from(count).unwrap_or(i64::MAX),
             Err(_) => result::E_INVALID,
         },
