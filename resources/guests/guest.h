@@ -61,6 +61,9 @@ typedef long i64;
 #define RH_ATK_DONE 44    /* attacks carried out */
 #define RH_ATK_FAULTED 45 /* attacks whose access faulted (nothing written) */
 #define RH_ATK_SKIPPED 46 /* attacks with nothing to target */
+#define RH_TRAPS 47       /* exceptions (system calls included) that reached
+                           * the kernel's trap handler: with RH_FAULTS, what
+                           * a VMM can watch for progress (not checksummed) */
 #define RH_WORDS 64
 
 /* RH_FLAGS bits. */

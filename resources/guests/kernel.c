@@ -616,6 +616,8 @@ static int attack_fixup(struct frame *f);
 void trap(struct frame *f)
 {
     struct percpu *pc = this_cpu();
+    if (res)
+        res[RH_TRAPS]++;
     if (f->vector == 3 && f->rip == (u64)usys_gate + 1 && (f->cs & 3) == 3) {
         /* the system-call gate (u_entry.S) */
         f->rax = (u64)syscall_dispatch(f->rdi, f->rsi, f->rdx, f->r10, f->r8, f->rax);

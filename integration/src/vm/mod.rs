@@ -46,6 +46,7 @@ pub use paging::{
     MIN_MAX_PAGES,
 };
 pub use results::Results;
+pub use shadow_mmu::Prefetch;
 pub use workload::Workload;
 
 /// Largest guest RAM: the kernel's direct map covers 1 GiB, and the VMM
@@ -143,9 +144,9 @@ pub enum Hang {
     /// CPL3).
     NoExits,
     /// VMM exits, but none served a hypercall, the doorbell or MMIO, none
-    /// emulated a store and the guest's kernel saw no page fault: the VMM
-    /// answers the same exit over and over (a bug of the VMM or the shadow
-    /// MMU, not of the guest).
+    /// emulated a store and the guest's kernel saw no exception (its
+    /// results header counts them): the VMM answers the same exit over and
+    /// over (a bug of the VMM or the shadow MMU, not of the guest).
     ExitsWithoutProgress,
     /// VMM exits that make progress: the guest keeps faulting (its kernel
     /// sees the faults) or calling the VMM.
@@ -200,8 +201,9 @@ impl fmt::Display for TimeoutInfo {
             )?,
             Hang::GuestLoop => write!(
                 f,
-                "{} VMM exits in its last {w} ({} hypercalls, MMIO accesses or faults \
-                 the guest saw): the guest keeps faulting or calling",
+                "{} VMM exits in its last {w} ({} hypercalls, MMIO accesses, emulated \
+                 stores or exceptions the guest's kernel saw): the guest keeps faulting or \
+                 calling",
                 self.window_exits, self.window_progress
             )?,
         }
@@ -326,6 +328,8 @@ pub struct VmConfig {
     /// Sample the process's resident memory this often while the guest
     /// runs ([`RunOutcome::rss`]); `None`: only when it ends.
     pub rss_interval: Option<Duration>,
+    /// Shadow paging only: the MMU's prefetch policy.
+    pub prefetch: Prefetch,
 }
 
 impl VmConfig {
@@ -344,6 +348,7 @@ impl VmConfig {
             echo_console: false,
             max_pages: DEFAULT_MAX_PAGES,
             rss_interval: None,
+            prefetch: Prefetch::Exact,
         }
     }
 }
@@ -602,14 +607,14 @@ struct Counters {
     /// Exits that served the guest (hypercalls, doorbell, MMIO) and
     /// emulated stores.
     served: u64,
-    /// The page faults the guest kernel's handler counted (its results
-    /// header, which the guest may write anything into): the faults the
-    /// VMM delivered.
+    /// The page faults and other exceptions the guest kernel's handlers
+    /// counted (its results header, which the guest may write anything
+    /// into): the exceptions the VMM delivered.
     guest_faults: u64,
 }
 
 impl Counters {
-    fn read(shared: &Shared, faults_gpa: u64) -> Counters {
+    fn read(shared: &Shared, results_gpa: u64) -> Counters {
         let served = shared.hypercalls.load(Ordering::Relaxed)
             + shared.doorbell.load(Ordering::Relaxed)
             + shared.unmapped_mmio.load(Ordering::Relaxed);
@@ -618,11 +623,12 @@ impl Counters {
             .paging
             .shadow_vm()
             .map_or(0, shadow_mmu::kvm::ShadowVm::emulated);
-        let guest_faults = shared
-            .memory
-            .memory()
-            .read_obj::<u64>(GuestAddress(faults_gpa))
-            .unwrap_or(0);
+        let mem = shared.memory.memory();
+        let word = |off: u64| {
+            mem.read_obj::<u64>(GuestAddress(results_gpa + 8 * off))
+                .unwrap_or(0)
+        };
+        let guest_faults = word(results::H_FAULTS).wrapping_add(word(results::H_TRAPS));
         Counters {
             exits,
             served: served + emulated,
@@ -729,7 +735,7 @@ fn run_into(config: &VmConfig, kernel: &[u8], out: &mut RunOutcome) -> Result<Ru
         memory,
         ram_size,
         vcpus: config.vcpus,
-        paging: Paging::with_max_pages(config.paging, config.max_pages),
+        paging: Paging::shadowing(config.paging, config.max_pages, config.prefetch),
         stop: AtomicBool::new(false),
         outcome: Mutex::new(None),
         outcome_cv: Condvar::new(),
@@ -820,7 +826,6 @@ fn run_into(config: &VmConfig, kernel: &[u8], out: &mut RunOutcome) -> Result<Ru
     let deadline = t0 + config.timeout;
     let window = (config.timeout / 4).min(Duration::from_secs(1));
     let window_start = deadline - window;
-    let faults_gpa = results_gpa + 8 * 6;
     let mut before_window = None;
     let mut next_rss = config.rss_interval.map(|i| t0 + i);
     let mut outcome = {
@@ -834,11 +839,11 @@ fn run_into(config: &VmConfig, kernel: &[u8], out: &mut RunOutcome) -> Result<Ru
                 break None;
             }
             if before_window.is_none() && now >= window_start {
-                before_window = Some(Counters::read(&shared, faults_gpa));
+                before_window = Some(Counters::read(&shared, results_gpa));
             }
             if let (Some(t), Some(i)) = (next_rss, config.rss_interval) {
                 if now >= t {
-                    sample_rss(&mut out.rss, t0, Counters::read(&shared, faults_gpa).exits);
+                    sample_rss(&mut out.rss, t0, Counters::read(&shared, results_gpa).exits);
                     next_rss = Some(t + i);
                 }
             }
@@ -857,7 +862,7 @@ fn run_into(config: &VmConfig, kernel: &[u8], out: &mut RunOutcome) -> Result<Ru
         }
     };
     let wall = t0.elapsed();
-    let now = Counters::read(&shared, faults_gpa);
+    let now = Counters::read(&shared, results_gpa);
     sample_rss(&mut out.rss, t0, now.exits);
     // Stop: every vCPU thread checks `stop` before each KVM_RUN, and the
     // kick makes a KVM_RUN under way (or the next one) return at once

@@ -22,7 +22,11 @@ const H_STATUS: usize = 2;
 const H_NRECORDS: usize = 3;
 const H_FLAGS: usize = 4;
 const H_NTSC: usize = 5;
-const H_FAULTS: usize = 6;
+/// Header word: page faults the guest kernel's #PF handler took.
+pub(crate) const H_FAULTS: u64 = 6;
+/// Header word: exceptions (system calls included) that reached the guest
+/// kernel's trap handler (not in the checksum).
+pub(crate) const H_TRAPS: u64 = 47;
 const H_ERRORS: usize = 7;
 const H_TSC: usize = 8;
 
@@ -132,7 +136,7 @@ impl Results {
             workload: h[H_WORKLOAD],
             status: h[H_STATUS],
             flags: h[H_FLAGS],
-            faults: h[H_FAULTS],
+            faults: h[H_FAULTS as usize],
             errors: h[H_ERRORS],
             records,
             tsc,
