@@ -44,7 +44,8 @@ shadow-run [--json PATH]
        shadow-run attack [--seeds N] [--first-seed S] [--timeout SECS]
                          [--classes LIST] [--steps N] [--beside] [--budget SECS]
                          [--jobs N] [--json PATH]
-       shadow-run soak --minutes N [--seed S] [--timeout SECS] [--json PATH]
+       shadow-run soak --minutes N [--seed S] [--timeout SECS] [--workloads LIST]
+                       [--json PATH]
        shadow-run help [COMMAND] | --help | --version";
 
 const AFTER_HELP: &str = "\
@@ -204,6 +205,12 @@ struct SoakArgs {
     /// The deadline of each run, in seconds.
     #[arg(long, value_name = "SECS", default_value = "300", value_parser = seconds)]
     timeout: Duration,
+
+    /// The workloads to pick from, comma-separated [default: every one
+    /// with results to compare: the suite's].
+    #[arg(long, value_name = "LIST", value_delimiter = ',',
+          value_parser = comparable_workload)]
+    workloads: Vec<Workload>,
 
     /// Also write the summary as JSON to PATH.
     #[arg(long, value_name = "PATH")]
@@ -378,6 +385,16 @@ fn number(s: &str) -> Result<u64, String> {
         None => s.parse(),
     };
     parsed.map_err(|_| "not a number (decimal or 0x hexadecimal)".to_string())
+}
+
+/// A workload whose results compare with native runs.
+fn comparable_workload(s: &str) -> Result<Workload, String> {
+    let w: Workload = s.trim().parse()?;
+    if Workload::COMPARABLE.contains(&w) {
+        Ok(w)
+    } else {
+        Err(format!("{w} has no results to compare with a native run"))
+    }
 }
 
 /// A positive number of seconds, decimals allowed.
@@ -564,9 +581,13 @@ fn soak_cmd(args: &SoakArgs) -> ExitCode {
     {
         return vm_error(&e);
     }
-    let report = soak::run_soak(args.minutes, args.seed, args.timeout, |run| {
-        println!("{run}");
-    });
+    let cfg = soak::SoakConfig {
+        duration: args.minutes,
+        seed: args.seed,
+        timeout: args.timeout,
+        workloads: args.workloads.clone(),
+    };
+    let report = soak::run_soak(&cfg, |run| println!("{run}"));
     println!("{}", report.summary());
     if let Some(path) = &args.json {
         if let Err(code) = write_json(path, report.json().to_string()) {

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::vm::{self, resident_bytes, PagingMode, PtWrites, RunReport, VmConfig, Workload};
+use crate::vm::{
+    self, heap_bytes, resident_bytes, PagingMode, PtWrites, RunReport, VmConfig, Workload,
+};
 
 /// Whether the shadow run `shadow` of `workload` matches its native run
 /// `native`: both guests succeeded, the audit is clean, and the results
@@ -104,6 +106,17 @@ impl fmt::Display for SoakRun {
     }
 }
 
+/// The process's memory between two runs of the soak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemorySample {
+    /// Since the soak started.
+    pub at: Duration,
+    /// Resident bytes (`/proc/self/statm`).
+    pub resident: u64,
+    /// Heap bytes in use ([`heap_bytes`]), when known.
+    pub heap: Option<u64>,
+}
+
 /// What the soak found.
 #[derive(Clone, Debug)]
 pub struct SoakReport {
@@ -111,9 +124,8 @@ pub struct SoakReport {
     pub seed: u64,
     /// Every run (native reference runs included).
     pub runs: Vec<SoakRun>,
-    /// Resident memory after the first run, at the end, and the highest
-    /// seen between runs.
-    pub resident: (u64, u64, u64),
+    /// The process's memory after every run (no VM alive).
+    pub memory: Vec<MemorySample>,
     /// Wall time.
     pub wall: Duration,
 }
@@ -124,7 +136,23 @@ impl SoakReport {
         self.runs.iter().filter(|r| r.result.is_err()).collect()
     }
 
-    /// A summary: runs per workload and mode, failures, resident memory.
+    /// Memory after the first run, a quarter of the way into the soak
+    /// (once the allocator has its working set), at the end, and the most
+    /// resident memory seen.
+    pub fn memory_marks(&self) -> Option<(MemorySample, MemorySample, MemorySample, u64)> {
+        let first = *self.memory.first()?;
+        let last = *self.memory.last()?;
+        let quarter = self
+            .memory
+            .iter()
+            .find(|m| m.at >= last.at / 4)
+            .copied()
+            .unwrap_or(last);
+        let peak = self.memory.iter().map(|m| m.resident).max().unwrap_or(0);
+        Some((first, quarter, last, peak))
+    }
+
+    /// A summary: runs per workload and mode, failures, memory.
     pub fn summary(&self) -> String {
         let mut per: HashMap<(Workload, Mode), usize> = HashMap::new();
         for r in &self.runs {
@@ -132,6 +160,9 @@ impl SoakReport {
         }
         let mut lines: Vec<String> = Vec::new();
         for w in Workload::COMPARABLE {
+            if !self.runs.iter().any(|r| r.workload == w) {
+                continue;
+            }
             let counts: Vec<String> = [
                 Mode::Native,
                 Mode::Shadow(PtWrites::Hypercall),
@@ -142,34 +173,57 @@ impl SoakReport {
             .collect();
             lines.push(format!("  {w}: {}", counts.join(", ")));
         }
-        let (start, end, peak) = self.resident;
-        format!(
-            "soak seed {}: {} runs in {:.1} min, {} failed\n{}\nresident memory: {} KiB at the start, {} KiB at the end ({:+.1} %), {} KiB at most",
+        let mut s = format!(
+            "soak seed {}: {} runs in {:.1} min, {} failed\n{}",
             self.seed,
             self.runs.len(),
             self.wall.as_secs_f64() / 60.0,
             self.failures().len(),
             lines.join("\n"),
-            start / 1024,
-            end / 1024,
-            if start > 0 {
-                100.0 * (end as f64 - start as f64) / start as f64
-            } else {
-                0.0
-            },
-            peak / 1024
-        )
+        );
+        if let Some((first, quarter, last, peak)) = self.memory_marks() {
+            let pct = |a: u64, b: u64| {
+                if a > 0 {
+                    100.0 * (b as f64 - a as f64) / a as f64
+                } else {
+                    0.0
+                }
+            };
+            s.push_str(&format!(
+                "\nresident memory: {} KiB after the first run, {} KiB at a quarter, {} KiB at the end \
+                 ({:+.1} % since the quarter), {} KiB at most",
+                first.resident / 1024,
+                quarter.resident / 1024,
+                last.resident / 1024,
+                pct(quarter.resident, last.resident),
+                peak / 1024
+            ));
+            if let (Some(f), Some(q), Some(l)) = (first.heap, quarter.heap, last.heap) {
+                s.push_str(&format!(
+                    "\nheap: {} KiB after the first run, {} KiB at a quarter, {} KiB at the end",
+                    f / 1024,
+                    q / 1024,
+                    l / 1024
+                ));
+            }
+        }
+        s
     }
 
     /// The report as JSON.
     pub fn json(&self) -> Value {
+        let marks = self.memory_marks();
         json!({
             "seed": self.seed,
             "runs": self.runs.len(),
             "wall_s": self.wall.as_secs_f64(),
-            "resident_start": self.resident.0,
-            "resident_end": self.resident.1,
-            "resident_peak": self.resident.2,
+            "resident_first": marks.map(|m| m.0.resident),
+            "resident_quarter": marks.map(|m| m.1.resident),
+            "resident_end": marks.map(|m| m.2.resident),
+            "resident_peak": marks.map(|m| m.3),
+            "heap_first": marks.and_then(|m| m.0.heap),
+            "heap_quarter": marks.and_then(|m| m.1.heap),
+            "heap_end": marks.and_then(|m| m.2.heap),
             "failures": self.failures().iter().map(|r| r.to_string()).collect::<Vec<_>>(),
         })
     }
@@ -193,27 +247,53 @@ impl Rng {
     }
 }
 
+/// Workload seeds the soak picks from (0 to 7).
+pub const SEEDS: u64 = 8;
+
 /// Shadow-page caps the soak picks from: from the least the MMU takes to
 /// the default.
 pub const CAPS: [u32; 8] = [8, 12, 32, 64, 256, 1024, 4096, vm::DEFAULT_MAX_PAGES];
 
-/// Runs the soak for `duration` with choices from `seed`; `timeout` bounds
-/// each run; `progress` sees every run as it ends.
-pub fn run_soak(
-    duration: Duration,
-    seed: u64,
-    timeout: Duration,
-    mut progress: impl FnMut(&SoakRun),
-) -> SoakReport {
+/// What the soak runs.
+#[derive(Clone, Debug)]
+pub struct SoakConfig {
+    /// For how long (the run under way when it is up still ends).
+    pub duration: Duration,
+    /// The seed of its choices.
+    pub seed: u64,
+    /// The deadline of each run.
+    pub timeout: Duration,
+    /// The workloads it picks from (comparable ones).
+    pub workloads: Vec<Workload>,
+}
+
+/// Runs the soak: rounds of `cfg.workloads` in a random order, each in a
+/// random mode with a random seed, vCPU count (2 to 4 for `smp`, 1 or 2
+/// for the others) and shadow-page cap ([`CAPS`]); `progress` sees every
+/// run as it ends.
+pub fn run_soak(cfg: &SoakConfig, mut progress: impl FnMut(&SoakRun)) -> SoakReport {
+    let (duration, seed, timeout) = (cfg.duration, cfg.seed, cfg.timeout);
     let t0 = Instant::now();
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let mut natives: HashMap<(Workload, u64, u32), Result<RunReport, String>> = HashMap::new();
     let mut runs = Vec::new();
-    let mut start = None;
-    let mut peak = 0;
+    let mut memory = Vec::new();
+    let mut round: Vec<Workload> = Vec::new();
     loop {
-        let w = Workload::COMPARABLE[rng.below(Workload::COMPARABLE.len() as u64) as usize];
-        let wseed = rng.below(64);
+        if round.is_empty() {
+            round = cfg.workloads.clone();
+            if round.is_empty() {
+                round = Workload::COMPARABLE.to_vec();
+            }
+            // Fisher-Yates; popped from the end.
+            for i in (1..round.len()).rev() {
+                round.swap(i, rng.below(i as u64 + 1) as usize);
+            }
+        }
+        let w = round.pop().unwrap_or(Workload::Touch);
+        // Few seeds, so that the cache of native runs stops growing early
+        // and the memory the soak reports is the VMM's.
+        let wseed = rng.below(SEEDS);
         let vcpus = match w {
             Workload::Smp => 2 + rng.below(3) as u32,
             _ => 1 + rng.below(2) as u32,
@@ -225,11 +305,11 @@ pub fn run_soak(
         };
         let max_pages = CAPS[rng.below(CAPS.len() as u64) as usize];
         let config = |paging| {
-            let mut cfg = VmConfig::new(w, paging);
-            cfg.seed = wseed;
-            cfg.vcpus = vcpus;
-            cfg.timeout = timeout;
-            cfg
+            let mut c = VmConfig::new(w, paging);
+            c.seed = wseed;
+            c.vcpus = vcpus;
+            c.timeout = timeout;
+            c
         };
         let key = (w, wseed, vcpus);
         let mut record = |mode, max_pages, wall, result| {
@@ -264,25 +344,27 @@ pub fn run_soak(
             natives.entry(key).or_insert(native);
         }
         if let Mode::Shadow(pt_writes) = mode {
-            let mut cfg = config(PagingMode::Shadow);
-            cfg.pt_writes = pt_writes;
-            cfg.max_pages = max_pages;
+            let mut c = config(PagingMode::Shadow);
+            c.pt_writes = pt_writes;
+            c.max_pages = max_pages;
             let t = Instant::now();
-            let result = match (vm::run(&cfg), &natives[&key]) {
+            let result = match (vm::run(&c), &natives[&key]) {
                 (Ok(shadow), Ok(native)) => compare(w, native, &shadow),
                 (Err(e), _) => Err(e.to_string()),
                 (Ok(_), Err(_)) => Err("its native run failed".into()),
             };
             record(mode, max_pages, t.elapsed(), result);
         }
-        let resident = resident_bytes().unwrap_or(0);
-        start.get_or_insert(resident);
-        peak = peak.max(resident);
+        memory.push(MemorySample {
+            at: t0.elapsed(),
+            resident: resident_bytes().unwrap_or(0),
+            heap: heap_bytes(),
+        });
         if t0.elapsed() >= duration {
             return SoakReport {
                 seed,
                 runs,
-                resident: (start.unwrap_or(0), resident, peak),
+                memory,
                 wall: t0.elapsed(),
             };
         }
