@@ -26,7 +26,7 @@ use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 use shadow_mmu_integration::scenario::Scenario;
 use shadow_mmu_integration::vm::{
-    self, elf, guest, PagingMode, PtWrites, VmConfig, VmError, Workload,
+    self, elf, guest, PagingMode, Prefetch, PtWrites, VmConfig, VmError, Workload,
 };
 use shadow_mmu_integration::walk;
 use shadow_mmu_integration::{attack, soak, suite};
@@ -254,6 +254,11 @@ struct RunArgs {
     #[arg(long, value_name = "STYLE", value_parser = pt_writes_parser())]
     pt_writes: Option<PtWrites>,
 
+    /// Shadow paging only: which guest entries a fault maps besides its
+    /// own.
+    #[arg(long, value_name = "POLICY", value_parser = prefetch_parser())]
+    prefetch: Option<Prefetch>,
+
     /// Number of vCPUs, 1 to 8 [default: 1, smp: 2].
     #[arg(long, value_name = "N", value_parser = vcpus)]
     vcpus: Option<u32>,
@@ -376,6 +381,21 @@ fn pt_writes_parser() -> impl TypedValueParser<Value = PtWrites> {
         PossibleValue::new("direct").help("ordinary stores, emulated by the VMM"),
     ])
     .try_map(|s| s.parse::<PtWrites>())
+}
+
+fn prefetch_parser() -> impl TypedValueParser<Value = Prefetch> {
+    PossibleValuesParser::new([
+        PossibleValue::new("exact").help("accessed entries only, KVM's rule [default]"),
+        PossibleValue::new("speculative")
+            .help("also never-accessed ones, setting their A bit as a speculating CPU may"),
+    ])
+    .map(|s| {
+        if s == "speculative" {
+            Prefetch::Speculative
+        } else {
+            Prefetch::Exact
+        }
+    })
 }
 
 /// A number, decimal or `0x` hexadecimal.
@@ -502,6 +522,12 @@ impl RunArgs {
                 return Err("--pt-writes needs --paging shadow".into());
             }
             cfg.pt_writes = w;
+        }
+        if let Some(p) = self.prefetch {
+            if self.paging != PagingMode::Shadow {
+                return Err("--prefetch needs --paging shadow".into());
+            }
+            cfg.prefetch = p;
         }
         Ok(cfg)
     }

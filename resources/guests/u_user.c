@@ -10,6 +10,8 @@
 #include "guest.h"
 
 #define DATA3_VA 0x8080000000UL /* demand-paged region of touch */
+#define DATA4_VA 0x80c0000000UL /* touch: first touch by reads, sequential */
+#define DATA5_VA 0x8100000000UL /* touch: first touch by reads, random order */
 #define STATUS_OK 0
 #define STATUS_MISMATCH 1
 #define STATUS_SETUP 2
@@ -119,6 +121,14 @@ static u64 w_touch(void)
     if (sys(SYS_MAP, 0, DATA_VA, n, MAP_W, 0) < 0 || sys(SYS_MAP, 0, DATA2_VA, n, MAP_W, 0) < 0 ||
         sys(SYS_MAP, 0, DATA3_VA, dn, MAP_W | MAP_DEMAND, 0) < 0)
         return STATUS_SETUP;
+    /* Read regions only with p4 (their size in MiB), so that the default
+     * run needs no more memory than before. */
+    u64 rn = param(4, 0) * 256;
+    if (rn > n)
+        rn = n;
+    if (rn && (sys(SYS_MAP, 0, DATA4_VA, rn, MAP_W, 0) < 0 ||
+               sys(SYS_MAP, 0, DATA5_VA, rn, MAP_W, 0) < 0))
+        return STATUS_SETUP;
     for (u64 i = 0; i < n; i++)
         perm[i] = (u32)i;
     for (u64 i = n - 1; i > 0; i--) {
@@ -185,6 +195,29 @@ static u64 w_touch(void)
     for (int i = 0; i < 100; i++)
         uprobe_read(HOSTILE_VA);
     tsc_slot(6, rdtsc() - t);
+    /* first touch by reads (fresh pages read as zero): sequential, then
+     * random order over the first rn entries of the same permutation */
+    if (rn) {
+        u64 s4 = 0, s5 = 0;
+        t = rdtsc();
+        for (u64 i = 0; i < rn; i++)
+            s4 += *word(DATA4_VA + i * PAGE_SIZE + (i & 63) * 64);
+        tsc_slot(7, rdtsc() - t);
+        t = rdtsc();
+        for (u64 k = 0, done = 0; k < n && done < rn; k++) {
+            u64 i = perm[k];
+            if (i >= rn)
+                continue;
+            s5 += *word(DATA5_VA + i * PAGE_SIZE + (i & 63) * 64);
+            done++;
+        }
+        tsc_slot(8, rdtsc() - t);
+        errors += s4 != 0;
+        errors += s5 != 0;
+        rec(rn);
+        rec(s4);
+        rec(s5);
+    }
     return errors ? STATUS_MISMATCH : STATUS_OK;
 }
 

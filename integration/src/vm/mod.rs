@@ -46,6 +46,7 @@ pub use paging::{
     MIN_MAX_PAGES,
 };
 pub use results::Results;
+pub use shadow_mmu::Prefetch;
 pub use workload::Workload;
 
 /// Largest guest RAM: the kernel's direct map covers 1 GiB, and the VMM
@@ -327,6 +328,8 @@ pub struct VmConfig {
     /// Sample the process's resident memory this often while the guest
     /// runs ([`RunOutcome::rss`]); `None`: only when it ends.
     pub rss_interval: Option<Duration>,
+    /// Shadow paging only: the MMU's prefetch policy.
+    pub prefetch: Prefetch,
 }
 
 impl VmConfig {
@@ -345,6 +348,7 @@ impl VmConfig {
             echo_console: false,
             max_pages: DEFAULT_MAX_PAGES,
             rss_interval: None,
+            prefetch: Prefetch::Exact,
         }
     }
 }
@@ -731,7 +735,7 @@ fn run_into(config: &VmConfig, kernel: &[u8], out: &mut RunOutcome) -> Result<Ru
         memory,
         ram_size,
         vcpus: config.vcpus,
-        paging: Paging::with_max_pages(config.paging, config.max_pages),
+        paging: Paging::shadowing(config.paging, config.max_pages, config.prefetch),
         stop: AtomicBool::new(false),
         outcome: Mutex::new(None),
         outcome_cv: Condvar::new(),

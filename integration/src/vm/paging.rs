@@ -17,7 +17,7 @@ use std::sync::OnceLock;
 use kvm_bindings::kvm_sregs;
 use kvm_ioctls::{Cap, SyncReg, VcpuFd, VmFd};
 use shadow_mmu::kvm::{Exit, KvmGlueError, ShadowVm, ShadowVmConfig};
-use shadow_mmu::{Cr0, Cr4, Efer, MmuConfig, PagingState, ShadowMmu};
+use shadow_mmu::{Cr0, Cr4, Efer, MmuConfig, PagingState, Prefetch, ShadowMmu};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
 use super::boot::BOOT_PML4;
@@ -149,9 +149,18 @@ impl Paging {
     /// `max_pages` shadow pages in use and reclaims the oldest beyond that
     /// (see [`ShadowPaging::with_max_pages`]). Native paging ignores it.
     pub fn with_max_pages(mode: PagingMode, max_pages: u32) -> Paging {
+        Paging::shadowing(mode, max_pages, Prefetch::Exact)
+    }
+
+    /// [`Paging::with_max_pages`], with the MMU's prefetch policy.
+    pub fn shadowing(mode: PagingMode, max_pages: u32, prefetch: Prefetch) -> Paging {
         match mode {
             PagingMode::Native => Paging::Native,
-            PagingMode::Shadow => Paging::Shadow(Box::new(ShadowPaging::with_max_pages(max_pages))),
+            PagingMode::Shadow => {
+                let mut shadow = ShadowPaging::with_max_pages(max_pages);
+                shadow.prefetch = prefetch;
+                Paging::Shadow(Box::new(shadow))
+            }
         }
     }
 
@@ -226,6 +235,8 @@ pub fn rip_of(vcpu: &VcpuFd) -> u64 {
 pub struct ShadowPaging {
     vm: OnceLock<ShadowVm>,
     max_pages: u32,
+    /// Which guest entries a fault maps besides its own.
+    prefetch: Prefetch,
     /// Whether KVM reports registers in `kvm_run` at every exit
     /// (`KVM_CAP_SYNC_REGS`): emulation then needs no register ioctls.
     sync_regs: OnceLock<bool>,
@@ -268,6 +279,7 @@ impl ShadowPaging {
             vm: OnceLock::new(),
             sync_regs: OnceLock::new(),
             max_pages,
+            prefetch: Prefetch::Exact,
         }
     }
 
@@ -288,6 +300,7 @@ impl ShadowPaging {
             mmu: MmuConfig {
                 vcpus: ctx.vcpus as usize,
                 max_pages: self.max_pages,
+                prefetch: self.prefetch,
                 // Guest entries naming the hidden region reach a page with
                 // nothing behind it, as they would natively.
                 hidden_sink: Some(HIDDEN_BASE - 0x1000),

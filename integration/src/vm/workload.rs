@@ -134,7 +134,12 @@ impl Workload {
     /// parameter left 0 takes the guest's default.
     pub fn params(self) -> &'static [(&'static str, u64)] {
         match self {
-            Workload::Touch => &[("mib", 16), ("passes", 4), ("demand-mib", 2)],
+            Workload::Touch => &[
+                ("mib", 16),
+                ("passes", 4),
+                ("demand-mib", 2),
+                ("read-mib", 0),
+            ],
             Workload::Spaces => &[("spaces", 8), ("pages", 64), ("rounds", 50)],
             Workload::Cow => &[("pages", 128)],
             Workload::Adbits => &[("pages", 256), ("rounds", 8)],
@@ -159,6 +164,8 @@ impl Workload {
                 "warm-random",
                 "100-null-syscalls",
                 "100-user-page-faults",
+                "first-read-seq",
+                "first-read-random",
             ],
             Workload::Spaces => &["init", "switch+touch", "switch-only"],
             Workload::Cow => &[

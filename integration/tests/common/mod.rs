@@ -17,6 +17,9 @@ pub enum Mode {
     Native,
     /// The CPU walks the tables shadow-mmu built.
     Shadow(PtWrites),
+    /// Shadow paging with `Prefetch::Speculative` (page-table writes by
+    /// hypercall).
+    Speculative,
 }
 
 /// The shadow modes every workload runs in (in the differential tests;
@@ -34,8 +37,12 @@ pub fn run(workload: Workload, mode: Mode, seed: u64, params: &[u64], max_pages:
     let (paging, pt_writes) = match mode {
         Mode::Native => (PagingMode::Native, PtWrites::Hypercall),
         Mode::Shadow(w) => (PagingMode::Shadow, w),
+        Mode::Speculative => (PagingMode::Shadow, PtWrites::Hypercall),
     };
     let mut cfg = VmConfig::new(workload, paging);
+    if mode == Mode::Speculative {
+        cfg.prefetch = vm::Prefetch::Speculative;
+    }
     cfg.pt_writes = pt_writes;
     cfg.seed = seed;
     cfg.params[..params.len()].copy_from_slice(params);
