@@ -111,7 +111,10 @@ impl<M: GuestRam> ShadowVm<M> {
         {
             let mem = self.mmu.memory().memory();
             // A block that vanished has nobody left to read the result.
-            let _ = mem.write_obj(result, GuestAddress(block.0 + abi::RESULT_OFFSET));
+            let _ = mem.write_obj(
+                result,
+                GuestAddress(block.0.wrapping_add(abi::RESULT_OFFSET)),
+            );
         }
         self.finish_hypercall(index, block)
     }
@@ -125,7 +128,7 @@ impl<M: GuestRam> ShadowVm<M> {
         let mut cmds = g.deferred.take().unwrap_or_default();
         let changes = self
             .mmu
-            .track_write(GuestAddress(block.0 + abi::RESULT_OFFSET), 8);
+            .track_write(GuestAddress(block.0.wrapping_add(abi::RESULT_OFFSET)), 8);
         self.add_changes(&g, index, &mut cmds, changes);
         self.post(&mut g, index, cmds);
         Ok(())
