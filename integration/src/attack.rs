@@ -34,7 +34,7 @@ use crate::vm::{
 
 /// Target classes of the attack workload (`ATK_*` in
 /// `resources/guests/guest.h`), by number.
-pub const CLASSES: [&str; 17] = [
+pub const CLASSES: [&str; 18] = [
     "ist-frame",
     "forged-exit",
     "fake-exception",
@@ -52,6 +52,7 @@ pub const CLASSES: [&str; 17] = [
     "raw-cr3",
     "relink",
     "read",
+    "guest-relink",
 ];
 
 /// Results header words the attack workload keeps up to date

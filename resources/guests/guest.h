@@ -121,7 +121,8 @@ typedef long i64;
                            * outside the boot RAM (hotplugged) -> 0 / <0 */
 #define SYS_ATTACK 21     /* class, r1, r2, r3: one attack step at CPL0 on
                            * the hidden region -> 0 done, 1 faulted, 2
-                           * nothing to target, -3 native paging */
+                           * nothing to target, -3 native paging (but
+                           * ATK_GUEST_RELINK, which runs natively too) */
 #define SYS_SPIN 22       /* spin at CPL0 forever */
 
 /* Target classes of the attack workload (SYS_ATTACK). The hidden region's
@@ -143,7 +144,9 @@ typedef long i64;
 #define ATK_RAW_CR3 14    /* mov cr3 straight to an arena page or guest table */
 #define ATK_RELINK 15     /* clear P on a link and touch, r1 % 64 + 1 times */
 #define ATK_READ 16       /* reads anywhere in the hole */
-#define ATK_CLASSES 17
+#define ATK_GUEST_RELINK 17 /* not an attack: clear and set P in the guest's
+                             * own PDE of a page and touch it, r1 times */
+#define ATK_CLASSES 18
 
 /* SYS_PTE operations. */
 #define PTE_OP_FRAME 0    /* point at the frame arg (a frame the user mapped) */

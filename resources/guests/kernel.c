@@ -1287,8 +1287,35 @@ static u64 atk_relink(u64 n, u64 r2)
     return faulted ? 1 : 0;
 }
 
+/* What an ordinary kernel does when it unmaps and remaps a range: clear P
+ * in its own PDE of a data page, invalidate, set it back, invalidate, touch
+ * the page; n times. The shadow link under that PDE goes and comes back. */
+static u64 atk_guest_relink(struct percpu *pc, u64 n, u64 r2)
+{
+    u64 va = DATA_VA + (r2 % ATK_DATA_PAGES) * PAGE_SIZE, x;
+    u64 *p = pte_ptr(pc->root, va, 2, 0);
+    if (!p || !(*p & PTE_P))
+        return 2;
+    u64 v = *p;
+    res[RH_ATK_WHERE] = va;
+    res[RH_ATK_VALUE] = n;
+    for (u64 i = 0; i < n; i++) {
+        pte_write(p, v & ~PTE_P);
+        tlb_invlpg(va);
+        pte_write(p, v);
+        tlb_invlpg(va);
+        (void)kprobe_load64(va, &x);
+    }
+    return 0;
+}
+
 static i64 sys_attack(struct percpu *pc, u64 class, u64 r1, u64 r2, u64 r3)
 {
+    if (class == ATK_GUEST_RELINK) {
+        u64 r = atk_guest_relink(pc, r1, r2);
+        res[r ? RH_ATK_SKIPPED : RH_ATK_DONE]++;
+        return (i64)r;
+    }
     if (!shadow)
         return -3;
     if (class >= ATK_CLASSES)

@@ -1038,7 +1038,7 @@ static u64 w_attack(void)
         R[RH_ATK_STEP] = s + 1;
         R[RH_ATK_CLASS] = class;
         u64 r1 = rnd();
-        if (class == ATK_RELINK)
+        if (class == ATK_RELINK || class == ATK_GUEST_RELINK)
             r1 = relink ? relink : r1 % 64 + 1;
         i64 r = sys(SYS_ATTACK, class, r1, rnd(), rnd(), 0);
         rec(class | (u64)(r & 0xff) << 8);
