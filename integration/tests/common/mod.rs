@@ -34,6 +34,25 @@ pub const SHADOW_MODES: [Mode; 2] = [
 /// `max_pages` shadow pages; a missing `/dev/kvm` is a failure, never a
 /// skip.
 pub fn run(workload: Workload, mode: Mode, seed: u64, params: &[u64], max_pages: u32) -> RunReport {
+    run_on(
+        workload,
+        mode,
+        seed,
+        params,
+        max_pages,
+        workload.min_vcpus(),
+    )
+}
+
+/// [`run`] on `vcpus` vCPUs.
+pub fn run_on(
+    workload: Workload,
+    mode: Mode,
+    seed: u64,
+    params: &[u64],
+    max_pages: u32,
+    vcpus: u32,
+) -> RunReport {
     let (paging, pt_writes) = match mode {
         Mode::Native => (PagingMode::Native, PtWrites::Hypercall),
         Mode::Shadow(w) => (PagingMode::Shadow, w),
@@ -47,6 +66,7 @@ pub fn run(workload: Workload, mode: Mode, seed: u64, params: &[u64], max_pages:
     cfg.seed = seed;
     cfg.params[..params.len()].copy_from_slice(params);
     cfg.max_pages = max_pages;
+    cfg.vcpus = vcpus;
     match vm::run(&cfg) {
         Ok(r) => r,
         Err(e @ VmError::NoKvm(_)) => {
