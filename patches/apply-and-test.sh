@@ -56,7 +56,7 @@ for arg in "$@"; do
     case $arg in
     --each-patch) EACH_PATCH=1 ;;
     -h | --help)
-        sed -n '3,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+        sed -n '5,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
         exit 0
         ;;
     -*)
