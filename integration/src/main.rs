@@ -124,8 +124,9 @@ enum Command {
     /// deadline, and prints a table of how the runs ended: the guest
     /// finished or stopped itself, the VMM ended the VM with an error, the
     /// guest hung until the deadline, or the VMM failed (answered the same
-    /// exit until the deadline, got stuck, panicked). Resident memory is
-    /// compared before and after the batch.
+    /// exit until the deadline and again until ten times it, got stuck,
+    /// panicked). Resident memory and the heap are compared before and
+    /// after the batch.
     #[command(after_help = ATTACK_AFTER_HELP)]
     Attack(AttackArgs),
     /// Run every workload in random order and configurations for a while.
