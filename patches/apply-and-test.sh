@@ -184,6 +184,12 @@ if ! flock -n "$lock"; then
     log "waiting for another run to finish with $WORK_ROOT/target"
     flock "$lock"
 fi
+# Cargo identifies the workspace's crates by their path in the workspace,
+# not by where the checkout is: a clone older than a previous run's
+# artifacts would reuse them, with that run's CARGO_MANIFEST_DIR compiled
+# in (test_infra finds the binaries through it). Sources newer than every
+# artifact so far make Cargo rebuild this clone's crates.
+find "$CH" \( -name .git -o -name target \) -prune -o -type f -print0 | xargs -0 touch
 if [ "${FAST:-1}" = 1 ]; then
     export CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16
 fi
