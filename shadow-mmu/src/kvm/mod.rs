@@ -82,7 +82,7 @@ pub enum KvmGlueError {
     #[error("invalid configuration: {0}")]
     Config(&'static str),
     /// The vCPU took the same page fault (address, error code, RIP) over and
-    /// over although the MMU reported it fixed or retryable each time: the
+    /// over although the MMU reported it fixed each time: the
     /// CPU does not run on the shadow tables the MMU keeps for it (guest
     /// CPL0 code rewrote the hidden region or loaded CR3 itself), and
     /// serving the fault again cannot help.

@@ -41,18 +41,18 @@ pub(super) struct VcpuGlue {
     pub(super) repeats: FaultRepeats,
 }
 
-/// Identical page faults (address, error code, RIP) in a row, each served
-/// without an error: a vCPU whose CPU view and MMU view disagree faults
-/// there for ever (`KvmGlueError::FaultLoop`).
+/// Identical page faults (address, error code, RIP) in a row that the MMU
+/// reported fixed: a vCPU whose CPU view and MMU view disagree faults there
+/// for ever (`KvmGlueError::FaultLoop`). Faults it asked to retry are not
+/// counted: they wait for other vCPUs (a flush, a page under a small cap),
+/// which can take long on a loaded host, and a guest that keeps its own
+/// vCPU retrying only spins, as a `jmp .` would.
 #[derive(Debug, Default)]
 pub(super) struct FaultRepeats {
     key: (u64, u64, u64),
     /// Reported fixed: the next attempt succeeds unless another vCPU undid
     /// the fix meanwhile.
     fixed: u32,
-    /// Reported retryable: the MMU lost a race or waits for a flush that
-    /// other vCPUs complete.
-    retried: u32,
 }
 
 impl FaultRepeats {
@@ -60,9 +60,6 @@ impl FaultRepeats {
     /// zaps makes: each needs another vCPU to undo the fix within the few
     /// microseconds before the retry.
     pub(super) const MAX_FIXED: u32 = 256;
-    /// Retries: a flush waits for other vCPUs' acknowledgements, which can
-    /// take a host scheduling period or more on a loaded host.
-    pub(super) const MAX_RETRIED: u32 = 1 << 16;
 
     /// Counts one served fault; the error when it is one too many.
     pub(super) fn note(
@@ -81,15 +78,13 @@ impl FaultRepeats {
         }
         if fixed {
             self.fixed += 1;
-        } else {
-            self.retried += 1;
         }
-        if self.fixed > Self::MAX_FIXED || self.retried > Self::MAX_RETRIED {
+        if self.fixed > Self::MAX_FIXED {
             return Err(super::KvmGlueError::FaultLoop {
                 gva,
                 error_code,
                 rip,
-                faults: self.fixed + self.retried,
+                faults: self.fixed,
             });
         }
         Ok(())
