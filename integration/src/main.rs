@@ -554,6 +554,21 @@ fn main() -> ExitCode {
 }
 
 /// Writes `text` to `path`, or says why not.
+/// The end of a command with a report: its JSON written to `json` if asked
+/// for, then status 0 if nothing failed, 1 otherwise.
+fn finish(json: Option<&Path>, text: impl FnOnce() -> String, passed: bool) -> ExitCode {
+    if let Some(path) = json {
+        if let Err(code) = write_json(path, text()) {
+            return code;
+        }
+    }
+    if passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
 fn write_json(path: &Path, text: String) -> Result<(), ExitCode> {
     std::fs::write(path, text + "\n").map_err(|e| {
         eprintln!("shadow-run: cannot write {}: {e}", path.display());
@@ -590,16 +605,11 @@ fn attack_cmd(args: &AttackArgs) -> ExitCode {
         }
     }
     println!("{}", report.markdown());
-    if let Some(path) = &args.json {
-        if let Err(code) = write_json(path, report.json().to_string()) {
-            return code;
-        }
-    }
-    if report.failures().is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    }
+    finish(
+        args.json.as_deref(),
+        || report.json().to_string(),
+        report.failures().is_empty(),
+    )
 }
 
 fn soak_cmd(args: &SoakArgs) -> ExitCode {
@@ -617,16 +627,11 @@ fn soak_cmd(args: &SoakArgs) -> ExitCode {
     };
     let report = soak::run_soak(&cfg, |run| println!("{run}"));
     println!("{}", report.summary());
-    if let Some(path) = &args.json {
-        if let Err(code) = write_json(path, report.json().to_string()) {
-            return code;
-        }
-    }
-    if report.failures().is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    }
+    finish(
+        args.json.as_deref(),
+        || report.json().to_string(),
+        report.failures().is_empty(),
+    )
 }
 
 /// Prints a usage error as one line, with where to find help.
