@@ -987,12 +987,12 @@ static i64 sys_hostile(struct percpu *pc, u64 step, u64 out)
 #define L_TSS 0x5000UL
 #define L_TSS_STRIDE 128UL
 #define L_TRAMPOLINE 0x6000UL
-#define L_TRAMPOLINE_LEN 1414UL /* trampoline.bin */
-#define L_IDTS 0x8000UL
-#define L_IDT_STRIDE 512UL
+#define L_TRAMPOLINE_LEN 5130UL /* trampoline.bin */
 #define L_BLOCKS 0x10000UL
 #define L_BLOCK 0x4000UL
 #define L_NMI_BLOCKS (L_BLOCKS + 32 * L_BLOCK)
+#define L_IDTS (L_NMI_BLOCKS + 32 * L_BLOCK)
+#define L_IDT_STRIDE 4096UL
 #define L_CHAIN 0x100UL
 #define L_CHAIN_END 0x3400UL
 #define L_ROOTS 0x3400UL
@@ -1404,8 +1404,8 @@ static i64 sys_attack(struct percpu *pc, u64 class, u64 r1, u64 r2, u64 r3)
         break;
     }
     case ATK_IDT: {
-        u64 vec = r1 % 32, va = HOLE_VA + L_IDTS + cpu * L_IDT_STRIDE + 16 * vec, old = atk_load(va), v;
-        u64 h = exc_table[vec];
+        u64 vec = r1 % 256, va = HOLE_VA + L_IDTS + cpu * L_IDT_STRIDE + 16 * vec, old = atk_load(va), v;
+        u64 h = exc_table[vec % 32];
         switch (r2 % 5) {
         case 0: v = old & ~(1UL << 47); break;
         case 1: v = (old & ~(7UL << 32)) | (((r2 >> 8) % 8) << 32); break;

@@ -24,6 +24,12 @@ pub const RESULT_OFFSET: u64 = 40;
 pub const MAX_MMU_UPDATES: u64 = 256;
 /// Most (start, size) pairs one `MEMORY_MAP` may ask for.
 pub const MAX_MEMORY_REGIONS: u64 = 64;
+/// Handlers a trap table has unless `SET_TRAP_TABLE` says otherwise: the
+/// exceptions, vectors 0-31 (version 1).
+pub const TRAP_TABLE_EXCEPTIONS: u16 = 32;
+/// Most handlers a trap table may have: every vector, external interrupts
+/// 32-255 included (version 2).
+pub const TRAP_TABLE_VECTORS: u16 = 256;
 
 /// Hypercall numbers.
 pub mod nr {
@@ -92,10 +98,13 @@ pub enum Hypercall {
     FlushTlb,
     /// `SET_TRAP_TABLE`.
     SetTrapTable {
-        /// Guest-virtual address of 32 handler addresses (0: none).
+        /// Guest-virtual address of `entries` handler addresses (0: none).
         table: u64,
-        /// Kernel stack for exceptions from CPL3.
+        /// Kernel stack for exceptions and interrupts from CPL3.
         kernel_rsp: u64,
+        /// Handlers in the table: [`TRAP_TABLE_EXCEPTIONS`] (argument 2
+        /// is 0, as in version 1) up to [`TRAP_TABLE_VECTORS`].
+        entries: u16,
     },
     /// `SET_PAGING_BITS`: bit 0 CR0.WP, 1 CR4.SMEP, 2 CR4.SMAP, 3 EFER.NXE.
     SetPagingBits {
@@ -165,12 +174,22 @@ impl Block {
             nr::INVLPG => Hypercall::Invlpg { gva: a0 },
             nr::FLUSH_TLB => Hypercall::FlushTlb,
             nr::SET_TRAP_TABLE => {
+                let entries = match a2 {
+                    0 => TRAP_TABLE_EXCEPTIONS,
+                    n if (u64::from(TRAP_TABLE_EXCEPTIONS)..=u64::from(TRAP_TABLE_VECTORS))
+                        .contains(&n) =>
+                    {
+                        n as u16
+                    }
+                    _ => return Err(invalid),
+                };
                 if !a0.is_multiple_of(8) {
                     return Err(invalid);
                 }
                 Hypercall::SetTrapTable {
                     table: a0,
                     kernel_rsp: a1,
+                    entries,
                 }
             }
             nr::SET_PAGING_BITS => {
@@ -292,9 +311,24 @@ mod tests {
             b.decode(),
             Ok(Hypercall::SetTrapTable {
                 table: 0x9000,
-                kernel_rsp: 0x7f000
+                kernel_rsp: 0x7f000,
+                entries: 32,
             })
         );
+        // Argument 2: how many vectors the table has, 32 to 256 (0: 32).
+        for (entries, decoded) in [(256, Some(256)), (33, Some(33)), (31, None), (257, None)] {
+            m.write_obj(entries, GuestAddress(0x8018)).unwrap();
+            let want = decoded
+                .map(|entries| Hypercall::SetTrapTable {
+                    table: 0x9000,
+                    kernel_rsp: 0x7f000,
+                    entries,
+                })
+                .ok_or(AbiError::InvalidArgument {
+                    nr: nr::SET_TRAP_TABLE,
+                });
+            assert_eq!(Block::read(&m, 0x8000).unwrap().decode(), want, "{entries}");
+        }
         assert_eq!(Block::read(&m, 0x8004), Err(AbiError::BadBlock(0x8004)));
         assert_eq!(Block::read(&m, 0xfff8), Err(AbiError::BadBlock(0xfff8)));
         assert_eq!(Block::read(&m, 1 << 32), Err(AbiError::BadBlock(1 << 32)));

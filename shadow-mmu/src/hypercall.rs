@@ -30,9 +30,10 @@ pub trait HypercallVcpu {
     /// `SET_PAGING_BITS`): the MMU's root for it goes into the vCPU's CR3.
     fn load_paging_state(&mut self, state: PagingState) -> Result<(), Self::Error>;
 
-    /// Registers the guest's trap table (32 handler addresses at `table`, 0
-    /// for none) and the kernel stack for exceptions from CPL 3.
-    fn set_trap_table(&mut self, table: u64, kernel_rsp: u64);
+    /// Registers the guest's trap table (`entries` handler addresses at
+    /// `table`, 0 for none: exceptions, then external interrupts from vector
+    /// 32) and the kernel stack for events from CPL 3.
+    fn set_trap_table(&mut self, table: u64, kernel_rsp: u64, entries: u16);
 
     /// Shadow changes to carry out before the vCPU resumes.
     fn apply(&mut self, changes: Changes);
@@ -79,8 +80,12 @@ pub fn serve<V: HypercallVcpu>(
             vcpu.apply(changes);
             abi::result::OK
         }
-        Ok(Hypercall::SetTrapTable { table, kernel_rsp }) => {
-            vcpu.set_trap_table(table, kernel_rsp);
+        Ok(Hypercall::SetTrapTable {
+            table,
+            kernel_rsp,
+            entries,
+        }) => {
+            vcpu.set_trap_table(table, kernel_rsp, entries);
             abi::result::OK
         }
         Ok(Hypercall::SetPagingBits { bits }) => {

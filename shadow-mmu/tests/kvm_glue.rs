@@ -17,6 +17,10 @@ const RAM: usize = 64 << 20;
 const GUEST: &[u8] = include_bytes!("guest/basic.bin");
 const USER_GUEST: &[u8] = include_bytes!("guest/user.bin");
 const HOSTILE_GUEST: &[u8] = include_bytes!("guest/hostile.bin");
+const INTERRUPTS_GUEST: &[u8] = include_bytes!("guest/interrupts.bin");
+/// The port the interrupt guest ends its run with (it cannot use `hlt`:
+/// with the in-kernel interrupt controller KVM halts the vCPU itself).
+const DONE_PORT: u16 = 0x5a2;
 
 fn kvm() -> Kvm {
     Kvm::new().unwrap_or_else(|e| {
@@ -50,8 +54,28 @@ fn try_run_guest(
     GuestMemoryAtomic<GuestMemoryMmap>,
     u32,
 ) {
+    try_run_guest_on(code, rip, false, prepare)
+}
+
+/// [`try_run_guest`] on a VM with the in-kernel interrupt controller (local
+/// APIC, I/O APIC, PIC) if `irqchip`; the run also ends at an `out` to
+/// [`DONE_PORT`].
+fn try_run_guest_on(
+    code: &[u8],
+    rip: u64,
+    irqchip: bool,
+    prepare: impl FnOnce(&dyn Fn(u64, u64)),
+) -> (
+    Result<kvm_bindings::kvm_regs, KvmGlueError>,
+    ShadowVm,
+    GuestMemoryAtomic<GuestMemoryMmap>,
+    u32,
+) {
     let kvm = kvm();
     let vm = kvm.create_vm().expect("create VM");
+    if irqchip {
+        vm.create_irq_chip().expect("KVM_CREATE_IRQCHIP");
+    }
     let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), RAM)]).unwrap();
     let host = mem.get_host_address(GuestAddress(0)).unwrap();
     // SAFETY: `host` maps the RAM bytes of `mem`, which the returned
@@ -110,6 +134,7 @@ fn try_run_guest(
                 Err(e) => return (Err(e), shadow, atomic, exits),
             },
             VcpuExit::Hlt => break,
+            VcpuExit::IoOut(DONE_PORT, _) => break,
             other => {
                 let msg = format!("{other:?}");
                 let r = vcpu.get_regs().unwrap();
@@ -123,6 +148,52 @@ fn try_run_guest(
     }
     let regs = vcpu.get_regs().unwrap();
     (Ok(regs), shadow, atomic, exits)
+}
+
+/// External interrupts from the in-kernel local APIC (x2APIC: a self-IPI,
+/// periodic timer ticks) reach the guest's handlers through its 256-entry
+/// trap table: at CPL0 on the current stack, at CPL3 on the kernel stack
+/// with the interrupted user RIP and RSP in the frame, each acknowledged by
+/// the guest's EOI; an interrupt whose vector has no handler is the #NP a
+/// not-present gate raises, error code = IDT slot | IDT | EXT
+/// (SDM vol. 3A, 6.13).
+#[test]
+fn external_interrupts_reach_the_guest_s_handlers() {
+    let t = PTE_P | PTE_W;
+    let u = PTE_P | PTE_W | PTE_U;
+    let (r, shadow, _atomic, exits) = try_run_guest_on(INTERRUPTS_GUEST, 0x10_0000, true, |w| {
+        w(0x1000, 0x2000 | u);
+        w(0x2000, 0x3000 | u);
+        w(0x3000, 0x4000 | u);
+        for i in 0..512u64 {
+            w(0x4000 + 8 * i, (i << 12) | t);
+        }
+        w(0x4000 + 8 * 0x101, 0x10_1000 | PTE_P | PTE_U); // user code
+        w(0x4000 + 8 * 0x6, 0x6000 | u); // user stack (top 0x7000)
+        w(0x9000 + 11 * 8, 0x10_0300); // #NP
+        w(0x9000 + 0x30 * 8, 0x10_0200); // the timer
+    });
+    let r = r.expect("the guest ends at its done port");
+    eprintln!("exits {exits}, interrupts {}", shadow.interrupts());
+    assert_eq!(
+        r.r9,
+        (0x31 << 3) | 0b11,
+        "#NP error code: slot 0x31, IDT, EXT"
+    );
+    assert_eq!(r.r10, 1, "one #NP");
+    assert!(
+        r.r12 >= 4,
+        "three ticks at CPL0, then one at CPL3: {}",
+        r.r12
+    );
+    assert_eq!(
+        r.r13,
+        0x7f000 - 40,
+        "the CPL3 tick's frame on the kernel stack"
+    );
+    assert_eq!(r.r14, 0x10_1000, "the interrupted user RIP");
+    assert_eq!(r.r15, 0x7000, "the interrupted user RSP");
+    assert_eq!(shadow.interrupts(), r.r12, "one delivery per tick");
 }
 
 #[test]

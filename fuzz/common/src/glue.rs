@@ -121,7 +121,7 @@ fn system_offset(inp: &mut Input, vcpus: usize) -> u64 {
         2 => block + ROOTS + 8 * inp.below(64),
         3 => block + CHAIN + 8 * inp.below(64),
         4 => nmi_block(index),
-        5 => idt(index) + 8 * inp.below(64),
+        5 => idt(index) + 8 * inp.below(IDT_STRIDE / 8),
         6 => tss(index) + 8 * inp.below(16),
         7 => GDT + 8 * inp.below(16),
         _ => 8 * inp.below(SYSTEM_SIZE / 8),

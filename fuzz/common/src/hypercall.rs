@@ -57,7 +57,7 @@ impl HypercallVcpu for FuzzVcpu<'_> {
         Ok(())
     }
 
-    fn set_trap_table(&mut self, table: u64, kernel_rsp: u64) {
+    fn set_trap_table(&mut self, table: u64, kernel_rsp: u64, _entries: u16) {
         self.glue.trap_table = table;
         self.glue.kernel_rsp = kernel_rsp;
     }
@@ -105,7 +105,8 @@ fn check_block(mem: &GuestMemoryMmap, gpa: u64, read: &Result<Block, AbiError>) 
 fn check_decode(b: &Block, decoded: &Result<Hypercall, AbiError>) {
     let [a0, a1, a2, a3] = b.args;
     let valid = match b.nr {
-        abi::nr::SET_TRAP_TABLE => a0.is_multiple_of(8),
+        // ABI.md: 0 (32 handlers) or 32 to 256 handlers.
+        abi::nr::SET_TRAP_TABLE => a0.is_multiple_of(8) && (a2 == 0 || (32..=256).contains(&a2)),
         abi::nr::SET_PAGING_BITS => a0 & !0xf == 0,
         abi::nr::MMU_UPDATE => a0.is_multiple_of(8) && a1 <= abi::MAX_MMU_UPDATES,
         // ABI.md: an 8-byte aligned buffer, room for at most 64 regions.
@@ -122,6 +123,7 @@ fn check_decode(b: &Block, decoded: &Result<Hypercall, AbiError>) {
                 abi::nr::SET_TRAP_TABLE => Hypercall::SetTrapTable {
                     table: a0,
                     kernel_rsp: a1,
+                    entries: if a2 == 0 { 32 } else { a2 as u16 },
                 },
                 abi::nr::SET_PAGING_BITS => Hypercall::SetPagingBits { bits: a0 },
                 abi::nr::MMU_UPDATE => Hypercall::MmuUpdate {

@@ -5,6 +5,8 @@
 //! on the kernel stack through the guest's own tables, the handler from the
 //! trap table.
 
+use std::sync::atomic::Ordering;
+
 use vm_memory::{Bytes, GuestAddressSpace};
 
 use super::chain::Commands;
@@ -13,6 +15,7 @@ use super::frame::{IretFrame, RFLAGS_IF, RFLAGS_NT, RFLAGS_RF, RFLAGS_TF, RFLAGS
 use super::layout::*;
 use super::vcpu::VcpuGlue;
 use super::{KvmGlueError, ShadowVm};
+use crate::arch::vector;
 use crate::GuestRam;
 use crate::{Access, AccessKind, Gva, ShadowMmu};
 
@@ -34,7 +37,7 @@ impl<M: GuestRam> ShadowVm<M> {
             rip: frame.rip,
             cr2: cr2.unwrap_or(0),
         };
-        let handler = g.handlers.get(usize::from(vector)).copied().unwrap_or(0);
+        let handler = g.handlers.get(vector);
         if handler == 0 {
             return Ok(unhandled);
         }
@@ -81,6 +84,36 @@ impl<M: GuestRam> ShadowVm<M> {
             cmds.cr2 = cr2;
         }
         Ok(Exit::Resume)
+    }
+}
+
+impl<M: GuestRam> ShadowVm<M> {
+    /// Delivers external interrupt `vector`, which came between two
+    /// instructions of the guest at `frame`, to the guest's handler, as an
+    /// interrupt gate does (no error code). With no handler the gate is not
+    /// present, and the CPU raises #NP with the gate's IDT slot, IDT and EXT
+    /// bits as its error code.
+    pub(super) fn deliver_interrupt(
+        &self,
+        g: &VcpuGlue,
+        index: usize,
+        vector: u8,
+        frame: IretFrame,
+        cmds: &mut Commands,
+    ) -> Result<Exit, KvmGlueError> {
+        if g.handlers.get(vector) == 0 {
+            let error_code = (u64::from(vector) << 3) | 0b11;
+            return self.deliver(g, index, vector::NP, Some(error_code), None, frame, cmds);
+        }
+        let exit = self.deliver(g, index, vector, None, None, frame, cmds)?;
+        self.interrupts.fetch_add(1, Ordering::Relaxed);
+        Ok(exit)
+    }
+
+    /// External interrupts delivered to the guest's handlers so far: one
+    /// trampoline exit each.
+    pub fn interrupts(&self) -> u64 {
+        self.interrupts.load(Ordering::Relaxed)
     }
 }
 

@@ -16,7 +16,9 @@ use super::frame::RFLAGS_AC;
 use super::layout::*;
 use super::mailbox::*;
 use super::vcpu::VcpuGlue;
-use super::{KvmGlueError, ShadowVm, DIRECT_VECTOR, HYPERCALL_INSN, HYPERCALL_REG_INSN};
+use super::{
+    KvmGlueError, ShadowVm, DIRECT_VECTOR, FIRST_INTERRUPT, HYPERCALL_INSN, HYPERCALL_REG_INSN,
+};
 use crate::abi;
 use crate::arch::vector;
 use crate::GuestRam;
@@ -192,6 +194,7 @@ impl<M: GuestRam> ShadowVm<M> {
                 self.sys_store(top - stack::RAX, result as u64);
                 Exit::Resume
             }
+            v if v >= FIRST_INTERRUPT => self.deliver_interrupt(&g, index, v, frame, &mut cmds)?,
             vector::DF if self.failed_direct_delivery(&g, index, frame) => {
                 self.deliver(&g, index, DIRECT_VECTOR, None, None, frame, &mut cmds)?
             }
@@ -250,7 +253,7 @@ impl<M: GuestRam> ShadowVm<M> {
         index: usize,
         frame: IretFrame,
     ) -> bool {
-        let handler = g.handlers[usize::from(DIRECT_VECTOR)];
+        let handler = g.handlers.get(DIRECT_VECTOR);
         if !is_guest_code_address(handler) {
             return false;
         }

@@ -15,7 +15,7 @@ use super::layout::*;
 use super::mailbox::*;
 use super::system;
 use super::vcpu::{real_cr4, VcpuGlue};
-use super::{KvmGlueError, ShadowVm, DIRECT_VECTOR};
+use super::{KvmGlueError, ShadowVm, DIRECT_VECTOR, FIRST_INTERRUPT};
 use crate::abi;
 use crate::arch::vector;
 use crate::hypercall::{load_cr3, serve, HypercallVcpu, Served};
@@ -56,9 +56,9 @@ impl<M: GuestRam> HypercallVcpu for GlueVcpu<'_, M> {
         self.vm.reload(self.g, self.index, state, self.cmds)
     }
 
-    fn set_trap_table(&mut self, table: u64, kernel_rsp: u64) {
+    fn set_trap_table(&mut self, table: u64, kernel_rsp: u64, entries: u16) {
         self.vm
-            .set_trap_table(self.g, self.index, table, kernel_rsp);
+            .set_trap_table(self.g, self.index, table, kernel_rsp, entries);
     }
 
     fn apply(&mut self, changes: Changes) {
@@ -134,12 +134,15 @@ impl<M: GuestRam> ShadowVm<M> {
         Ok(())
     }
 
-    /// Reads the guest's 32 handlers from its trap table at `table` (0: none)
-    /// and points vCPU `index`'s #BP gate (DPL 3: `int3`, the usual
+    /// Reads the guest's first `entries` handlers from its trap table at
+    /// `table` (0: none; the other vectors have none) and points vCPU `index`'s #BP gate (DPL 3: `int3`, the usual
     /// system-call gate of guests on these hosts) straight at the guest's
     /// handler: the CPU then delivers it with no exit, on `kernel_rsp` from
     /// user mode. A handler that cannot be read, or that is not a canonical
-    /// address outside the hole, keeps the trampoline's gate.
+    /// address outside the hole, counts as none (the VMM's code and data
+    /// are no guest handler). External interrupts (32-255) always enter
+    /// the trampoline, which exits, and the VMM delivers them
+    /// (`ShadowVm::handle_exit`).
     ///
     /// Only #BP: the host these were built on turns a fault during such a
     /// delivery (the kernel stack not shadowed yet) into a #DF that names
@@ -152,19 +155,24 @@ impl<M: GuestRam> ShadowVm<M> {
         index: usize,
         table: u64,
         kernel_rsp: u64,
+        entries: u16,
     ) {
         let mem = self.mmu.memory().memory();
         let read = Access::implicit(AccessKind::Read);
-        for (vector, handler) in (0u8..).zip(g.handlers.iter_mut()) {
-            *handler = if table == 0 {
+        for (vector, handler) in (0u8..=255).zip(g.handlers.0.iter_mut()) {
+            *handler = if table == 0 || u16::from(vector) >= entries {
                 0
             } else {
                 self.mmu
                     .gva_to_gpa(index, Gva(table.wrapping_add(8 * u64::from(vector))), read)
                     .ok()
                     .and_then(|gpa| mem.read_obj::<u64>(gpa).ok())
+                    .filter(|&h| is_guest_code_address(h))
                     .unwrap_or(0)
             };
+            if vector >= FIRST_INTERRUPT {
+                continue;
+            }
             let direct = vector == DIRECT_VECTOR
                 && is_guest_code_address(*handler)
                 && is_guest_code_address(kernel_rsp);

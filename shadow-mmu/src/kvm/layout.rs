@@ -27,17 +27,14 @@ pub const HOLE_PD: u64 = 0x1000;
 pub const HOLE_PT: u64 = 0x2000;
 /// The GDT.
 pub const GDT: u64 = 0x3000;
-/// The per-vCPU IDTs (32 gates each), `IDT_STRIDE` apart: each vCPU's
-/// guest registers its own trap table, whose handlers become gates.
-pub const IDTS: u64 = 0x8000;
-/// Size of one IDT: vectors 0-31.
-pub const IDT_STRIDE: u64 = 32 * 16;
 /// The TSSs, one per vCPU, `TSS_STRIDE` apart.
 pub const TSS: u64 = 0x5000;
 /// Distance between TSSs.
 pub const TSS_STRIDE: u64 = 128;
-/// The trampoline code.
+/// The trampoline code (two pages).
 pub const TRAMPOLINE: u64 = 0x6000;
+/// End of the trampoline's pages.
+pub const TRAMPOLINE_END: u64 = 0x8000;
 /// The per-vCPU blocks: the chain area, then the IST stack up to the block's
 /// end.
 pub const VCPU_BLOCKS: u64 = 0x10000;
@@ -46,11 +43,24 @@ pub const VCPU_BLOCK_SIZE: u64 = 0x4000;
 /// Most vCPUs the system area holds.
 pub const MAX_VCPUS: usize = 32;
 
-// The IDTs lie between the trampoline's page and the vCPU blocks.
-const _: () = assert!(TRAMPOLINE + 0x1000 <= IDTS && idt(MAX_VCPUS) <= VCPU_BLOCKS);
 /// The per-vCPU NMI stacks (IST 2), one 16 KiB block each after the vCPU
 /// blocks; the first word of a block counts the flushes its NMIs made.
 pub const NMI_BLOCKS: u64 = VCPU_BLOCKS + MAX_VCPUS as u64 * VCPU_BLOCK_SIZE;
+/// The per-vCPU IDTs (256 gates each, a page), after the NMI blocks: each
+/// vCPU's guest registers its own trap table, whose handlers become gates.
+pub const IDTS: u64 = NMI_BLOCKS + MAX_VCPUS as u64 * VCPU_BLOCK_SIZE;
+/// Size of one IDT: vectors 0-255.
+pub const IDT_STRIDE: u64 = 256 * 16;
+/// End of the used part of the system area.
+pub const SYSTEM_END: u64 = IDTS + MAX_VCPUS as u64 * IDT_STRIDE;
+
+// Everything fits in the system area; the trampoline's two pages end
+// before the vCPU blocks.
+const _: () = assert!(
+    SYSTEM_END <= SYSTEM_SIZE
+        && TRAMPOLINE_END <= VCPU_BLOCKS
+        && crate::kvm::TRAMPOLINE_CODE.len() as u64 <= TRAMPOLINE_END - TRAMPOLINE
+);
 
 /// Selectors of the GDT (the ABI's).
 pub const KERNEL_CS: u16 = 0x08;

@@ -79,6 +79,12 @@ pub const ROOT_SLOTS: u64 = 64;
 pub const SWITCHED: u64 = 0x3800;
 /// Offset of the #UD entry (the register-form `LOAD_CR3` fast path).
 pub const UD_ENTRY: u64 = 0x500;
+/// Offset of the external-interrupt stubs (vectors 32-255).
+pub const IRQ_STUBS: u64 = 0x600;
+/// Distance between the external-interrupt stubs.
+pub const IRQ_STRIDE: u64 = 16;
+/// Offset of the exit the external-interrupt stubs share.
+pub const IRQ_COMMON: u64 = 0x1400;
 // The root cache follows the chain area; the IST stack above the switch
 // word needs room for the entry's frame.
 const _: () = assert!(CHAIN_END <= ROOTS && ROOTS + 16 * ROOT_SLOTS <= SWITCHED);
@@ -87,11 +93,12 @@ const _: () = assert!(SWITCHED + 0x100 <= super::layout::VCPU_BLOCK_SIZE);
 /// Most 8-byte slots of one batch in the chain area.
 pub const CHAIN_SLOTS: usize = ((CHAIN_END - CHAIN) / 8) as usize;
 
-/// Offset of the stub for exception `vector` (0-31) in the trampoline.
+/// Offset of the entry stub for `vector` in the trampoline: an exception
+/// (0-31) or an external interrupt (32-255).
 pub const fn stub_offset(vector: u8) -> Option<u64> {
     match vector {
         0..=31 => Some(STUB_STRIDE * vector as u64),
-        _ => None,
+        _ => Some(IRQ_STUBS + IRQ_STRIDE * (vector as u64 - 32)),
     }
 }
 
@@ -140,6 +147,9 @@ mod tests {
             ("ROOT_MASK", ROOT_SLOTS - 1),
             ("SWITCHED", SWITCHED),
             ("UD_ENTRY", UD_ENTRY),
+            ("IRQ_STUBS", IRQ_STUBS),
+            ("IRQ_STRIDE", IRQ_STRIDE),
+            ("IRQ_COMMON", IRQ_COMMON),
             ("BLOCK_SIZE", super::super::layout::VCPU_BLOCK_SIZE),
         ];
         for (name, value) in pairs {
@@ -168,5 +178,16 @@ mod tests {
         assert_eq!(byte(gadget::FAR), Some(0x5c)); // pop rsp
         assert_eq!(byte(gadget::BACK), Some(0x5c));
         assert_eq!(byte(gadget::AGAIN), Some(0xba)); // mov edx, imm32
+                                                     // Every interrupt stub pushes 0 and its vector (one byte,
+                                                     // sign-extended), then jumps to the common exit.
+        for vector in 32..=255u8 {
+            let stub = stub_offset(vector).expect("interrupt stub");
+            let at = |i: u64| byte(stub + i);
+            assert_eq!(
+                [at(0), at(1), at(2), at(3)],
+                [Some(0x6a), Some(0), Some(0x6a), Some(vector)]
+            );
+        }
+        assert_eq!(byte(IRQ_COMMON), Some(0x50)); // push rax
     }
 }

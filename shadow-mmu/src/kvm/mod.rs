@@ -28,6 +28,7 @@ mod frame;
 mod hypercall;
 pub mod layout;
 pub mod mailbox;
+mod memslots;
 mod system;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod testing;
@@ -51,6 +52,7 @@ use vm_memory::GuestMemoryMmap;
 pub use exit::Exit;
 use flush::RemoteFlush;
 use layout::*;
+pub use memslots::HiddenRegion;
 use vcpu::VcpuGlue;
 
 /// The shadow-mode hypercall instruction: `ud2` marked with "SHM". The #UD
@@ -168,6 +170,8 @@ pub struct ShadowVm<M: GuestRam = GuestMemoryMmap> {
     wide_stores: Mutex<()>,
     /// Guest instructions emulated.
     emulated: AtomicU64,
+    /// External interrupts delivered to the guest's handlers.
+    interrupts: AtomicU64,
 }
 
 impl<M: GuestRam> std::fmt::Debug for ShadowVm<M> {
@@ -181,6 +185,9 @@ impl<M: GuestRam> std::fmt::Debug for ShadowVm<M> {
 
 /// The one vector the CPU delivers to the guest's handler directly.
 const DIRECT_VECTOR: u8 = vector::BP;
+/// The first external-interrupt vector: 32-255 come from the interrupt
+/// controller, never from an instruction's fault.
+pub const FIRST_INTERRUPT: u8 = 32;
 
 impl<M: GuestRam> ShadowVm<M> {
     /// Maps the hidden region, registers it with `vm` and creates the MMU.
@@ -257,6 +264,7 @@ impl<M: GuestRam> ShadowVm<M> {
             flush: RemoteFlush::new(vcpus),
             wide_stores: Mutex::new(()),
             emulated: AtomicU64::new(0),
+            interrupts: AtomicU64::new(0),
         })
     }
 

@@ -83,8 +83,7 @@ pub(super) fn build(
     }
     // The system area itself, except the hole's own tables.
     let code_pages = (TRAMPOLINE_CODE.len() as u64).div_ceil(4096);
-    let last_block = nmi_block(MAX_VCPUS);
-    for page in (GDT / 4096)..(last_block / 4096) {
+    for page in (GDT / 4096)..(SYSTEM_END / 4096) {
         let off = page * 4096;
         let is_code = (TRAMPOLINE..TRAMPOLINE + code_pages * 4096).contains(&off);
         let used = off < TRAMPOLINE + code_pages * 4096
@@ -124,9 +123,10 @@ pub(super) fn build(
         write_unaligned16(region, tss + 102, 104);
     }
     // IDTs: exceptions 0-31 enter the trampoline until the guest registers
-    // handlers; the NMI (a flush request) has its own entry and stack.
+    // handlers; the NMI (a flush request) has its own entry and stack;
+    // external interrupts 32-255 always enter the trampoline.
     for i in 0..vcpus {
-        for vector in 0..32u8 {
+        for vector in 0..=255u8 {
             if let Some((lo, hi)) = trampoline_gate(vector) {
                 store(region, idt(i) + 16 * u64::from(vector), lo);
                 store(region, idt(i) + 16 * u64::from(vector) + 8, hi);

@@ -280,7 +280,13 @@ fn a_hypercall_with_a_bad_block_is_a_gp_for_the_guest() {
         .unwrap();
     {
         let mut g = vm.vcpus[0].lock();
-        vm.set_trap_table(&mut g, 0, 0x6000, 0x9_0000);
+        vm.set_trap_table(
+            &mut g,
+            0,
+            0x6000,
+            0x9_0000,
+            crate::abi::TRAP_TABLE_EXCEPTIONS,
+        );
     }
     // RAX names a block that is not 8-byte aligned RAM below 4 GiB.
     let frame = [0x5000, 0x08, 0x202, 0x9_0000, 0x10];
@@ -304,4 +310,80 @@ fn a_hypercall_with_a_bad_block_is_a_gp_for_the_guest() {
     };
     assert_eq!(pushed(0), 0, "error code");
     assert_eq!(pushed(1), 0x5000, "RIP of the hypercall instruction itself");
+}
+
+/// A trap table is hostile input: handlers in the hole (the VMM's code and
+/// data) or at non-canonical addresses count as none, as do vectors past the
+/// table's length; an interrupt whose vector has no handler becomes the #NP
+/// of a not-present gate, and with no #NP handler either the VM stops with
+/// an error naming it (never a jump into the hole).
+#[test]
+fn interrupt_handlers_outside_guest_code_count_as_none() {
+    use vm_memory::{Bytes, GuestAddressSpace};
+    let (vm, _, _) = prepared_vm();
+    let mem = vm.mmu().memory().memory();
+    let t = crate::pte::PTE_P | crate::pte::PTE_W;
+    for (gpa, v) in [
+        (0x1000, 0x2000 | t),
+        (0x2000, 0x3000 | t),
+        (0x3000, t | 1 << 7),
+    ] {
+        mem.write_obj::<u64>(v, GuestAddress(gpa)).unwrap();
+    }
+    let handler = |vector: u64, va: u64| {
+        mem.write_obj::<u64>(va, GuestAddress(0x6000 + 8 * vector))
+            .unwrap()
+    };
+    handler(0x40, hole_va(TRAMPOLINE)); // into the trampoline
+    handler(0x41, 0x8000_0000_0000_1000); // not canonical
+    handler(0x42, 0x5000); // a good one, past the table's 0x42 entries
+    handler(0x20, 0x5000); // a good one
+    {
+        let mut g = vm.vcpus[0].lock();
+        vm.set_trap_table(&mut g, 0, 0x6000, 0x9_0000, 0x42);
+        assert_eq!(g.handlers.get(0x20), 0x5000);
+        for v in [0x40, 0x41, 0x42, 0xff] {
+            assert_eq!(g.handlers.get(v), 0, "vector {v:#x}");
+        }
+    }
+    let frame = [0x5000, 0x08, 0x202, 0x9_0000, 0x10];
+    for vector in [0x40u8, 0x41, 0x42] {
+        testing::enter(
+            &vm,
+            0,
+            &Entry {
+                vector: u64::from(vector),
+                frame,
+                ..Entry::default()
+            },
+        );
+        assert_eq!(
+            vm.handle_exit(0).expect("exit"),
+            Exit::Unhandled {
+                vector: crate::arch::vector::NP,
+                error_code: (u64::from(vector) << 3) | 0b11,
+                rip: 0x5000,
+                cr2: 0,
+            }
+        );
+    }
+    testing::enter(
+        &vm,
+        0,
+        &Entry {
+            vector: 0x20,
+            frame,
+            ..Entry::default()
+        },
+    );
+    assert_eq!(vm.handle_exit(0).expect("exit"), Exit::Resume);
+    let ran = run_chain(&vm);
+    assert_eq!(ran.frame[0], 0x5000, "resumes in the handler");
+    assert_eq!(ran.frame[3], 0x9_0000 - 40, "a frame without an error code");
+    assert_eq!(
+        ran.frame[2] & (1 << 9),
+        0,
+        "IF cleared, as an interrupt gate does"
+    );
+    assert_eq!(vm.interrupts(), 1);
 }

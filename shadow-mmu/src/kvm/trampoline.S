@@ -7,7 +7,10 @@
  * the vCPU's 16 KiB block.
  *
  * Every exception vector enters here until the guest registers its trap
- * table; then #BP goes straight to the guest's handler. (The hypercall is
+ * table; then #BP goes straight to the guest's handler. External
+ * interrupts (vectors 32-255, from the in-kernel local APIC) enter through
+ * short stubs of their own and exit like an exception without an error
+ * code: the VMM delivers them to the guest's handler through guest memory. (The hypercall is
  * a #UD raised by a marked `ud2`: KVM's emulator cannot deliver `int n` at
  * CPL0.) The entry
  * saves RAX, RDX and, for a page fault, CR2 on the IST stack and exits to
@@ -72,6 +75,9 @@
         .set G_BACK,       0x4d0
         .set G_AGAIN,      0x4e0
         .set UD_ENTRY,     0x500
+        .set IRQ_STUBS,    0x600   /* vectors 32-255, IRQ_STRIDE apart */
+        .set IRQ_STRIDE,   16
+        .set IRQ_COMMON,   0x1400
 
         /* The root cache: 64 entries of (guest CR3 | bit 63, shadow root),
          * indexed by CR3 bits 12-17; then the last CR3 switched to here. */
@@ -263,6 +269,31 @@ ud_entry:
         add rsp, 16
         iretq
 slow:
+        mov edx, EXIT_PORT
+        out dx, al
+        ret
+
+/*
+ * External interrupts: vectors 32-255, one 16-byte stub each, which push
+ * an error code of 0 and the vector (sign-extended from 8 bits: the VMM
+ * reads its low byte) and join the common exit. The stack at the exit is
+ * the exception stubs' (CR2 slot unused).
+ */
+        .org IRQ_STUBS
+        .set v, 32
+        .rept 224
+        .balign IRQ_STRIDE
+        push 0
+        push (v - 256 * (v / 128))
+        jmp irq_common
+        .set v, v + 1
+        .endr
+
+        .org IRQ_COMMON
+irq_common:
+        push rax
+        push rdx
+        push rax
         mov edx, EXIT_PORT
         out dx, al
         ret

