@@ -10,6 +10,8 @@
 use thiserror::Error;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
+pub mod note;
+
 /// The ABI version this crate implements (`resources/ABI.md`).
 pub const ABI_VERSION: u32 = 2;
 /// The oldest ABI version a VMM using this crate still runs: version 2 only
