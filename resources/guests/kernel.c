@@ -1782,6 +1782,14 @@ void kmain(struct bootinfo *bi, u64 cpu)
         doorbell = bi->doorbell;
         u64 rg = params[P_RESULTS_GPA], rs = params[P_RESULTS_SIZE];
         u64 top = ram < KERNEL_DIRECT_MAX ? ram : KERNEL_DIRECT_MAX;
+        if (!rg && !rs) {
+            /* none in the boot info: 1 MiB at the top of the RAM the
+             * kernel maps (checked below like one the VMM chose) */
+            rs = 1UL << 20;
+            rg = (top - rs) & ~(PAGE_SIZE - 1);
+            params[P_RESULTS_GPA] = rg;
+            params[P_RESULTS_SIZE] = rs;
+        }
         if (rg < (u64)__image_end || (rg & (PAGE_SIZE - 1)) || rs < RH_WORDS * 8 ||
             rs > RESULTS_MAX || (rs & (PAGE_SIZE - 1)) || rg + rs > top || doorbell & (PAGE_SIZE - 1)) {
             kputs("kernel: bad results buffer or doorbell in the boot info\n");

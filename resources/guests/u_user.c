@@ -896,13 +896,21 @@ static u64 w_hotplug(void)
  * followed by INVLPG of that page only, then reads, writes and executes
  * through the page. Every frame holds a `ret` at offset 0 and its own
  * marker at offset 8, so a translation that survived the INVLPG reads the
- * wrong marker or faults differently: the records differ from native. */
+ * wrong marker or faults differently: the records differ from native, and
+ * the workload checks each probe against the entry it wrote (which marker
+ * a read must see; a read faults only without P, a write without P or W,
+ * a fetch without P or with NX; a fault's error code has P as the entry
+ * has it), counting every difference as an error. */
 static u64 w_remap(void)
 {
     u64 n = param(1, 16), rounds = param(2, 256);
     if (n > REMAP_MAX / 2)
         n = REMAP_MAX / 2;
     u64 pool = 2 * n;
+    /* per live page: the marker of the frame its entry points at, and
+     * whether the entry has P, W and NX */
+    u64 mark[REMAP_MAX / 2];
+    u8 p_bit[REMAP_MAX / 2], w_bit[REMAP_MAX / 2], nx_bit[REMAP_MAX / 2];
     i64 live = sys(SYS_MAP, 0, REMAP_VA, n, MAP_W, 0);
     i64 spare = sys(SYS_MAP, 0, DATA_VA, pool, MAP_W, 0);
     if (live < 0 || spare < 0)
@@ -911,6 +919,9 @@ static u64 w_remap(void)
     for (u64 i = 0; i < n; i++) {
         *(volatile u8 *)(REMAP_VA + i * PAGE_SIZE) = 0xc3;
         *word(REMAP_VA + i * PAGE_SIZE + 8) = pat(10, i);
+        mark[i] = pat(10, i);
+        p_bit[i] = w_bit[i] = 1;
+        nx_bit[i] = 0;
     }
     for (u64 i = 0; i < pool; i++) {
         *(volatile u8 *)(DATA_VA + i * PAGE_SIZE) = 0xc3;
@@ -921,8 +932,14 @@ static u64 w_remap(void)
         rec(*word(REMAP_VA + i * PAGE_SIZE + 8));
     for (u64 r = 0; r < rounds; r++) {
         u64 i = rnd() % n, op = rnd() % PTE_OPS, arg = 0;
-        if (op == PTE_OP_FRAME)
-            arg = (u64)spare + (rnd() % pool) * PAGE_SIZE;
+        if (op == PTE_OP_FRAME) {
+            u64 k = rnd() % pool;
+            arg = (u64)spare + k * PAGE_SIZE;
+            mark[i] = pat(11, k);
+        }
+        p_bit[i] = op == PTE_OP_CLEAR_P ? 0 : op == PTE_OP_SET_P ? 1 : p_bit[i];
+        w_bit[i] = op == PTE_OP_CLEAR_W ? 0 : op == PTE_OP_SET_W ? 1 : w_bit[i];
+        nx_bit[i] = op == PTE_OP_CLEAR_NX ? 0 : op == PTE_OP_SET_NX ? 1 : nx_bit[i];
         u64 va = REMAP_VA + i * PAGE_SIZE;
         if (sys(SYS_PTE, va, op, arg, 0, 0) < 0)
             return STATUS_SETUP;
@@ -933,8 +950,13 @@ static u64 w_remap(void)
         rec(i | op << 16 | (rd & 0xffff) << 24 | (wr & 0xffff) << 40);
         rec(v);
         rec(fe);
+        /* each probe: 0, or 1 | error code << 8 (bit 8: P) */
+        u64 p = p_bit[i];
+        errors += (rd & 1) != !p || (rd & 1 && ((rd >> 8) & 1) != p) || (!rd && v != mark[i]);
+        errors += (wr & 1) != (!p || !w_bit[i]) || (wr & 1 && ((wr >> 8) & 1) != p);
+        errors += (fe & 1) != (!p || nx_bit[i]) || (fe & 1 && ((fe >> 8) & 1) != p);
     }
-    return STATUS_OK;
+    return errors ? STATUS_MISMATCH : STATUS_OK;
 }
 
 /* ----------------------------------------------------------------- attack */
@@ -1054,6 +1076,7 @@ static u64 w_attack(void)
 /* spin-user: CPL3, no exit ever. */
 static u64 __attribute__((noreturn)) w_spin_user(void)
 {
+    doorbell_puts("guest: spin-user running\n");
     for (;;)
         R[RH_TSC]++;
 }
@@ -1061,6 +1084,7 @@ static u64 __attribute__((noreturn)) w_spin_user(void)
 /* spin-kernel: CPL0, no exit ever. */
 static u64 w_spin_kernel(void)
 {
+    doorbell_puts("guest: spin-kernel running\n");
     sys(SYS_SPIN, 0, 0, 0, 0, 0);
     return STATUS_SETUP;
 }
@@ -1069,6 +1093,7 @@ static u64 w_spin_kernel(void)
  * returns from without fixing it: the same fault forever. */
 static u64 w_fault_loop(void)
 {
+    doorbell_puts("guest: fault-loop running\n");
     (void)*word(FAULT_LOOP_VA);
     return STATUS_SETUP;
 }
