@@ -343,6 +343,10 @@ fn workload_about(w: Workload) -> &'static str {
             "never returns: faults on one address forever, its handler fixing nothing (end it \
              with --timeout)"
         }
+        Workload::Timer => {
+            "local APIC timer interrupts preempt user tasks, each in its own address space \
+             (tasks: at most 8; period-us: the timer period; min-ticks: ticks to wait for)"
+        }
     }
 }
 

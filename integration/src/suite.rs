@@ -71,7 +71,7 @@ impl SuiteRow {
 
 /// The workloads of the default suite: all that end by themselves with
 /// results to compare, in id order.
-pub const SUITE: [Workload; 9] = Workload::COMPARABLE;
+pub const SUITE: [Workload; 10] = Workload::COMPARABLE;
 
 /// Writes `line` to standard error if a person may be watching it: in logs
 /// and pipes, carriage-return progress lines are only noise.
@@ -305,7 +305,7 @@ const TOUCH_PARAMS: [u64; 5] = [64, 256, 0, 64, 0];
 /// Guest RAM for the bench: four 64 MiB regions of the touch workload.
 const BENCH_MEM_MIB: u64 = 512;
 
-const CASES: [Case; 7] = [
+const CASES: [Case; 8] = [
     Case {
         id: "P3",
         what: "first touch of 64 MiB, sequential",
@@ -361,6 +361,15 @@ const CASES: [Case; 7] = [
         workload: Workload::Cow,
         params: [4096, 0, 0, 0, 0],
         slots: &[0, 1, 3],
+    },
+    Case {
+        id: "P6",
+        what: "a timer tick at CPL3 (delivery, handler, EOI), per tick",
+        goal: 2.0,
+        workload: Workload::Timer,
+        // One task, one page, 200 us ticks.
+        params: [1, 1, 1, 200, 1],
+        slots: &[1],
     },
 ];
 

@@ -124,6 +124,28 @@ fn smp_on_4_and_8_vcpus() {
     }
 }
 
+/// Local APIC timer interrupts preempt user tasks, each in an address space
+/// of its own: the tasks' hashes (their registers and memory across every
+/// preemption) must be the native ones. The interrupt counts depend on
+/// timing: the guest checks them against bounds itself (its errors), and
+/// here every tick the guest counted must be one the VMM delivered (none
+/// lost, none twice).
+#[test]
+fn timer() {
+    for shadow in same_records(Workload::Timer, SEED) {
+        let irq = shadow.results.interrupts;
+        let report = shadow.shadow.expect("shadow report");
+        eprintln!(
+            "timer ({} page-table writes): {irq:?}, {} delivered by the VMM",
+            report.pt_writes, report.interrupts
+        );
+        assert!(irq.ticks >= 10, "{irq:?}");
+        assert!(irq.kernel_ticks >= 1, "{irq:?}");
+        assert!(irq.switches >= 2, "{irq:?}");
+        assert_eq!(report.interrupts, irq.ticks, "ticks the VMM delivered");
+    }
+}
+
 /// The sampled access matrix: 20 000 cases per seed, each recording fault
 /// or not, the exact error code and the resulting A/D bits; two seeds.
 #[test]

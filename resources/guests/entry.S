@@ -201,7 +201,62 @@ exc_common:
     addq $16, %rsp
     iretq
 
-    /* Handler addresses for the IDT (native) and SET_TRAP_TABLE (shadow). */
+/* ------------------------------------------------------ interrupt stubs */
+
+    /* External interrupts: the timer, the shootdown IPI and the spurious
+     * vector (guest.h). They save every general register, so that the
+     * handler can switch the interrupted user task for another one by
+     * rewriting the frame (struct iframe in kernel.c). */
+    .macro IRQ vec
+    .balign 8
+irq\vec:
+    pushq $0
+    pushq $\vec
+    jmp irq_common
+    .endm
+
+    IRQ 32
+    IRQ 33
+    IRQ 255
+
+irq_common:
+    pushq %rax
+    pushq %rcx
+    pushq %rdx
+    pushq %rsi
+    pushq %rdi
+    pushq %r8
+    pushq %r9
+    pushq %r10
+    pushq %r11
+    pushq %rbx
+    pushq %rbp
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    movq %rsp, %rdi
+    call irq
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbp
+    popq %rbx
+    popq %r11
+    popq %r10
+    popq %r9
+    popq %r8
+    popq %rdi
+    popq %rsi
+    popq %rdx
+    popq %rcx
+    popq %rax
+    addq $16, %rsp
+    iretq
+
+    /* Handler addresses for the IDT (native) and SET_TRAP_TABLE (shadow):
+     * every vector, 0 for none. */
     .section .rodata
     .balign 8
     .globl exc_table
@@ -209,6 +264,10 @@ exc_table:
     .irp v,0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
     .quad exc\v
     .endr
+    .quad irq32
+    .quad irq33
+    .fill 255 - 34, 8, 0
+    .quad irq255
 
 /* ------------------------------------------------------------ enter_user */
 

@@ -33,6 +33,7 @@ typedef long i64;
 #define WL_SPIN_USER 12   /* never returns: spins at CPL3 */
 #define WL_SPIN_KERNEL 13 /* never returns: spins at CPL0 */
 #define WL_FAULT_LOOP 14  /* never returns: faults on one address forever */
+#define WL_TIMER 15       /* LAPIC timer ticks switch between user tasks */
 
 /* Parameter slots: 0 is the seed of every workload, 1-5 are the workload's
  * own, 6-7 give the results buffer. */
@@ -64,7 +65,20 @@ typedef long i64;
 #define RH_TRAPS 47       /* exceptions (system calls included) that reached
                            * the kernel's trap handler: with RH_FAULTS, what
                            * a VMM can watch for progress (not checksummed) */
+#define RH_TICKS 48       /* timer interrupts the kernel took */
+#define RH_SWITCHES 49    /* task switches made at timer interrupts */
+#define RH_KTICKS 50      /* timer interrupts taken at CPL0 */
+#define RH_IPIS 51        /* shootdown IPIs handled (all CPUs) */
+                          /* (48-51 are not checksummed: they depend on
+                           * timing; the workloads check them against
+                           * bounds) */
 #define RH_WORDS 64
+
+#define VEC_TIMER 0x20    /* the local APIC timer */
+#define VEC_SHOOTDOWN 0x21 /* TLB shootdown IPI */
+#define VEC_SPURIOUS 0xff
+#define MAX_TASKS 8       /* timer workload: user tasks */
+#define TASK_STACK_PAGES 4 /* each task's stack, at DATA2_VA of its space */
 
 /* RH_FLAGS bits. */
 #define RF_1G_SKIPPED 1UL /* native mode: 1 GiB pages cannot run here */
@@ -124,6 +138,18 @@ typedef long i64;
                            * nothing to target, -3 native paging (but
                            * ATK_GUEST_RELINK, which runs natively too) */
 #define SYS_SPIN 22       /* spin at CPL0 forever */
+#define SYS_TIMER 23      /* period ns, ntasks, entry: start tasks 1..n-1
+                           * (each in a new space, entry(index), IF set),
+                           * arm the periodic timer, wait for its first
+                           * tick at CPL0; the caller is task 0 and
+                           * continues with interrupts enabled -> 0 / <0 */
+#define SYS_TASK_DONE 24  /* this task is finished: never run again */
+#define SYS_TIMER_STOP 25 /* stop the timer, interrupts off -> ticks */
+#define SYS_INTERRUPTS 26 /* 1: run this user code with interrupts on, 0 off */
+#define SYS_SHOOTDOWN 27  /* va in REMAP_VA, frame: point the PTE at the
+                           * frame, INVLPG here, then IPI every other online
+                           * CPU, whose handler INVLPGs it, and wait for
+                           * them all -> 0 / <0 */
 
 /* Target classes of the attack workload (SYS_ATTACK). The hidden region's
  * layout is the KVM glue's (shadow-mmu/src/kvm/layout.rs, mailbox.rs). */

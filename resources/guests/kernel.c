@@ -102,7 +102,7 @@ struct dtr {
 
 /* From entry.S and the linker script. */
 extern char kstacks[];
-extern const u64 exc_table[32];
+extern const u64 exc_table[256];
 extern char __bss_start[], __bss_end[], __image_end[], __user_lma[];
 extern char __user_start[], __user_end[];
 extern void enter_user(u64 rip, u64 rsp, u64 rdi, u64 rsi) __attribute__((noreturn));
@@ -116,7 +116,7 @@ extern char uprobe_write_end[], uprobe_fetch_end[];
 static struct percpu percpu[MAX_CPUS] __attribute__((aligned(64)));
 static u64 gdt[MAX_CPUS][8] __attribute__((aligned(16)));
 static struct tss tss[MAX_CPUS] __attribute__((aligned(16)));
-static struct idt_entry idt[32] __attribute__((aligned(16)));
+static struct idt_entry idt[256] __attribute__((aligned(16)));
 
 static int shadow;
 /* Under shadow paging, page-table entries are written with MMU_UPDATE
@@ -456,6 +456,30 @@ static u64 new_space(void)
     return nspaces++;
 }
 
+/* ------------------------------------------------------------ local APIC */
+
+#define MSR_APIC_BASE 0x1bu
+#define X2APIC_EOI 0x80bu
+#define X2APIC_SVR 0x80fu
+#define X2APIC_ICR 0x830u
+#define X2APIC_LVT_TIMER 0x832u
+#define X2APIC_TIMER_INIT 0x838u
+#define X2APIC_TIMER_DIV 0x83eu
+#define RFLAGS_IF 0x200UL
+
+/* x2APIC mode (ABI.md, "Interrupts"), software-enabled, with the spurious
+ * vector. */
+static void apic_init(void)
+{
+    wrmsr(MSR_APIC_BASE, rdmsr(MSR_APIC_BASE) | (1UL << 11) | (1UL << 10));
+    wrmsr(X2APIC_SVR, 0x100 | VEC_SPURIOUS);
+}
+
+static inline void apic_eoi(void)
+{
+    wrmsr(X2APIC_EOI, 0);
+}
+
 /* -------------------------------------------------------------- CPU setup */
 
 static void cpu_init(struct percpu *pc)
@@ -482,14 +506,17 @@ static void cpu_init(struct percpu *pc)
                          : "m"(gd), "r"(0x28), "m"(id)
                          : "memory");
     } else {
-        hypercall(HC_SET_TRAP_TABLE, (u64)exc_table, pc->kstack_top, 0, 0);
+        hypercall(HC_SET_TRAP_TABLE, (u64)exc_table, pc->kstack_top, 256, 0);
     }
+    apic_init();
 }
 
 static void build_idt(void)
 {
-    for (int v = 0; v < 32; v++) {
+    for (int v = 0; v < 256; v++) {
         u64 h = exc_table[v];
+        if (!h)
+            continue; /* not present */
         idt[v].off0 = (u16)h;
         idt[v].sel = 0x08;
         idt[v].ist = 0;
@@ -620,7 +647,15 @@ void trap(struct frame *f)
         res[RH_TRAPS]++;
     if (f->vector == 3 && f->rip == (u64)usys_gate + 1 && (f->cs & 3) == 3) {
         /* the system-call gate (u_entry.S) */
-        f->rax = (u64)syscall_dispatch(f->rdi, f->rsi, f->rdx, f->r10, f->r8, f->rax);
+        u64 nr = f->rax;
+        f->rax = (u64)syscall_dispatch(f->rdi, f->rsi, f->rdx, f->r10, f->r8, nr);
+        /* the timer workload's task 0 runs with interrupts on */
+        if (nr == SYS_TIMER && f->rax == 0)
+            f->rflags |= RFLAGS_IF;
+        if (nr == SYS_TIMER_STOP || (nr == SYS_INTERRUPTS && !f->rdi))
+            f->rflags &= ~RFLAGS_IF;
+        if (nr == SYS_INTERRUPTS && f->rdi)
+            f->rflags |= RFLAGS_IF;
         return;
     }
     if (f->vector == 14) {
@@ -641,6 +676,151 @@ void trap(struct frame *f)
     if (attack_fixup(f))
         return;
     fatal_trap(f, 0);
+}
+
+/* ------------------------------------------------------------- interrupts */
+
+/* What irq_common (entry.S) saved: every general register, then the vector,
+ * a zero error code and the interrupt frame. */
+struct iframe {
+    u64 r15, r14, r13, r12, rbp, rbx, r11, r10, r9, r8, rdi, rsi, rdx, rcx, rax;
+    u64 vector, error;
+    u64 rip, cs, rflags, rsp, ss;
+};
+
+/* The timer workload's user tasks, on CPU 0: a task is its saved frame and
+ * its address space; the timer interrupt switches between them. */
+struct task {
+    struct iframe f;
+    u64 space;
+    u64 done;
+};
+static struct task tasks[MAX_TASKS];
+static u64 ntasks, cur_task;
+
+/* The CPUs that have booted (bit per CPU), and the shootdown under way:
+ * its page and the CPUs that have not invalidated it yet. */
+static volatile u64 cpus_online, shoot_va, shoot_pending;
+
+static void count(u64 word)
+{
+    if (res)
+        __atomic_add_fetch(&res[word], 1, __ATOMIC_SEQ_CST);
+}
+
+static i64 sys_pte(struct percpu *pc, u64 va, u64 op, u64 arg);
+
+/* SYS_SHOOTDOWN, as a kernel unmaps on SMP: the new entry, the local
+ * INVLPG, then a fixed IPI to each other online CPU (x2APIC ICR: vector,
+ * physical destination = the CPU's APIC ID, its index here), whose handler
+ * invalidates the page; wait until all have. Interrupts stay off here. */
+static i64 sys_shootdown(struct percpu *pc, u64 va, u64 frame)
+{
+    if (sys_pte(pc, va, PTE_OP_FRAME, frame) < 0)
+        return -1;
+    u64 others = cpus_online & ~(1UL << pc->cpu);
+    shoot_va = va;
+    u64 n = 0;
+    for (u64 c = 0; c < MAX_CPUS; c++)
+        n += (others >> c) & 1;
+    shoot_pending = n;
+    for (u64 c = 0; c < MAX_CPUS; c++)
+        if (others & (1UL << c))
+            wrmsr(X2APIC_ICR, (c << 32) | (1UL << 14) | VEC_SHOOTDOWN);
+    while (shoot_pending)
+        __asm__ volatile("pause" ::: "memory");
+    return 0;
+}
+
+/* A tick that interrupted user mode: save the task, resume the next one
+ * that is not done (round robin) in its own address space. */
+static void switch_task(struct percpu *pc, struct iframe *f)
+{
+    u64 next = cur_task;
+    for (u64 k = 1; k < ntasks; k++) {
+        u64 t = (cur_task + k) % ntasks;
+        if (!tasks[t].done) {
+            next = t;
+            break;
+        }
+    }
+    if (next == cur_task)
+        return;
+    tasks[cur_task].f = *f;
+    tasks[cur_task].space = pc->space;
+    *f = tasks[next].f;
+    cur_task = next;
+    pc->space = tasks[next].space;
+    load_root(pc, space_root[pc->space]);
+    count(RH_SWITCHES);
+}
+
+void irq(struct iframe *f)
+{
+    struct percpu *pc = this_cpu();
+    switch (f->vector) {
+    case VEC_TIMER:
+        count(RH_TICKS);
+        if (!(f->cs & 3))
+            count(RH_KTICKS);
+        else if (ntasks > 1)
+            switch_task(pc, f);
+        apic_eoi();
+        break;
+    case VEC_SHOOTDOWN:
+        tlb_invlpg(shoot_va);
+        count(RH_IPIS);
+        __atomic_sub_fetch(&shoot_pending, 1, __ATOMIC_SEQ_CST);
+        apic_eoi();
+        break;
+    default:
+        break; /* spurious: no EOI */
+    }
+}
+
+static i64 sys_map(u64 space, u64 va, u64 npages, u64 flags);
+
+/* SYS_TIMER: tasks 1..n-1 start at entry(index) on a stack of their own in
+ * a new address space; the timer fires every period ns (the APIC bus runs
+ * at 1 GHz under KVM) and its first tick is awaited here, at CPL0, with
+ * sti; hlt. */
+static i64 sys_timer(struct percpu *pc, u64 period, u64 n, u64 entry)
+{
+    if (pc->cpu != 0 || ntasks || !n || n > MAX_TASKS || period < 10000 || period > 1000000000UL)
+        return -1;
+    for (u64 t = 1; t < n; t++) {
+        u64 s = new_space();
+        if (s == ~0UL || sys_map(s, DATA2_VA, TASK_STACK_PAGES, MAP_W) < 0)
+            return -1;
+        struct iframe *f = &tasks[t].f;
+        memset(f, 0, sizeof(*f));
+        f->rip = entry;
+        f->cs = 0x23;
+        f->rflags = 0x2 | RFLAGS_IF;
+        f->rsp = DATA2_VA + TASK_STACK_PAGES * PAGE_SIZE;
+        f->ss = 0x1b;
+        f->rdi = t;
+        tasks[t].space = s;
+        tasks[t].done = 0;
+    }
+    tasks[0].done = 0;
+    cur_task = 0;
+    ntasks = n;
+    u64 ticks = res[RH_TICKS];
+    wrmsr(X2APIC_TIMER_DIV, 0xb); /* divide by 1 */
+    wrmsr(X2APIC_LVT_TIMER, VEC_TIMER | (1UL << 17)); /* periodic */
+    wrmsr(X2APIC_TIMER_INIT, period);
+    while (res[RH_TICKS] == ticks)
+        __asm__ volatile("sti; hlt; cli" ::: "memory");
+    return 0;
+}
+
+static i64 sys_timer_stop(void)
+{
+    wrmsr(X2APIC_LVT_TIMER, 1UL << 16); /* masked */
+    wrmsr(X2APIC_TIMER_INIT, 0);
+    ntasks = 0;
+    return (i64)res[RH_TICKS];
 }
 
 /* --------------------------------------------------------------- syscalls */
@@ -1627,6 +1807,23 @@ i64 syscall_dispatch(u64 a0, u64 a1, u64 a2, u64 a3, u64 a4, u64 nr)
     case SYS_SPIN:
         for (;;)
             __asm__ volatile("pause");
+    case SYS_TIMER:
+        r = sys_timer(pc, a0, a1, a2);
+        break;
+    case SYS_TASK_DONE:
+        if (cur_task < ntasks && cur_task)
+            tasks[cur_task].done = 1;
+        r = 0;
+        break;
+    case SYS_TIMER_STOP:
+        r = sys_timer_stop();
+        break;
+    case SYS_INTERRUPTS:
+        r = 0; /* the IF change is made on the way out (trap) */
+        break;
+    case SYS_SHOOTDOWN:
+        r = sys_shootdown(pc, a0, a1);
+        break;
     default:
         r = -1;
     }
@@ -1807,6 +2004,7 @@ void kmain(struct bootinfo *bi, u64 cpu)
         new_space();
     }
     pc->cpu = cpu;
+    __atomic_or_fetch(&cpus_online, 1UL << cpu, __ATOMIC_SEQ_CST);
     pc->kstack_top = (u64)kstacks + ((cpu + 1) << KSTACK_SHIFT);
     pc->space = 0;
     cpu_init(pc);

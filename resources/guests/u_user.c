@@ -604,6 +604,7 @@ static u64 w_access(void)
 /* Shared between the two CPUs (the user image is mapped in every space). */
 static volatile u64 smp_gen, smp_verified, smp_phase, smp_stop, smp_ready, smp_done;
 static volatile u64 smp_bad_lockstep, smp_bad_racy, smp_bad_invlpg, smp_npages;
+static volatile u64 smp_bad_ipi, smp_acks, smp_aps_ready;
 
 /* CPU 1: read the pages CPU 0 keeps remapping. Lockstep phase: after each
  * new generation, flush this CPU's TLB and check that every page shows the
@@ -611,9 +612,31 @@ static volatile u64 smp_bad_lockstep, smp_bad_racy, smp_bad_invlpg, smp_npages;
  * mappings of that page. */
 static void __attribute__((noreturn)) smp_ap(void)
 {
-    u64 n = smp_npages, last = 0;
+    u64 n = smp_npages, last = 0, irq_on = 0;
     smp_ready = 1;
     while (!smp_stop) {
+        if (smp_phase == 4) {
+            /* Shootdown by IPI: keep the page in this CPU's TLB; after each
+             * generation its kernel's IPI handler has invalidated it (this
+             * CPU does not), so it must read the new frame. */
+            if (!irq_on) {
+                sys(SYS_INTERRUPTS, 1, 0, 0, 0, 0);
+                irq_on = 1;
+                last = smp_gen;
+                __atomic_add_fetch(&smp_aps_ready, 1, __ATOMIC_SEQ_CST);
+            }
+            u64 g = smp_gen;
+            if (g == last) {
+                (void)uprobe_read(REMAP_VA);
+                continue;
+            }
+            u64 want = (g & 1) ? pat(8, 0) : pat(7, 0);
+            if (uprobe_read(REMAP_VA) || *word(REMAP_VA) != want)
+                __atomic_add_fetch(&smp_bad_ipi, 1, __ATOMIC_SEQ_CST);
+            last = g;
+            __atomic_add_fetch(&smp_acks, 1, __ATOMIC_SEQ_CST);
+            continue;
+        }
         if (smp_phase == 1) {
             u64 g = smp_gen;
             if (g == last)
@@ -645,7 +668,7 @@ static void __attribute__((noreturn)) smp_ap(void)
             smp_verified = g;
         }
     }
-    smp_done = 1;
+    __atomic_add_fetch(&smp_done, 1, __ATOMIC_SEQ_CST);
     for (;;)
         __asm__ volatile("pause");
 }
@@ -705,8 +728,27 @@ static u64 w_smp(void)
         while (smp_verified != g)
             __asm__ volatile("pause");
     }
+    /* Shootdown by IPI, on every vCPU: the others start now, all run user
+     * code with interrupts on, and CPU 0's kernel rewrites the entry and
+     * IPIs them (SYS_SHOOTDOWN). */
+    u64 aps = ui->ncpus - 1;
+    for (u64 c = 2; c <= aps; c++)
+        if (sys(SYS_START_CPU, c, 0, 0, 0, 0) < 0)
+            return STATUS_SETUP;
+    smp_phase = 4;
+    while (smp_aps_ready != aps)
+        __asm__ volatile("pause");
+    u64 ipis = R[RH_IPIS];
+    for (u64 g = 2 * iters + 1, k = 1; g <= 3 * iters; g++, k++) {
+        if (sys(SYS_SHOOTDOWN, REMAP_VA, (u64)((g & 1) ? fb : fa), 0, 0, 0) < 0)
+            return STATUS_SETUP;
+        smp_gen = g;
+        while (smp_acks != k * aps)
+            __asm__ volatile("pause");
+    }
+    ipis = R[RH_IPIS] - ipis;
     smp_stop = 1;
-    while (!smp_done)
+    while (smp_done != aps)
         __asm__ volatile("pause");
     R[RH_FAULTS] = faults;
     /* CPU 0's own view after the last remap (iters even: mapping A) */
@@ -719,7 +761,10 @@ static u64 w_smp(void)
     rec(smp_bad_racy);
     rec(smp_bad_invlpg);
     rec(sum);
-    errors += smp_bad_lockstep + smp_bad_racy + smp_bad_invlpg;
+    rec(smp_bad_ipi);
+    rec(ipis);
+    errors += smp_bad_lockstep + smp_bad_racy + smp_bad_invlpg + smp_bad_ipi;
+    errors += ipis != iters * aps;
     return errors ? STATUS_MISMATCH : STATUS_OK;
 }
 
@@ -1098,11 +1143,97 @@ static u64 w_fault_loop(void)
     return STATUS_SETUP;
 }
 
+/* ------------------------------------------------------------------ timer */
+
+/* Tasks in address spaces of their own, switched by the kernel at LAPIC
+ * timer interrupts. Each mixes a pattern into its own pages of DATA_VA
+ * (demand-paged) and hashes what it reads: with its registers live across
+ * every preemption, a task whose registers or address space were not
+ * restored exactly gives another hash than natively. The user image, where
+ * these variables live, is shared by every space. */
+static volatile u64 task_sum[MAX_TASKS], task_finished[MAX_TASKS];
+static u64 timer_pages, timer_rounds;
+
+static u64 timer_work(u64 t)
+{
+    u64 h = 0xcbf29ce484222325UL ^ t;
+    for (u64 r = 0; r < timer_rounds; r++)
+        for (u64 p = 0; p < timer_pages; p++) {
+            volatile u64 *w = word(DATA_VA + p * PAGE_SIZE + (r % 512) * 8);
+            u64 v = *w ^ pat(t, p * timer_rounds + r);
+            *w = v * 0x9e3779b97f4a7c15UL + r;
+            h = (h ^ v) * 0x100000001b3UL;
+        }
+    return h;
+}
+
+/* A fixed stretch of user computation: a dependent multiply chain. */
+static u64 timer_spin(void)
+{
+    u64 x = 1;
+    for (u64 i = 0; i < (1UL << 23); i++)
+        x = x * 0x9e3779b97f4a7c15UL + i;
+    return x;
+}
+
+static void __attribute__((noreturn)) timer_task(u64 t)
+{
+    task_sum[t] = timer_work(t);
+    task_finished[t] = 1;
+    sys(SYS_TASK_DONE, 0, 0, 0, 0, 0);
+    for (;;)
+        __asm__ volatile("pause");
+}
+
+/* p1 tasks (3), p2 pages each (64), p3 rounds (256), p4 timer period in
+ * us (1000), p5 ticks to wait for at least (10). Records: each task's
+ * hash. Checked against bounds (errors): ticks >= p5, switches >= tasks - 1
+ * (each other task had to run) and <= ticks, one tick taken at CPL0. */
+static u64 w_timer(void)
+{
+    u64 n = param(1, 3), period = param(4, 1000) * 1000, min_ticks = param(5, 10);
+    timer_pages = param(2, 64);
+    timer_rounds = param(3, 256);
+    if (n > MAX_TASKS || timer_pages > 512)
+        return STATUS_SETUP;
+    if (sys(SYS_MAP, 0, DATA_VA, timer_pages, MAP_W | MAP_DEMAND, 0) < 0)
+        return STATUS_SETUP;
+    u64 t0 = rdtsc();
+    if (sys(SYS_TIMER, period, n, (u64)timer_task, 0, 0) < 0)
+        return STATUS_SETUP;
+    task_sum[0] = timer_work(0);
+    task_finished[0] = 1;
+    for (;;) {
+        u64 all = 1;
+        for (u64 t = 0; t < n; t++)
+            all &= task_finished[t];
+        if (all && R[RH_TICKS] >= min_ticks)
+            break;
+        __asm__ volatile("pause");
+    }
+    u64 run = rdtsc() - t0;
+    /* The cost of a tick: the same computation with the timer running
+     * (alone now: no switch) and stopped, the difference per tick. */
+    u64 k0 = R[RH_TICKS], a = rdtsc(), x = timer_spin(), b = rdtsc(), k1 = R[RH_TICKS];
+    u64 ticks = (u64)sys(SYS_TIMER_STOP, 0, 0, 0, 0, 0);
+    u64 c = rdtsc(), y = timer_spin(), d = rdtsc();
+    errors += x != y;
+    tsc_slot(0, run);
+    tsc_slot(1, k1 > k0 && b - a > d - c ? ((b - a) - (d - c)) / (k1 - k0) : 0);
+    for (u64 t = 0; t < n; t++)
+        rec(task_sum[t]);
+    u64 switches = R[RH_SWITCHES];
+    errors += ticks < min_ticks;
+    errors += switches < n - 1 || switches > ticks;
+    errors += R[RH_KTICKS] < 1;
+    return STATUS_OK;
+}
+
 /* ------------------------------------------------------------------- main */
 
 static const char *const names[] = {"?", "touch", "spaces", "cow", "adbits", "huge", "access",
                                     "smp", "hostile", "hotplug", "remap", "attack", "spin-user",
-                                    "spin-kernel", "fault-loop"};
+                                    "spin-kernel", "fault-loop", "timer"};
 
 void __attribute__((noreturn)) user_main(const struct uinfo *info, u64 cpu)
 {
@@ -1131,6 +1262,7 @@ void __attribute__((noreturn)) user_main(const struct uinfo *info, u64 cpu)
     case WL_SPIN_USER: status = w_spin_user(); break;
     case WL_SPIN_KERNEL: status = w_spin_kernel(); break;
     case WL_FAULT_LOOP: status = w_fault_loop(); break;
+    case WL_TIMER: status = w_timer(); break;
     default: status = STATUS_SETUP; break;
     }
     R[RH_NRECORDS] = nrec;

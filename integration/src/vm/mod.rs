@@ -405,6 +405,9 @@ pub struct ShadowReport {
     pub emulated: u64,
     /// How the guest kernel wrote its page tables.
     pub pt_writes: PtWrites,
+    /// External interrupts the VMM delivered to the guest's handlers (one
+    /// trampoline exit each).
+    pub interrupts: u64,
 }
 
 impl RunReport {
@@ -438,12 +441,20 @@ impl RunReport {
         if r.flags & results::FLAG_1G_SKIPPED != 0 {
             s.push_str(", 1G skipped");
         }
+        let irq = &r.interrupts;
+        if irq.ticks + irq.ipis > 0 {
+            s.push_str(&format!(
+                ", interrupts: {} timer ticks ({} at CPL0), {} task switches, {} shootdown IPIs",
+                irq.ticks, irq.kernel_ticks, irq.switches, irq.ipis
+            ));
+        }
         if let Some(sh) = &self.shadow {
             let st = &sh.stats;
             s.push_str(&format!(
                 ", {} page-table writes, shadow pages: cap {}, {} reclaimed, exits: {} trampoline, \
                  {} doorbell; faults: {} no-spte, {} guest, {} write-protected, {} spurious; \
-                 {} emulated, {} unsyncs, {} syncs, {} roots built, {} root cache hits",
+                 {} emulated, {} unsyncs, {} syncs, {} roots built, {} root cache hits, \
+                 {} interrupts delivered",
                 sh.pt_writes,
                 sh.max_pages,
                 st.reclaimed,
@@ -457,7 +468,8 @@ impl RunReport {
                 st.unsyncs,
                 st.syncs,
                 st.roots_built,
-                st.root_cache_hits
+                st.root_cache_hits,
+                sh.interrupts
             ));
         }
         let labels = self.workload.tsc_labels();
@@ -681,6 +693,13 @@ fn run_into(config: &VmConfig, kernel: &[u8], out: &mut RunOutcome) -> Result<Ru
     let kvm = open_kvm()?;
     let vm = kvm.create_vm().map_err(|source| VmError::Kvm {
         what: "KVM_CREATE_VM",
+        source,
+    })?;
+    // The in-kernel interrupt controller (a local APIC per vCPU, I/O APIC,
+    // PIC), as VMMs create it, before any vCPU: guests take timer
+    // interrupts and IPIs through it (ABI.md, "Interrupts").
+    vm.create_irq_chip().map_err(|source| VmError::Kvm {
+        what: "KVM_CREATE_IRQCHIP",
         source,
     })?;
 
@@ -970,6 +989,7 @@ fn run_into(config: &VmConfig, kernel: &[u8], out: &mut RunOutcome) -> Result<Ru
                     nmi_flushes: vm.nmi_flushes(),
                     max_pages: vm.mmu().arena_region().2 / 4096,
                     emulated: vm.emulated(),
+                    interrupts: vm.interrupts(),
                     pt_writes: config.pt_writes,
                 }
             }),

@@ -29,6 +29,9 @@ pub(crate) const H_FAULTS: u64 = 6;
 pub(crate) const H_TRAPS: u64 = 47;
 const H_ERRORS: usize = 7;
 const H_TSC: usize = 8;
+/// Header words 48-51: timer ticks, task switches, ticks at CPL0, shootdown
+/// IPIs (not in the checksum: they depend on timing).
+const H_INTERRUPTS: usize = 48;
 
 /// What a guest run reported.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,8 +54,24 @@ pub struct Results {
     /// Kernel failure details: vector, error code, RIP, CR2 (header words
     /// 60-63; zero unless the kernel stopped on an unexpected exception).
     pub failure: [u64; 4],
+    /// What the guest kernel counted of its interrupts (not in the
+    /// checksum).
+    pub interrupts: GuestInterrupts,
     /// FNV-1a over workload, status, flags, faults, errors and the records.
     pub checksum: u64,
+}
+
+/// The guest kernel's interrupt counters (header words 48-51).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GuestInterrupts {
+    /// Timer interrupts taken.
+    pub ticks: u64,
+    /// Task switches made at timer interrupts.
+    pub switches: u64,
+    /// Timer interrupts taken at CPL0.
+    pub kernel_ticks: u64,
+    /// TLB shootdown IPIs handled, all vCPUs together.
+    pub ipis: u64,
 }
 
 /// FNV-1a 64 over the little-endian bytes of `words`.
@@ -141,6 +160,12 @@ impl Results {
             records,
             tsc,
             failure: [h[60], h[61], h[62], h[63]],
+            interrupts: GuestInterrupts {
+                ticks: h[H_INTERRUPTS],
+                switches: h[H_INTERRUPTS + 1],
+                kernel_ticks: h[H_INTERRUPTS + 2],
+                ipis: h[H_INTERRUPTS + 3],
+            },
             checksum: 0,
         };
         r.checksum = r.compute_checksum();
@@ -178,6 +203,7 @@ mod tests {
             records: records.to_vec(),
             tsc: Vec::new(),
             failure: [0; 4],
+            interrupts: GuestInterrupts::default(),
             checksum: fnv1a(records.iter().copied().chain([faults])),
         }
     }

@@ -74,6 +74,18 @@ pub(super) fn setup(
             what: "KVM_SET_REGS",
             source,
         })?;
+    if index != 0 {
+        // With the in-kernel local APIC an application processor waits
+        // for INIT and SIPI; the ABI starts it at `entry64` instead, when
+        // the boot vCPU asks (START_VCPU), by running it.
+        let runnable = kvm_bindings::kvm_mp_state {
+            mp_state: kvm_bindings::KVM_MP_STATE_RUNNABLE,
+        };
+        fd.set_mp_state(runnable).map_err(|source| VmError::Kvm {
+            what: "KVM_SET_MP_STATE",
+            source,
+        })?;
+    }
     Ok(())
 }
 

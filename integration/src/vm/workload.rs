@@ -44,11 +44,14 @@ pub enum Workload {
     /// Never returns: faults on one address forever, its #PF handler
     /// returning without fixing anything.
     FaultLoop,
+    /// Local APIC timer interrupts switch between user tasks in address
+    /// spaces of their own (preemption); the first tick is awaited at CPL0.
+    Timer,
 }
 
 impl Workload {
     /// Every workload, in id order.
-    pub const ALL: [Workload; 13] = [
+    pub const ALL: [Workload; 14] = [
         Workload::Touch,
         Workload::Spaces,
         Workload::Cow,
@@ -62,11 +65,12 @@ impl Workload {
         Workload::SpinUser,
         Workload::SpinKernel,
         Workload::FaultLoop,
+        Workload::Timer,
     ];
 
     /// The workloads that end by themselves with results that native and
     /// shadow runs can compare: the suite's, the soak's.
-    pub const COMPARABLE: [Workload; 9] = [
+    pub const COMPARABLE: [Workload; 10] = [
         Workload::Touch,
         Workload::Spaces,
         Workload::Cow,
@@ -76,6 +80,7 @@ impl Workload {
         Workload::Smp,
         Workload::Hostile,
         Workload::Remap,
+        Workload::Timer,
     ];
 
     /// Whether the workload never exits by itself (only `--timeout` ends
@@ -103,6 +108,7 @@ impl Workload {
             Workload::SpinUser => 12,
             Workload::SpinKernel => 13,
             Workload::FaultLoop => 14,
+            Workload::Timer => 15,
         }
     }
 
@@ -127,6 +133,7 @@ impl Workload {
             Workload::SpinUser => "spin-user",
             Workload::SpinKernel => "spin-kernel",
             Workload::FaultLoop => "fault-loop",
+            Workload::Timer => "timer",
         }
     }
 
@@ -150,6 +157,13 @@ impl Workload {
             Workload::Remap => &[("pages", 16), ("rounds", 256)],
             Workload::Attack => &[("steps", 24), ("classes", 0), ("relink", 0)],
             Workload::SpinUser | Workload::SpinKernel | Workload::FaultLoop => &[],
+            Workload::Timer => &[
+                ("tasks", 3),
+                ("pages", 64),
+                ("rounds", 256),
+                ("period-us", 1000),
+                ("min-ticks", 10),
+            ],
         }
     }
 
@@ -178,6 +192,7 @@ impl Workload {
             Workload::Huge => &["first-touch-2m", "warm-2m", "split-verify+write"],
             Workload::Access => &["all-cases", "kernel-batches", "user-cases"],
             Workload::Smp => &["lockstep-remaps", "racy-remaps"],
+            Workload::Timer => &["run", "per-tick"],
             Workload::Hostile
             | Workload::Remap
             | Workload::Attack
