@@ -263,6 +263,16 @@ fn run_loop(shared: &Shared, fd: &mut VcpuFd, index: u32) -> Result<Option<u64>,
             return Ok(None);
         }
         if let Some(s) = shared.paging.shadow_vm() {
+            // A remote flush this vCPU's last exit started: the others
+            // acknowledge it before this one runs guest code again.
+            while s.flush_wait(index as usize) {
+                if shared.stop.load(Ordering::SeqCst) {
+                    return Ok(None);
+                }
+                kick_for_flush(shared, index);
+                // Off the CPU the vCPUs it waits for may need.
+                std::thread::sleep(std::time::Duration::from_micros(20));
+            }
             s.before_run(index as usize, fd)
                 .map_err(|e| VmError::Shadow(e.to_string()))?;
         }

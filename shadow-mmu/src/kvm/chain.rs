@@ -72,6 +72,9 @@ impl<M: GuestRam> ShadowVm<M> {
             if let Some(f) = self.flush.flushed.get(index) {
                 f.fetch_max(generation, Ordering::AcqRel);
             }
+            if let Some(a) = self.flush.awaited.get(index) {
+                a.fetch_max(generation, Ordering::AcqRel);
+            }
             self.try_complete_flush();
         }
     }

@@ -19,7 +19,12 @@ use crate::ShadowMmu;
 /// generation; each running vCPU acknowledges it by reloading CR3, either on
 /// its next trampoline exit or, when the VMM kicks it, through an NMI whose
 /// handler reloads CR3 and counts the flush. Freed shadow pages are reused
-/// only once every running vCPU has acknowledged the latest generation.
+/// only once every running vCPU has acknowledged the latest generation, and
+/// the vCPU whose change bumped it runs guest code again only once the
+/// others have too ([`ShadowVm::flush_wait`]): until then another vCPU
+/// could still write through a translation the change took away (a page
+/// table just write-protected, say) wherever the hypervisor beneath does
+/// not flush remote TLBs on the trampoline's stores by itself.
 #[derive(Debug)]
 pub(super) struct RemoteFlush {
     pub(super) generation: AtomicU64,
@@ -33,6 +38,13 @@ pub(super) struct RemoteFlush {
     /// code can write it: any change acknowledges, and arithmetic on it
     /// wraps.
     pub(super) nmi: Vec<Mutex<Option<(u64, u64)>>>,
+    /// Per vCPU: the generation its own change started, which the others
+    /// must acknowledge before it runs guest code again (0: none). Waits
+    /// cannot form a cycle: a vCPU's change also acknowledges every older
+    /// generation for itself, so a vCPU only ever waits for vCPUs whose own
+    /// awaited generation is older than its own, and the oldest waits for
+    /// nobody.
+    pub(super) awaited: Vec<AtomicU64>,
 }
 
 impl RemoteFlush {
@@ -43,6 +55,7 @@ impl RemoteFlush {
             flushed: (0..vcpus).map(|_| AtomicU64::new(0)).collect(),
             running: (0..vcpus).map(|_| AtomicBool::new(false)).collect(),
             nmi: (0..vcpus).map(|_| Mutex::new(None)).collect(),
+            awaited: (0..vcpus).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 }
@@ -93,6 +106,31 @@ impl<M: GuestRam> ShadowVm<M> {
             vcpu.nmi()?;
         }
         Ok(())
+    }
+
+    /// Whether vCPU `index` must wait before its next `KVM_RUN`: a remote
+    /// flush its own exit started has not been acknowledged by every other
+    /// running vCPU yet. While it is true the VMM kicks the vCPUs in
+    /// [`ShadowVm::vcpus_owing_flush`] and asks again; it turns false once
+    /// they have flushed (or stopped running).
+    pub fn flush_wait(&self, index: usize) -> bool {
+        let Some(awaited) = self.flush.awaited.get(index) else {
+            return false;
+        };
+        let generation = awaited.load(Ordering::Acquire);
+        if generation == 0 {
+            return false;
+        }
+        let acknowledged = (0..self.vcpus.len()).filter(|&i| i != index).all(|i| {
+            self.check_nmi_ack(i);
+            !self.flush.running[i].load(Ordering::Acquire)
+                || self.flush.flushed[i].load(Ordering::Acquire) >= generation
+        });
+        if acknowledged {
+            // Unless a newer change of this vCPU raised it meanwhile.
+            let _ = awaited.compare_exchange(generation, 0, Ordering::AcqRel, Ordering::Acquire);
+        }
+        !acknowledged
     }
 
     /// How many flush NMIs the vCPUs' handlers have carried out.

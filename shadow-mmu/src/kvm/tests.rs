@@ -387,3 +387,54 @@ fn interrupt_handlers_outside_guest_code_count_as_none() {
     );
     assert_eq!(vm.interrupts(), 1);
 }
+
+/// A remote flush holds up the vCPU that started it: after a change that
+/// other vCPUs may have cached, `flush_wait` says wait until every other
+/// running vCPU has acknowledged (here vCPU 1's flush NMI, counted by its
+/// handler); of two vCPUs that both changed something, only the one with
+/// the newer change waits (the other's own change flushed it). This is how the wait is tested on hosts whose KVM
+/// flushes remote TLBs on the trampoline's stores by itself, where no guest
+/// could see a missing wait.
+#[test]
+fn a_remote_flush_holds_up_its_initiator_until_acknowledged() {
+    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+    let cfg = ShadowVmConfig {
+        hidden_base: 1 << 40,
+        first_slot: 1,
+        mmu: MmuConfig {
+            vcpus: 2,
+            ..MmuConfig::default()
+        },
+    };
+    let vm = ShadowVm::without_kvm(GuestMemoryAtomic::new(mem), cfg).expect("shadow VM");
+    let flush_all = || crate::Changes {
+        flush_all: true,
+        ..crate::Changes::default()
+    };
+    let change = |index: usize| {
+        let g = vm.vcpus[index].lock();
+        vm.add_changes(&g, index, &mut Commands::default(), flush_all());
+    };
+    vm.set_running(0, true);
+    // Alone: nothing to wait for.
+    change(0);
+    assert!(!vm.flush_wait(0));
+    vm.set_running(1, true);
+    change(0);
+    assert!(vm.flush_wait(0), "vCPU 1 has not flushed");
+    assert_eq!(vm.vcpus_owing_flush(), vec![1]);
+    assert!(vm.flush_wait(0), "still not");
+    // vCPU 1's flush NMI: its handler counts the flush in its NMI block.
+    vm.flush.nmi[1]
+        .lock()
+        .replace((0, vm.flush.generation.load(Ordering::Acquire)));
+    vm.poke_system(layout::nmi_block(1), 1);
+    assert!(!vm.flush_wait(0), "acknowledged");
+    assert!(vm.vcpus_owing_flush().is_empty());
+    // Both change before either has flushed: no cycle of waits.
+    change(1);
+    change(0);
+    assert!(!vm.flush_wait(1), "vCPU 0's own change flushed it");
+    assert!(vm.flush_wait(0), "vCPU 1 runs guest code and owes a flush");
+    assert_eq!(vm.vcpus_owing_flush(), vec![1]);
+}
