@@ -156,7 +156,12 @@ fn try_run_guest_on(
 /// with the interrupted user RIP and RSP in the frame, each acknowledged by
 /// the guest's EOI; an interrupt whose vector has no handler is the #NP a
 /// not-present gate raises, error code = IDT slot | IDT | EXT
-/// (SDM vol. 3A, 6.13).
+/// (SDM vol. 3A, 6.13). Bad input from the guest changes nothing for the
+/// VMM: an IPI to an APIC ID no vCPU has goes nowhere, and two floods of
+/// self-IPIs (1000 each, coalesced by the local APIC) whose handler never
+/// acknowledges them are taken once each here and stop nothing. How often
+/// a flood is taken is the local APIC's business (KVM's); what the VMM owes
+/// is that each interrupt KVM raises reaches its handler exactly once.
 #[test]
 fn external_interrupts_reach_the_guest_s_handlers() {
     let t = PTE_P | PTE_W;
@@ -172,9 +177,15 @@ fn external_interrupts_reach_the_guest_s_handlers() {
         w(0x4000 + 8 * 0x6, 0x6000 | u); // user stack (top 0x7000)
         w(0x9000 + 11 * 8, 0x10_0300); // #NP
         w(0x9000 + 0x30 * 8, 0x10_0200); // the timer
+        w(0x9000 + 0x45 * 8, 0x10_0400); // the flood
     });
     let r = r.expect("the guest ends at its done port");
-    eprintln!("exits {exits}, interrupts {}", shadow.interrupts());
+    eprintln!(
+        "exits {exits}, interrupts {}: {} ticks, {} flood",
+        shadow.interrupts(),
+        r.r12,
+        r.rbx
+    );
     assert_eq!(
         r.r9,
         (0x31 << 3) | 0b11,
@@ -193,7 +204,16 @@ fn external_interrupts_reach_the_guest_s_handlers() {
     );
     assert_eq!(r.r14, 0x10_1000, "the interrupted user RIP");
     assert_eq!(r.r15, 0x7000, "the interrupted user RSP");
-    assert_eq!(shadow.interrupts(), r.r12, "one delivery per tick");
+    assert!(
+        (1..=2).contains(&r.rbx),
+        "each flood taken at most once: {}",
+        r.rbx
+    );
+    assert_eq!(
+        shadow.interrupts(),
+        r.r12 + r.rbx,
+        "one delivery per interrupt"
+    );
 }
 
 #[test]

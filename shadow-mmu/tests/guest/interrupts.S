@@ -6,10 +6,13 @@
  * VM with the in-kernel interrupt controller, registers a 256-entry trap
  * table, and, through the x2APIC:
  *   1. sends itself vector 0x31, which has no handler: the #NP handler
- *      records its error code (r9) and counts (r10);
+ *      records its error code (r9), counts (r10) and acknowledges;
  *   2. takes periodic LAPIC timer ticks (vector 0x30) at CPL0 until
  *      r12 = 3, acknowledging each with an EOI;
- *   3. goes to user mode and spins there until a tick arrives at CPL3: the
+ *   3. before 2, sends an IPI to an APIC ID no vCPU has (nothing
+ *      happens) and floods itself with 1000 IPIs of vector 0x45, whose
+ *      handler counts (rbx) and never acknowledges; after 2, 1000 more;
+ *   4. goes to user mode and spins there until a tick arrives at CPL3: the
  *      handler records its stack (r13), the interrupted RIP (r14) and RSP
  *      (r15) and ends the run with `out` to port 0x5a2.
  * Assemble:
@@ -19,6 +22,7 @@
         .code64
         .set TIMER, 0x30
         .set NO_HANDLER, 0x31
+        .set FLOOD, 0x45
 kernel:
         mov rsp, 0x80000
         /* SET_TRAP_TABLE(0x9000, 0x7f000, 256) through the block at 0x8000. */
@@ -55,6 +59,13 @@ kernel:
         mov ecx, 0x838
         mov eax, 200000
         wrmsr
+        /* An IPI to APIC ID 200 (no such vCPU), then a flood of self
+         * IPIs, taken once interrupts are on. */
+        mov ecx, 0x830
+        mov eax, FLOOD | (1 << 14)
+        mov edx, 200
+        wrmsr
+        call flood_ipis
         sti
         mov rcx, 100000000
 1:      cmp r12, 3
@@ -62,6 +73,8 @@ kernel:
         dec rcx
         jnz 1b
 2:      cli
+        /* More of them while one is in service: held back. */
+        call flood_ipis
         /* To user mode at 0x101000, interrupts on, stack at 0x7000. */
         push 0x1b
         push 0x7000
@@ -94,9 +107,35 @@ timer:
 
         .org 0x300
 not_present:
+        /* The interrupt is in service at the local APIC: acknowledge it. */
         pop r9
         inc r10
+        push rax
+        push rcx
+        push rdx
+        mov ecx, 0x80b
+        xor eax, eax
+        xor edx, edx
+        wrmsr
+        pop rdx
+        pop rcx
+        pop rax
         iretq
+
+        .org 0x400
+flood:
+        inc rbx
+        iretq
+
+flood_ipis:
+        mov r8, 1000
+4:      mov ecx, 0x83f
+        mov eax, FLOOD
+        xor edx, edx
+        wrmsr
+        dec r8
+        jnz 4b
+        ret
 
         .org 0x1000
 user:
