@@ -446,9 +446,11 @@ impl MmuDriver {
     }
 
     pub(crate) fn in_hole(&self, vcpu: usize, gva: u64) -> bool {
+        // A non-canonical address raises #GP before any paging structure
+        // is looked at (SDM vol. 3A, 4.5.1 and 6.15): it is in no hole.
         let index = match self.states[vcpu].mode() {
-            PagingMode::Level4 => (gva >> 39) & 511,
-            PagingMode::Level5 => (gva >> 48) & 511,
+            PagingMode::Level4 if Gva(gva).is_canonical(47) => (gva >> 39) & 511,
+            PagingMode::Level5 if Gva(gva).is_canonical(56) => (gva >> 48) & 511,
             _ => return false,
         };
         self.hole && index == 510
