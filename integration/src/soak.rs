@@ -56,35 +56,41 @@ pub fn compare(workload: Workload, native: &RunReport, shadow: &RunReport) -> Re
 /// hundred bytes an entry, so that the memory the soak reports is the
 /// VMM's.
 struct Native {
-    report: RunReport,
+    ok: bool,
+    checksum: u64,
+    faults: u64,
     records: (usize, u64),
 }
 
+/// Whether a run ended well: exit status, guest status and errors all 0.
+fn ended_well(r: &RunReport) -> bool {
+    (r.exit_status, r.results.status, r.results.errors) == (0, 0, 0)
+}
+
 impl Native {
-    fn new(mut report: RunReport) -> Native {
+    fn new(report: RunReport) -> Native {
         let records = &report.results.records;
-        let fingerprint = (records.len(), fnv1a(records.iter().copied()));
-        report.results.records = Vec::new();
         Native {
-            report,
-            records: fingerprint,
+            ok: ended_well(&report),
+            checksum: report.results.checksum,
+            faults: report.results.faults,
+            records: (records.len(), fnv1a(records.iter().copied())),
         }
     }
 
     /// Whether [`compare`] with the full native run would accept `shadow`
     /// (up to a collision of FNV-1a).
     fn matches(&self, workload: Workload, shadow: &RunReport) -> bool {
-        let ok = |r: &RunReport| (r.exit_status, r.results.status, r.results.errors) == (0, 0, 0);
         let records = &shadow.results.records;
         let same_records = (records.len(), fnv1a(records.iter().copied())) == self.records;
-        let (n, s) = (&self.report.results, &shadow.results);
-        ok(&self.report)
-            && ok(shadow)
+        let s = &shadow.results;
+        self.ok
+            && ended_well(shadow)
             && shadow.shadow.as_ref().is_none_or(|sh| sh.audit.is_ok())
             && match workload {
                 Workload::Hostile => true,
                 Workload::Access => same_records,
-                _ => same_records && n.checksum == s.checksum && n.faults == s.faults,
+                _ => same_records && self.checksum == s.checksum && self.faults == s.faults,
             }
     }
 }
@@ -158,13 +164,21 @@ pub struct MemorySample {
 
 /// What the soak found.
 #[derive(Clone, Debug)]
+/// What the soak keeps of its runs: counts, the failures and a few memory
+/// samples, a bounded amount, so that the memory it reports is the VMM's.
 pub struct SoakReport {
     /// The soak's seed.
     pub seed: u64,
-    /// Every run (native reference runs included).
-    pub runs: Vec<SoakRun>,
-    /// The process's memory after every run (no VM alive).
-    pub memory: Vec<MemorySample>,
+    /// Runs (native reference runs included).
+    pub runs: usize,
+    /// Runs per workload and mode.
+    pub counts: HashMap<(Workload, Mode), usize>,
+    /// The runs that failed.
+    pub failed: Vec<SoakRun>,
+    /// The process's memory after the first run, at a quarter of the
+    /// soak's time and after the last run (no VM alive), and the most
+    /// resident memory seen after a run.
+    pub memory: Option<(MemorySample, MemorySample, MemorySample, u64)>,
     /// Wall time.
     pub wall: Duration,
 }
@@ -172,34 +186,22 @@ pub struct SoakReport {
 impl SoakReport {
     /// The runs that failed.
     pub fn failures(&self) -> Vec<&SoakRun> {
-        self.runs.iter().filter(|r| r.result.is_err()).collect()
+        self.failed.iter().collect()
     }
 
     /// Memory after the first run, a quarter of the way into the soak
     /// (once the allocator has its working set), at the end, and the most
     /// resident memory seen.
     pub fn memory_marks(&self) -> Option<(MemorySample, MemorySample, MemorySample, u64)> {
-        let first = *self.memory.first()?;
-        let last = *self.memory.last()?;
-        let quarter = self
-            .memory
-            .iter()
-            .find(|m| m.at >= last.at / 4)
-            .copied()
-            .unwrap_or(last);
-        let peak = self.memory.iter().map(|m| m.resident).max().unwrap_or(0);
-        Some((first, quarter, last, peak))
+        self.memory
     }
 
     /// A summary: runs per workload and mode, failures, memory.
     pub fn summary(&self) -> String {
-        let mut per: HashMap<(Workload, Mode), usize> = HashMap::new();
-        for r in &self.runs {
-            *per.entry((r.workload, r.mode)).or_default() += 1;
-        }
+        let per = &self.counts;
         let mut lines: Vec<String> = Vec::new();
         for w in Workload::COMPARABLE {
-            if !self.runs.iter().any(|r| r.workload == w) {
+            if !per.keys().any(|(pw, _)| *pw == w) {
                 continue;
             }
             let counts: Vec<String> = [
@@ -215,7 +217,7 @@ impl SoakReport {
         let mut s = format!(
             "soak seed {}: {} runs in {:.1} min, {} failed\n{}",
             self.seed,
-            self.runs.len(),
+            self.runs,
             self.wall.as_secs_f64() / 60.0,
             self.failures().len(),
             lines.join("\n"),
@@ -254,7 +256,7 @@ impl SoakReport {
         let marks = self.memory_marks();
         json!({
             "seed": self.seed,
-            "runs": self.runs.len(),
+            "runs": self.runs,
             "wall_s": self.wall.as_secs_f64(),
             "resident_first": marks.map(|m| m.0.resident),
             "resident_quarter": marks.map(|m| m.1.resident),
@@ -315,8 +317,8 @@ pub fn run_soak(cfg: &SoakConfig, mut progress: impl FnMut(&SoakRun)) -> SoakRep
     let t0 = Instant::now();
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let mut natives: HashMap<(Workload, u64, u32), Result<Native, String>> = HashMap::new();
-    let mut runs = Vec::new();
-    let mut memory = Vec::new();
+    let (mut runs, mut counts, mut failed) = (0, HashMap::new(), Vec::new());
+    let mut memory: Option<(MemorySample, MemorySample, MemorySample, u64)> = None;
     let mut round: Vec<Workload> = Vec::new();
     loop {
         if round.is_empty() {
@@ -362,7 +364,11 @@ pub fn run_soak(cfg: &SoakConfig, mut progress: impl FnMut(&SoakRun)) -> SoakRep
                 result,
             };
             progress(&run);
-            runs.push(run);
+            runs += 1;
+            *counts.entry((run.workload, run.mode)).or_insert(0) += 1;
+            if run.result.is_err() {
+                failed.push(run);
+            }
         };
         // The native reference of this workload, seed and vCPUs, once (and
         // again whenever the native mode is drawn).
@@ -399,15 +405,30 @@ pub fn run_soak(cfg: &SoakConfig, mut progress: impl FnMut(&SoakRun)) -> SoakRep
             };
             record(mode, max_pages, t.elapsed(), result);
         }
-        memory.push(MemorySample {
+        let now = MemorySample {
             at: t0.elapsed(),
             resident: resident_bytes().unwrap_or(0),
             heap: heap_bytes(),
+        };
+        memory = Some(match memory {
+            None => (now, now, now, now.resident),
+            // The quarter mark: the last sample before a quarter of the
+            // soak's time, then kept.
+            Some((first, quarter, _, peak)) => {
+                let quarter = if quarter.at < duration / 4 {
+                    now
+                } else {
+                    quarter
+                };
+                (first, quarter, now, peak.max(now.resident))
+            }
         });
         if t0.elapsed() >= duration {
             return SoakReport {
                 seed,
                 runs,
+                counts,
+                failed,
                 memory,
                 wall: t0.elapsed(),
             };
