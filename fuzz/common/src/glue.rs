@@ -274,10 +274,14 @@ pub fn glue(data: &[u8]) {
                 if let Err(e) = run_chain(&vm, index) {
                     panic!("after {e:?} exit {exit:?}: the chain is broken: {e}");
                 }
+                // What a VMM asks before running the vCPU again.
+                let _ = vm.flush_wait(index);
+                let _ = vm.vcpus_owing_flush();
             }
         }
     }
     // Reading back what the VMM holds must not panic either.
     let _ = vm.mmu().audit();
     let _ = vm.nmi_flushes();
+    let _ = vm.interrupts();
 }
