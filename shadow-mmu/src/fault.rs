@@ -110,9 +110,12 @@ fn resolve<M: GuestRam>(
     };
     let stats = &mmu.stats;
 
-    // The hole belongs to the VMM whatever the guest's tables say.
+    // The hole belongs to the VMM whatever the guest's tables say (a
+    // non-canonical address is #GP before any table is looked at: the
+    // walker's answer).
     if let Some(hole) = hole {
         if state.mode() == PagingMode::Level4
+            && gva.is_canonical(47)
             && shadow_index(gva.0, 4) == usize::from(hole.root_index)
         {
             Counters::bump(&stats.fault_guest);

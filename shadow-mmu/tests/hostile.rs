@@ -143,6 +143,13 @@ fn hole_is_refused() {
         cpu_access(&m, 0, &s, hole, wr(true)),
         pf(PfErrorCode::W | PfErrorCode::U, hole)
     );
+    // The hole's PML4 slot, but not canonical: #GP before any table is
+    // looked at (SDM vol. 3A, 6.15), hole or not.
+    let beside = hole ^ (1 << 60);
+    assert_eq!(
+        cpu_access(&m, 0, &s, beside, wr(false)),
+        Cpu::Fault(GuestException::GeneralProtection)
+    );
     m.audit().unwrap();
 }
 
