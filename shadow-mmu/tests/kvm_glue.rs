@@ -43,17 +43,17 @@ fn run_guest(
     (r.expect("trampoline exit"), shadow, atomic, exits)
 }
 
-/// [`run_guest`] from `rip`, ending at the first error of the glue.
-fn try_run_guest(
-    code: &[u8],
-    rip: u64,
-    prepare: impl FnOnce(&dyn Fn(u64, u64)),
-) -> (
+/// How a run ended (the registers then, or the glue's error), the VM, its
+/// memory and the number of `KVM_RUN`s.
+type Ran = (
     Result<kvm_bindings::kvm_regs, KvmGlueError>,
     ShadowVm,
     GuestMemoryAtomic<GuestMemoryMmap>,
     u32,
-) {
+);
+
+/// [`run_guest`] from `rip`, ending at the first error of the glue.
+fn try_run_guest(code: &[u8], rip: u64, prepare: impl FnOnce(&dyn Fn(u64, u64))) -> Ran {
     try_run_guest_on(code, rip, false, prepare)
 }
 
@@ -65,12 +65,7 @@ fn try_run_guest_on(
     rip: u64,
     irqchip: bool,
     prepare: impl FnOnce(&dyn Fn(u64, u64)),
-) -> (
-    Result<kvm_bindings::kvm_regs, KvmGlueError>,
-    ShadowVm,
-    GuestMemoryAtomic<GuestMemoryMmap>,
-    u32,
-) {
+) -> Ran {
     let kvm = kvm();
     let vm = kvm.create_vm().expect("create VM");
     if irqchip {

@@ -255,18 +255,14 @@ fn identical_faults_in_a_row_are_bounded() {
     assert!(r.note(0x1000, 2, 0x40_0000, true).is_err());
 }
 
-/// A hypercall whose block is not RAM raises #GP at the hypercall
-/// instruction, delivered through the guest's trap table on its kernel
-/// stack as the CPU would deliver it (the VM goes on).
-#[test]
-fn a_hypercall_with_a_bad_block_is_a_gp_for_the_guest() {
+/// [`prepared_vm`] with guest tables 0x1000 -> 0x2000 -> 0x3000 -> one
+/// 2 MiB page at 0: code, trap table and stack.
+fn vm_on_one_large_page() -> ShadowVm {
     use vm_memory::{Bytes, GuestAddressSpace};
 
     let (vm, _, _) = prepared_vm();
     let mem = vm.mmu().memory().memory();
     let t = crate::pte::PTE_P | crate::pte::PTE_W;
-    // 0x1000 -> 0x2000 -> 0x3000 -> a 2 MiB page at 0: code, trap table
-    // and stack.
     for (gpa, v) in [
         (0x1000, 0x2000 | t),
         (0x2000, 0x3000 | t),
@@ -274,6 +270,18 @@ fn a_hypercall_with_a_bad_block_is_a_gp_for_the_guest() {
     ] {
         mem.write_obj::<u64>(v, GuestAddress(gpa)).unwrap();
     }
+    vm
+}
+
+/// A hypercall whose block is not RAM raises #GP at the hypercall
+/// instruction, delivered through the guest's trap table on its kernel
+/// stack as the CPU would deliver it (the VM goes on).
+#[test]
+fn a_hypercall_with_a_bad_block_is_a_gp_for_the_guest() {
+    use vm_memory::{Bytes, GuestAddressSpace};
+
+    let vm = vm_on_one_large_page();
+    let mem = vm.mmu().memory().memory();
     mem.write_slice(&HYPERCALL_INSN, GuestAddress(0x5000))
         .unwrap();
     mem.write_obj::<u64>(0x7000, GuestAddress(0x6000 + 8 * 13))
@@ -320,16 +328,8 @@ fn a_hypercall_with_a_bad_block_is_a_gp_for_the_guest() {
 #[test]
 fn interrupt_handlers_outside_guest_code_count_as_none() {
     use vm_memory::{Bytes, GuestAddressSpace};
-    let (vm, _, _) = prepared_vm();
+    let vm = vm_on_one_large_page();
     let mem = vm.mmu().memory().memory();
-    let t = crate::pte::PTE_P | crate::pte::PTE_W;
-    for (gpa, v) in [
-        (0x1000, 0x2000 | t),
-        (0x2000, 0x3000 | t),
-        (0x3000, t | 1 << 7),
-    ] {
-        mem.write_obj::<u64>(v, GuestAddress(gpa)).unwrap();
-    }
     let handler = |vector: u64, va: u64| {
         mem.write_obj::<u64>(va, GuestAddress(0x6000 + 8 * vector))
             .unwrap()

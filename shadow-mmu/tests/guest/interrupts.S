@@ -88,16 +88,7 @@ timer:
         inc r12
         test qword ptr [rsp + 8], 3
         jnz 3f
-        push rax
-        push rcx
-        push rdx
-        mov ecx, 0x80b
-        xor eax, eax
-        xor edx, edx
-        wrmsr
-        pop rdx
-        pop rcx
-        pop rax
+        call eoi
         iretq
 3:      mov r13, rsp
         mov r14, [rsp]
@@ -110,6 +101,16 @@ not_present:
         /* The interrupt is in service at the local APIC: acknowledge it. */
         pop r9
         inc r10
+        call eoi
+        iretq
+
+        .org 0x400
+flood:
+        inc rbx
+        iretq
+
+/* End of interrupt, registers kept. */
+eoi:
         push rax
         push rcx
         push rdx
@@ -120,12 +121,7 @@ not_present:
         pop rdx
         pop rcx
         pop rax
-        iretq
-
-        .org 0x400
-flood:
-        inc rbx
-        iretq
+        ret
 
 flood_ipis:
         mov r8, 1000
