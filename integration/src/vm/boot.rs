@@ -7,22 +7,19 @@
 use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs};
 use vm_memory::{Bytes, GuestAddress, GuestMemory};
 
-/// Boot PML4 (native CR3).
-pub const BOOT_PML4: u64 = 0x1000;
-/// Boot PDPT.
-pub const BOOT_PDPT: u64 = 0x2000;
-/// Boot PD: 512 2 MiB pages identity-mapping the first 1 GiB.
-pub const BOOT_PD: u64 = 0x3000;
+// The ABI's fixed addresses, from the crate that implements the ABI: the
+// boot PML4 (native CR3), PDPT and PD (512 2 MiB pages identity-mapping
+// the first 1 GiB), the boot info page and its magic.
+pub use shadow_mmu::abi::note::{
+    BOOT_INFO, BOOT_INFO_MAGIC as BOOT_MAGIC, BOOT_PD, BOOT_PDPT, BOOT_PML4,
+};
+
 /// The boot GDT (not fixed by the ABI; this VMM's choice).
 pub const BOOT_GDT: u64 = 0x5000;
 /// The boot TSS (not fixed by the ABI; this VMM's choice).
 pub const BOOT_TSS: u64 = 0x6000;
-/// The boot info page.
-pub const BOOT_INFO: u64 = 0x7000;
 /// The doorbell page.
 pub const DOORBELL: u64 = 0xf000_0000;
-/// Boot info magic, "SHMMU" v1.
-pub const BOOT_MAGIC: u64 = 0x5348_4d4d_5530_0001;
 
 /// Selectors of the ABI.
 pub const SEL_KERNEL_CODE: u16 = 0x08;
