@@ -19,8 +19,9 @@
 #   --each-patch, EACH_PATCH=1
 #                   Also lint every patch of the series on its own, as
 #                   applied on top of the previous ones: `cargo clippy
-#                   --locked --all-targets -D warnings` of hypervisor, vmm and
-#                   cloud-hypervisor without the feature and with it.
+#                   --locked --all-targets -D warnings` of hypervisor, vmm,
+#                   devices and cloud-hypervisor without the feature and
+#                   with it.
 #   MICRO_HTTP_DIR  micro-http git repository holding the commit CH's
 #                   Cargo.lock wants, for machines that cannot reach
 #                   github.com. Unset: Cargo fetches it.
@@ -200,7 +201,7 @@ build() {
     log "built in $((SECONDS - start)) s"
 }
 clippy() {
-    cargo clippy -q --locked --target "$TARGET" -p hypervisor -p vmm -p cloud-hypervisor \
+    cargo clippy -q --locked --target "$TARGET" -p hypervisor -p vmm -p devices -p cloud-hypervisor \
         --all-targets "$@" -- -D warnings >&2
 }
 
@@ -246,9 +247,9 @@ clippy "${FEATURES[@]}"
 
 # --- Unit tests ------------------------------------------------------------
 if [ "${SKIP_UNIT_TESTS:-0}" != 1 ]; then
-    step="unit tests (hypervisor, vmm, cloud-hypervisor) with the feature"
+    step="unit tests (hypervisor, vmm, devices, cloud-hypervisor) with the feature"
     log "$step"
-    cargo test -q --locked --target "$TARGET" -p hypervisor -p vmm -p cloud-hypervisor \
+    cargo test -q --locked --target "$TARGET" -p hypervisor -p vmm -p devices -p cloud-hypervisor \
         "${FEATURES[@]}" --lib --bins >&2
     step="unit tests of the config without the feature"
     log "$step"
