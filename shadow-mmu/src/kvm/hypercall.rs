@@ -256,6 +256,8 @@ impl<M: GuestRam> ShadowVm<M> {
                 }
             }
         }
+        let fast = u64::from(self.vcpus.len() == 1);
+        self.sys_store(vcpu_block(index) + FAST_PATH, fast);
         let base = vcpu_block(index) + ROOTS;
         for (i, [key, root]) in table.into_iter().enumerate() {
             self.sys_store(base + 16 * i as u64, key);

@@ -77,6 +77,12 @@ pub const ROOT_SLOTS: u64 = 64;
 /// Offset of the word where the trampoline leaves the last CR3 it switched
 /// to by itself (0: none since the VMM last looked).
 pub const SWITCHED: u64 = 0x3800;
+/// Offset of the word that enables the root cache (nonzero: the trampoline
+/// may read the `ud2` marker and switch by itself). The VMM sets it only
+/// with one vCPU: with several, another vCPU's exit could take the shadow
+/// mapping of the code page away between the `ud2`'s fetch and the
+/// marker's read, and that #PF would land on the same IST stack.
+pub const FAST_PATH: u64 = 0x3808;
 /// Offset of the #UD entry (the register-form `LOAD_CR3` fast path).
 pub const UD_ENTRY: u64 = 0x500;
 /// Offset of the external-interrupt stubs (vectors 32-255).
@@ -146,6 +152,7 @@ mod tests {
             ("ROOTS", ROOTS),
             ("ROOT_MASK", ROOT_SLOTS - 1),
             ("SWITCHED", SWITCHED),
+            ("FAST_PATH", FAST_PATH),
             ("UD_ENTRY", UD_ENTRY),
             ("IRQ_STUBS", IRQ_STUBS),
             ("IRQ_STRIDE", IRQ_STRIDE),

@@ -438,3 +438,38 @@ fn a_remote_flush_holds_up_its_initiator_until_acknowledged() {
     assert!(vm.flush_wait(0), "vCPU 1 runs guest code and owes a flush");
     assert_eq!(vm.vcpus_owing_flush(), vec![1]);
 }
+
+/// The trampoline may read guest memory (the `ud2` marker) and switch roots
+/// by itself only with one vCPU: with several, another vCPU's exit could
+/// take the code page's shadow mapping away between the fetch and the read,
+/// and the #PF would land on the IST stack the #UD is using.
+#[test]
+fn the_root_cache_is_enabled_with_one_vcpu_only() {
+    let (one, _, _) = prepared_vm();
+    assert_eq!(one.sys_load(vcpu_block(0) + FAST_PATH), 1);
+    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+    let cfg = ShadowVmConfig {
+        hidden_base: 1 << 40,
+        first_slot: 1,
+        mmu: MmuConfig {
+            vcpus: 2,
+            ..MmuConfig::default()
+        },
+    };
+    let two = ShadowVm::without_kvm(GuestMemoryAtomic::new(mem), cfg).expect("shadow VM");
+    let guest = PagingState {
+        cr0: Cr0::PE | Cr0::PG | Cr0::WP,
+        cr3: 0x1000,
+        cr4: Cr4::PAE,
+        efer: Efer::LME | Efer::LMA | Efer::NXE,
+        ..Default::default()
+    };
+    for index in 0..2 {
+        // A forged word is put back at the vCPU's next set-up or exit.
+        two.sys_store(vcpu_block(index) + FAST_PATH, 1);
+        let mut sregs = kvm_sregs::default();
+        two.prepare_vcpu(index, &guest, &mut sregs)
+            .expect("prepare");
+        assert_eq!(two.sys_load(vcpu_block(index) + FAST_PATH), 0);
+    }
+}

@@ -84,6 +84,8 @@
         .set ROOTS,        0x3400
         .set ROOT_MASK,    63
         .set SWITCHED,     0x3800
+        /* Nonzero when the root cache may be used (one vCPU). */
+        .set FAST_PATH,    0x3808
         /* At the #UD entry's exit, rsp is the IST top minus 80 bytes. */
         .set FROM_TOP,     80 - BLOCK_SIZE
 
@@ -231,14 +233,17 @@ resume_moved:
  * carried out here, without an exit: note the CR3 (with bit 63 set) for
  * the VMM, which catches up at the next exit, load the root, and return 0
  * in RAX past the five bytes. Everything else, a miss included, exits as
- * any vector does. The
- * marker is read only when its five bytes lie in the page the ud2 was
- * fetched from (so the read cannot fault).
+ * any vector does. The marker is read only when the VMM enabled the cache
+ * (one vCPU: no other vCPU's exit can take the page's shadow mapping away
+ * meanwhile) and its five bytes lie in the page the ud2 was fetched from,
+ * so the read cannot fault.
  */
         .org UD_ENTRY
 ud_entry:
         cmp qword ptr [rsp + 16], 1
         jne slow
+        cmp qword ptr [rsp + FAST_PATH + FROM_TOP], 0
+        je slow
         test byte ptr [rsp + 48], 3
         jnz slow
         mov rax, [rsp + 40]
