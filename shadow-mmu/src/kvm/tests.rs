@@ -17,11 +17,19 @@ use crate::{Cr0, Cr4, Efer, PagingState};
 /// A VM over 1 MiB of guest RAM, without KVM: only its hidden region and
 /// MMU, which is all the glue's logic touches.
 fn shadow_vm() -> ShadowVm {
+    shadow_vm_with(1)
+}
+
+/// [`shadow_vm`] with `vcpus` vCPUs.
+fn shadow_vm_with(vcpus: usize) -> ShadowVm {
     let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
     let cfg = ShadowVmConfig {
         hidden_base: 1 << 40,
         first_slot: 1,
-        mmu: MmuConfig::default(),
+        mmu: MmuConfig {
+            vcpus,
+            ..MmuConfig::default()
+        },
     };
     ShadowVm::without_kvm(GuestMemoryAtomic::new(mem), cfg).expect("shadow VM")
 }
@@ -397,16 +405,7 @@ fn interrupt_handlers_outside_guest_code_count_as_none() {
 /// could see a missing wait.
 #[test]
 fn a_remote_flush_holds_up_its_initiator_until_acknowledged() {
-    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
-    let cfg = ShadowVmConfig {
-        hidden_base: 1 << 40,
-        first_slot: 1,
-        mmu: MmuConfig {
-            vcpus: 2,
-            ..MmuConfig::default()
-        },
-    };
-    let vm = ShadowVm::without_kvm(GuestMemoryAtomic::new(mem), cfg).expect("shadow VM");
+    let vm = shadow_vm_with(2);
     let flush_all = || crate::Changes {
         flush_all: true,
         ..crate::Changes::default()
@@ -447,16 +446,7 @@ fn a_remote_flush_holds_up_its_initiator_until_acknowledged() {
 fn the_root_cache_is_enabled_with_one_vcpu_only() {
     let (one, _, _) = prepared_vm();
     assert_eq!(one.sys_load(vcpu_block(0) + FAST_PATH), 1);
-    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
-    let cfg = ShadowVmConfig {
-        hidden_base: 1 << 40,
-        first_slot: 1,
-        mmu: MmuConfig {
-            vcpus: 2,
-            ..MmuConfig::default()
-        },
-    };
-    let two = ShadowVm::without_kvm(GuestMemoryAtomic::new(mem), cfg).expect("shadow VM");
+    let two = shadow_vm_with(2);
     let guest = PagingState {
         cr0: Cr0::PE | Cr0::PG | Cr0::WP,
         cr3: 0x1000,
