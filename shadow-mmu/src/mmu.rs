@@ -79,7 +79,20 @@ pub trait ShadowMmu: Send + Sync {
 
     /// Every vCPU flushed after a [`Changes::flush_all`]: freed shadow pages
     /// may be reused.
-    fn flush_completed(&self);
+    fn flush_completed(&self) {
+        self.flush_completed_upto(u64::MAX);
+    }
+
+    /// The mark of the latest freed shadow page: pages freed from now on
+    /// get higher marks. With several vCPUs the VMM reads it before a
+    /// change and releases only the pages whose mark every CPU's flush
+    /// covers ([`ShadowMmu::flush_completed_upto`]).
+    fn free_mark(&self) -> u64;
+
+    /// Every vCPU flushed after the pages with marks up to `mark` were
+    /// freed (and after the stores that unlinked them took effect): those
+    /// pages may be reused.
+    fn flush_completed_upto(&self, mark: u64);
 
     /// Registers a guest-physical MMIO range that shadow entries may map
     /// (accesses then exit to the VMM without a shadow fault).
@@ -136,11 +149,13 @@ impl<M: GuestRam> Mmu<M> {
         config
             .hidden
             .push(arena.base()..arena.base() + arena.size());
+        let pages = Pages::new(arena);
         Ok(Mmu {
             shared: Shared {
                 mem,
                 seq: AtomicU64::new(0),
-                state: Mutex::new(MmuState::new(Pages::new(arena), config)),
+                freed: pages.free_mark(),
+                state: Mutex::new(MmuState::new(pages, config)),
                 stats: Counters::default(),
             },
         })
@@ -289,8 +304,12 @@ impl<M: GuestRam> ShadowMmu for Mmu<M> {
         st.take_changes()
     }
 
-    fn flush_completed(&self) {
-        self.shared.state.lock().pages.flush_completed();
+    fn free_mark(&self) -> u64 {
+        self.shared.freed.load(Ordering::SeqCst)
+    }
+
+    fn flush_completed_upto(&self, mark: u64) {
+        self.shared.state.lock().pages.flush_completed(mark);
     }
 
     fn register_mmio(&self, range: Range<u64>) {

@@ -108,6 +108,9 @@ pub(crate) struct Shared<M: GuestRam> {
     /// Bumped whenever the guest memory map changes: a guest walk made
     /// outside the lock is stale if it moved meanwhile.
     pub seq: AtomicU64,
+    /// The pages' free mark ([`crate::ShadowMmu::free_mark`]), readable
+    /// without the lock.
+    pub freed: std::sync::Arc<AtomicU64>,
     pub state: Mutex<MmuState>,
     pub stats: Counters,
 }

@@ -263,11 +263,16 @@ fn run_loop(shared: &Shared, fd: &mut VcpuFd, index: u32) -> Result<Option<u64>,
             return Ok(None);
         }
         if let Some(s) = shared.paging.shadow_vm() {
-            // ShadowVm::flush_wait is not asked here yet: with it, smp on
-            // four vCPUs at a shadow-page cap of 8 took user page faults
-            // that match no instruction (docs/DESIGN.md, "Flushes and
-            // remote vCPUs"); this host's KVM flushes remote TLBs on the
-            // trampoline's stores, so the wait is not needed here.
+            // A remote flush this vCPU's last exit started: the others
+            // acknowledge it before this one runs guest code again.
+            while s.flush_wait(index as usize) {
+                if shared.stop.load(Ordering::SeqCst) {
+                    return Ok(None);
+                }
+                kick_for_flush(shared, index);
+                // Off the CPU the vCPUs it waits for may need.
+                std::thread::sleep(std::time::Duration::from_micros(20));
+            }
             s.before_run(index as usize, fd)
                 .map_err(|e| VmError::Shadow(e.to_string()))?;
         }

@@ -7,7 +7,6 @@
 //! `iretq` (see `trampoline.S` and [`super::mailbox`]).
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
 
 use super::frame::IretFrame;
 use super::layout::*;
@@ -38,6 +37,9 @@ pub(super) struct Commands {
     pub(super) cr4: Option<u64>,
     pub(super) cr2: Option<u64>,
     pub(super) frame: Option<IretFrame>,
+    /// Exit once the stores and the CR3 load are done, before CR2 and the
+    /// return: the other vCPUs' flush starts there (several vCPUs only).
+    pub(super) publish: bool,
 }
 
 impl<M: GuestRam> ShadowVm<M> {
@@ -66,16 +68,15 @@ impl<M: GuestRam> ShadowVm<M> {
             cmds.cr3.get_or_insert(g.root);
         }
         if changes.flush_all {
-            // This vCPU reloads CR3 before it runs guest code again; the
-            // others acknowledge the new generation later.
-            let generation = self.flush.generation.fetch_add(1, Ordering::AcqRel) + 1;
-            if let Some(f) = self.flush.flushed.get(index) {
-                f.fetch_max(generation, Ordering::AcqRel);
+            if self.vcpus.len() == 1 {
+                // This vCPU reloads CR3 before it runs guest code again,
+                // and no other vCPU can reach the old entries meanwhile.
+                self.start_flush(index);
+            } else {
+                // Other vCPUs must flush once the trampoline has carried
+                // the stores out, not before (`ShadowVm::published`).
+                cmds.publish = true;
             }
-            if let Some(a) = self.flush.awaited.get(index) {
-                a.fetch_max(generation, Ordering::AcqRel);
-            }
-            self.try_complete_flush();
         }
     }
 
@@ -97,7 +98,7 @@ impl<M: GuestRam> ShadowVm<M> {
             }
         }
         let with = |gadget: u64| move |&operand: &u64| [trampoline_va(gadget), operand];
-        let ops: Vec<[u64; 2]> = cmds
+        let stores: Vec<[u64; 2]> = cmds
             .touches
             .iter()
             .map(with(gadget::TOUCH))
@@ -106,10 +107,18 @@ impl<M: GuestRam> ShadowVm<M> {
             // CR4 before CR3: a root for new paging bits needs them set.
             .chain(cmds.cr4.iter().map(with(gadget::CR4)))
             .chain(cmds.cr3.iter().map(with(gadget::CR3)))
-            .chain(cmds.cr2.iter().map(with(gadget::CR2)))
             .collect();
+        let cr2: Vec<[u64; 2]> = cmds.cr2.iter().map(with(gadget::CR2)).collect();
         g.pending.clear();
-        if ops.is_empty() {
+        if !cmds.publish {
+            self.drop_hold(index);
+        }
+        let ops: Vec<[u64; 2]> = if cmds.publish {
+            stores.clone()
+        } else {
+            [stores.as_slice(), cr2.as_slice()].concat()
+        };
+        if ops.is_empty() && !cmds.publish {
             self.sys_store(top - stack::CR2, trampoline_va(gadget::RESUME));
             return;
         }
@@ -121,9 +130,9 @@ impl<M: GuestRam> ShadowVm<M> {
         );
         self.sys_store(top - stack::VECTOR, rax);
         self.sys_store(top - stack::ERROR_CODE, rdx);
-        if let [[op, operand]] = ops[..] {
-            self.sys_store(top - stack::CR2, op);
-            self.sys_store(top - stack::RDX, operand);
+        if let ([[op, operand]], false) = (&ops[..], cmds.publish) {
+            self.sys_store(top - stack::CR2, *op);
+            self.sys_store(top - stack::RDX, *operand);
             self.sys_store(top - stack::RAX, trampoline_va(gadget::RESUME_MOVED));
             return;
         }
@@ -131,20 +140,31 @@ impl<M: GuestRam> ShadowVm<M> {
         self.sys_store(top - stack::RDX, hole_va(block + CHAIN));
         // Each chain ends with `again` (one slot) or `back` (two).
         let per_chain = (CHAIN_SLOTS - 2) / 2;
-        let mut chains: VecDeque<Vec<u64>> = ops
-            .chunks(per_chain)
-            .map(|c| {
+        let mut chains: VecDeque<(Vec<u64>, bool)> = VecDeque::new();
+        let mut add = |ops: &[[u64; 2]], first: bool| {
+            for (k, c) in ops.chunks(per_chain).enumerate() {
                 let mut chain: Vec<u64> = c.iter().flatten().copied().collect();
                 chain.push(trampoline_va(gadget::AGAIN));
-                chain
-            })
-            .collect();
-        if let Some(last) = chains.back_mut() {
-            last.pop();
+                chains.push_back((chain, first && k == 0));
+            }
+        };
+        add(&ops, false);
+        if cmds.publish {
+            // What follows the stores' exit: CR2 and the return.
+            if cr2.is_empty() {
+                chains.push_back((Vec::new(), true));
+            } else {
+                add(&cr2, true);
+            }
+        }
+        if let Some((last, _)) = chains.back_mut() {
+            if last.last() == Some(&trampoline_va(gadget::AGAIN)) {
+                last.pop();
+            }
             last.push(trampoline_va(gadget::BACK));
             last.push(hole_va(top - stack::VECTOR));
         }
-        if let Some(first) = chains.pop_front() {
+        if let Some((first, _)) = chains.pop_front() {
             self.write_chain(block, &first);
         }
         g.pending = chains;

@@ -91,12 +91,18 @@ impl<M: GuestRam> ShadowVm<M> {
         let mut g = glue.lock();
         let block = vcpu_block(index);
         self.check_nmi_ack(index);
-        if let Some(chain) = g.pending.pop_front() {
+        if let Some((chain, published)) = g.pending.pop_front() {
             // The `again` gadget of the previous chain: the next one goes
             // at the start of the chain area.
             self.write_chain(block, &chain);
+            if published {
+                self.published(index);
+            }
             return Ok(Exit::Resume);
         }
+        // Whatever the last chain stored has taken effect: the guest ran
+        // after it and exited again.
+        self.take_hold(index);
         let top = block + VCPU_BLOCK_SIZE;
         let rd = |off: u64| self.sys_load(top - off);
         let vector = rd(stack::VECTOR) as u8;
@@ -141,6 +147,9 @@ impl<M: GuestRam> ShadowVm<M> {
                 let ec = PfErrorCode::from_bits_truncate(error_code as u32);
                 let (outcome, changes) = self.mmu.page_fault(index, Gva(cr2), ec)?;
                 self.add_changes(&g, index, &mut cmds, changes);
+                if outcome == FaultOutcome::Retry {
+                    self.flush_for_pages(index, g.root, &mut cmds);
+                }
                 if matches!(outcome, FaultOutcome::Fixed | FaultOutcome::Retry) {
                     let fixed = outcome == FaultOutcome::Fixed;
                     g.repeats.note(cr2, error_code, frame.rip, fixed)?;

@@ -5,11 +5,13 @@
 //! another vCPU changed, the NMI that makes a running vCPU flush, and when
 //! freed shadow pages may be reused.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use kvm_ioctls::VcpuFd;
 use parking_lot::Mutex;
 
+use super::chain::Commands;
 use super::layout::nmi_block;
 use super::{KvmGlueError, ShadowVm};
 use crate::GuestRam;
@@ -45,7 +47,23 @@ pub(super) struct RemoteFlush {
     /// awaited generation is older than its own, and the oldest waits for
     /// nobody.
     pub(super) awaited: Vec<AtomicU64>,
+    /// Per vCPU: while its exit's stores have not taken effect, the free
+    /// mark read before the exit's changes ([`NO_HOLD`]: none). The CPU
+    /// still reaches the pages such a change freed through entries the
+    /// trampoline has yet to rewrite, so no flush may release them.
+    pub(super) holds: Vec<AtomicU64>,
+    /// Generations not yet acknowledged by every running vCPU, oldest
+    /// first, each with the free mark it releases once they have.
+    pub(super) releases: Mutex<VecDeque<(u64, u64)>>,
 }
+
+/// No hold: see [`RemoteFlush::holds`].
+pub(super) const NO_HOLD: u64 = u64::MAX;
+
+/// Generations kept apart in [`RemoteFlush::releases`]; beyond this the
+/// newest absorbs the next (a vCPU that never acknowledges cannot make
+/// the list grow).
+const MAX_RELEASES: usize = 64;
 
 impl RemoteFlush {
     /// Nothing owed yet by any of `vcpus` vCPUs, none running.
@@ -56,6 +74,8 @@ impl RemoteFlush {
             running: (0..vcpus).map(|_| AtomicBool::new(false)).collect(),
             nmi: (0..vcpus).map(|_| Mutex::new(None)).collect(),
             awaited: (0..vcpus).map(|_| AtomicU64::new(0)).collect(),
+            holds: (0..vcpus).map(|_| AtomicU64::new(NO_HOLD)).collect(),
+            releases: Mutex::new(VecDeque::new()),
         }
     }
 }
@@ -156,16 +176,116 @@ impl<M: GuestRam> ShadowVm<M> {
         }
     }
 
-    /// Releases freed shadow pages once every running vCPU has flushed the
-    /// latest generation.
-    pub(super) fn try_complete_flush(&self) {
-        let generation = self.flush.generation.load(Ordering::Acquire);
-        let done = (0..self.vcpus.len()).all(|i| {
-            !self.flush.running[i].load(Ordering::Acquire)
-                || self.flush.flushed[i].load(Ordering::Acquire) >= generation
-        });
-        if done {
-            self.mmu.flush_completed();
+    /// Starts a remote flush for a change of vCPU `index` whose stores
+    /// have taken effect (or that no other vCPU can observe): bumps the
+    /// generation, which `index` itself has acknowledged (its chain
+    /// reloads CR3), and records which freed pages it releases.
+    pub(super) fn start_flush(&self, index: usize) {
+        self.bump_generation(index, true);
+    }
+
+    /// A page fault of vCPU `index` must wait for pages (several vCPUs):
+    /// unless a flush is under way, start one for the pages freed so far
+    /// (whose generation may have been bumped while another vCPU's exit
+    /// held them). Its chain reloads CR3; it waits for nobody.
+    pub(super) fn flush_for_pages(&self, index: usize, root: u64, cmds: &mut Commands) {
+        if self.vcpus.len() == 1 || !self.flush.releases.lock().is_empty() {
+            return;
         }
+        cmds.cr3.get_or_insert(root);
+        self.bump_generation(index, false);
+    }
+
+    fn bump_generation(&self, index: usize, wait: bool) {
+        let generation = {
+            let mut releases = self.flush.releases.lock();
+            let mark = self.published_mark();
+            let generation = self.flush.generation.fetch_add(1, Ordering::AcqRel) + 1;
+            let full = releases.len() >= MAX_RELEASES;
+            match releases.back_mut() {
+                Some(last) if full => *last = (generation, last.1.max(mark)),
+                _ => releases.push_back((generation, mark)),
+            }
+            generation
+        };
+        if let Some(f) = self.flush.flushed.get(index) {
+            f.fetch_max(generation, Ordering::AcqRel);
+        }
+        if wait {
+            if let Some(a) = self.flush.awaited.get(index) {
+                a.fetch_max(generation, Ordering::AcqRel);
+            }
+        }
+        self.try_complete_flush();
+    }
+
+    /// The trampoline has carried out the stores of vCPU `index`'s last
+    /// change (it exited after them): the other vCPUs flush from here on.
+    pub(super) fn published(&self, index: usize) {
+        if let Some(h) = self.flush.holds.get(index) {
+            h.store(NO_HOLD, Ordering::SeqCst);
+        }
+        self.start_flush(index);
+    }
+
+    /// At the start of an exit of vCPU `index` (several vCPUs): whatever
+    /// its previous chain stored has taken effect (a change whose exit was
+    /// never reported, when the VMM resumed it another way, is published
+    /// now), and this exit's changes are held until they take effect.
+    pub(super) fn take_hold(&self, index: usize) {
+        if self.vcpus.len() == 1 {
+            return;
+        }
+        let Some(h) = self.flush.holds.get(index) else {
+            return;
+        };
+        if h.load(Ordering::SeqCst) != NO_HOLD {
+            self.published(index);
+        }
+        h.store(self.mmu.free_mark(), Ordering::SeqCst);
+    }
+
+    /// The exit of vCPU `index` changed nothing other vCPUs must flush: its
+    /// hold goes.
+    pub(super) fn drop_hold(&self, index: usize) {
+        if let Some(h) = self.flush.holds.get(index) {
+            h.store(NO_HOLD, Ordering::SeqCst);
+        }
+    }
+
+    /// Releases the freed shadow pages of every generation all running
+    /// vCPUs have acknowledged.
+    pub(super) fn try_complete_flush(&self) {
+        let acknowledged = (0..self.vcpus.len())
+            .filter(|&i| self.flush.running[i].load(Ordering::Acquire))
+            .map(|i| self.flush.flushed[i].load(Ordering::Acquire))
+            .min()
+            .unwrap_or(u64::MAX);
+        let mut mark = None;
+        {
+            let mut releases = self.flush.releases.lock();
+            while let Some(&(generation, m)) = releases.front() {
+                if generation > acknowledged {
+                    break;
+                }
+                releases.pop_front();
+                mark = mark.max(Some(m));
+            }
+        }
+        if let Some(mark) = mark {
+            self.mmu.flush_completed_upto(mark);
+        }
+    }
+
+    /// The highest free mark no vCPU holds: pages up to it are unlinked
+    /// in what every CPU sees, flushed or not.
+    pub(super) fn published_mark(&self) -> u64 {
+        // The mark first, then the holds: a hold taken after this read
+        // covers only pages freed after it.
+        self.flush
+            .holds
+            .iter()
+            .map(|h| h.load(Ordering::SeqCst))
+            .fold(self.mmu.free_mark(), u64::min)
     }
 }

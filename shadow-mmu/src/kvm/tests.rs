@@ -12,7 +12,7 @@ use super::frame::IretFrame;
 use super::mailbox::*;
 use super::testing::{self, Entry, Ran};
 use super::*;
-use crate::{Cr0, Cr4, Efer, PagingState};
+use crate::{Cr0, Cr4, Efer, PagingState, ShadowMmu};
 
 /// A VM over 1 MiB of guest RAM, without KVM: only its hidden region and
 /// MMU, which is all the glue's logic touches.
@@ -135,7 +135,7 @@ fn long_lists_take_several_exits_in_order() {
         cr4: Some(0x20),
         cr3: Some(0x5000),
         cr2: Some(0x40_0123),
-        frame: None,
+        ..Commands::default()
     };
     post(&vm, cmds);
     let ran = run_chain(&vm);
@@ -410,9 +410,14 @@ fn a_remote_flush_holds_up_its_initiator_until_acknowledged() {
         flush_all: true,
         ..crate::Changes::default()
     };
+    // With several vCPUs the flush starts once the trampoline has carried
+    // the change's stores out: the exit after them.
     let change = |index: usize| {
         let g = vm.vcpus[index].lock();
-        vm.add_changes(&g, index, &mut Commands::default(), flush_all());
+        let mut cmds = Commands::default();
+        vm.add_changes(&g, index, &mut cmds, flush_all());
+        assert!(cmds.publish);
+        vm.published(index);
     };
     vm.set_running(0, true);
     // Alone: nothing to wait for.
@@ -462,4 +467,100 @@ fn the_root_cache_is_enabled_with_one_vcpu_only() {
             .expect("prepare");
         assert_eq!(two.sys_load(vcpu_block(index) + FAST_PATH), 0);
     }
+}
+
+/// With several vCPUs a shadow page freed at an exit is reused only once
+/// the stores that unlinked it have taken effect (the trampoline exits
+/// after them) and every other running vCPU has flushed after that: until
+/// the trampoline rewrites the entries, the CPU still reaches the page
+/// through them, and a page reused meanwhile would mix the old links with
+/// new contents. Acknowledgements that come before the stores do not
+/// count.
+#[test]
+fn freed_pages_wait_for_their_unlinking_and_every_flush_after_it() {
+    let vm = shadow_vm_with(2);
+    let guest = PagingState {
+        cr0: Cr0::PE | Cr0::PG | Cr0::WP,
+        cr3: 0x1000,
+        cr4: Cr4::PAE,
+        efer: Efer::LME | Efer::LMA | Efer::NXE,
+        ..Default::default()
+    };
+    for index in 0..2 {
+        let mut sregs = kvm_sregs::default();
+        vm.prepare_vcpu(index, &guest, &mut sregs).expect("prepare");
+        vm.set_running(index, true);
+    }
+    // Guest tables mapping 0x40_0000 (PML4 0x1000, PDPT 0x2000, PD
+    // 0x3000, PT 0x4000, page 0x5000; P|W|U|A), and vCPU 0's fault on it
+    // builds three shadow pages below the root.
+    {
+        use vm_memory::{Bytes, GuestAddressSpace};
+        let mem = vm.mmu.memory().memory();
+        for (at, value) in [
+            (0x1000, 0x2027u64),
+            (0x2000, 0x3027),
+            (0x3010, 0x4027),
+            (0x4000, 0x5027),
+        ] {
+            mem.write_obj(value, GuestAddress(at)).expect("guest table");
+        }
+    }
+    let ec = crate::PfErrorCode::U;
+    let (outcome, _) = vm
+        .mmu
+        .page_fault(0, crate::Gva(0x40_0000), ec)
+        .expect("fault");
+    assert_eq!(outcome, crate::FaultOutcome::Fixed);
+    let pending = || vm.mmu.stats().pages_pending;
+    assert_eq!(pending(), 0);
+    // vCPU 0 exits, and its exit zaps every shadow page.
+    testing::enter(
+        &vm,
+        0,
+        &Entry {
+            vector: 14,
+            error_code: 4,
+            cr2: 0x40_0000,
+            rax: 0xaaaa,
+            rdx: 0xdddd,
+            frame: FRAME,
+        },
+    );
+    vm.take_hold(0);
+    {
+        let mut g = vm.vcpus[0].lock();
+        let mut cmds = Commands::default();
+        let changes = vm.mmu.memory_changed();
+        vm.add_changes(&g, 0, &mut cmds, changes);
+        vm.post(&mut g, 0, cmds);
+    }
+    let freed = pending();
+    assert!(freed > 0, "the zap freed pages");
+    // vCPU 1 acknowledges everything there is before vCPU 0's stores ran.
+    let generation = vm.flush.generation.load(Ordering::Acquire);
+    vm.flush.flushed[1].store(generation, Ordering::Release);
+    vm.try_complete_flush();
+    assert_eq!(pending(), freed, "the stores have not been carried out");
+    // Nor does a flush vCPU 1's own change starts meanwhile, acknowledged
+    // by both.
+    vm.published(1);
+    let generation = vm.flush.generation.load(Ordering::Acquire);
+    vm.flush.flushed[0].store(generation, Ordering::Release);
+    vm.try_complete_flush();
+    assert_eq!(pending(), freed, "held by vCPU 0's unfinished change");
+    // The trampoline carries them out and exits; then the return.
+    let ran = run_chain(&vm);
+    assert_eq!(ran.exits_again, 1, "the exit after the stores");
+    assert_eq!(ran.frame, FRAME);
+    assert_eq!(pending(), freed, "vCPU 1 has not flushed since");
+    assert_eq!(vm.vcpus_owing_flush(), vec![1]);
+    assert!(vm.flush_wait(0), "vCPU 0 waits for it");
+    // vCPU 1's flush NMI.
+    vm.flush.nmi[1]
+        .lock()
+        .replace((0, vm.flush.generation.load(Ordering::Acquire)));
+    vm.poke_system(layout::nmi_block(1), 1);
+    assert!(!vm.flush_wait(0));
+    assert_eq!(pending(), 0, "released");
 }

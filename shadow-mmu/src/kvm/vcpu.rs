@@ -16,7 +16,7 @@ use super::layout::*;
 use super::mailbox::SWITCHED;
 use super::{KvmGlueError, ShadowVm};
 use crate::GuestRam;
-use crate::{Cr0, Cr4, Efer, MmuError, PagingMode, PagingState, ShadowMmu};
+use crate::{Cr0, Cr4, Efer, MmuError, PagingMode, PagingState};
 
 /// Per-vCPU shadow state of the glue.
 #[derive(Debug, Default)]
@@ -29,8 +29,10 @@ pub(super) struct VcpuGlue {
     /// table when it registered it (0: none), and its kernel stack.
     pub(super) handlers: Handlers,
     pub(super) kernel_rsp: u64,
-    /// Chains still to hand to the trampoline, one per exit.
-    pub(super) pending: VecDeque<Vec<u64>>,
+    /// Chains still to hand to the trampoline, one per exit; `true` on the
+    /// first chain after the stores of a change that other vCPUs must
+    /// flush (the exit before it reports them carried out).
+    pub(super) pending: VecDeque<(Vec<u64>, bool)>,
     /// Commands held back until the VMM has answered a hypercall.
     pub(super) deferred: Option<Commands>,
     /// CR2 as the guest knows it: the address of the last page fault
@@ -145,8 +147,8 @@ impl<M: GuestRam> ShadowVm<M> {
             return Err(KvmGlueError::Config("5-level guests are not supported"));
         }
         let (root, changes) = self.load_root(index, guest)?;
-        // The vCPU has not run: nothing is cached anywhere yet.
-        self.mmu.flush_completed();
+        // The vCPU has not run: it caches nothing yet.
+        self.try_complete_flush();
         drop(changes);
         let glue = self.glue(index)?;
         {

@@ -11,6 +11,8 @@ pub mod role;
 pub mod translation;
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 pub use arena::{Arena, ArenaError, PageId, ENTRIES};
 pub use role::Role;
@@ -81,8 +83,13 @@ pub struct Pages {
     /// Pages never handed out yet start here.
     next_fresh: u32,
     /// Freed pages some CPU may still reach through a stale TLB or
-    /// paging-structure cache; reusable after the next completed flush.
-    pending_free: Vec<PageId>,
+    /// paging-structure cache, each with its free mark (see
+    /// [`Pages::free_mark`]); reusable after a completed flush that covers
+    /// the mark.
+    pending_free: VecDeque<(u64, PageId)>,
+    /// How many pages were ever freed: the mark of the latest one. Shared
+    /// so that it can be read without the MMU lock.
+    freed: Arc<AtomicU64>,
     /// Indirect (guest-table) pages by guest frame.
     by_gfn: HashMap<Gfn, Vec<PageId>, FrameHashBuilder>,
     /// Direct pages by first frame and role.
@@ -113,7 +120,8 @@ impl Pages {
             slots,
             free: Vec::new(),
             next_fresh: 0,
-            pending_free: Vec::new(),
+            pending_free: VecDeque::new(),
+            freed: Arc::new(AtomicU64::new(0)),
             by_gfn: HashMap::default(),
             direct: HashMap::default(),
             lru: VecDeque::new(),
@@ -304,12 +312,28 @@ impl Pages {
             }
         }
         self.live -= 1;
-        self.pending_free.push(id);
+        // Only this pool, under the MMU lock, bumps the counter.
+        let mark = self.freed.load(Ordering::Relaxed) + 1;
+        self.freed.store(mark, Ordering::SeqCst);
+        self.pending_free.push_back((mark, id));
         Some(page)
     }
 
-    /// Every CPU has flushed: pages freed before now may be reused.
-    pub fn flush_completed(&mut self) {
-        self.free.append(&mut self.pending_free);
+    /// The free counter: every page freed from now on gets a higher mark
+    /// than what this returns.
+    pub fn free_mark(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.freed)
+    }
+
+    /// Every CPU has flushed since the pages with marks up to `mark` were
+    /// freed: they may be reused.
+    pub fn flush_completed(&mut self, mark: u64) {
+        while let Some(&(m, id)) = self.pending_free.front() {
+            if m > mark {
+                break;
+            }
+            self.pending_free.pop_front();
+            self.free.push(id);
+        }
     }
 }
