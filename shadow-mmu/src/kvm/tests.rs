@@ -52,16 +52,21 @@ fn run_chain(vm: &ShadowVm) -> Ran {
     testing::run_chain(vm, 0).expect("a well-formed chain")
 }
 
-/// A VM whose vCPU 0 is set up on the 4-level guest tables at 0x1000.
-fn prepared_vm() -> (ShadowVm, PagingState, kvm_sregs) {
-    let vm = shadow_vm();
-    let guest = PagingState {
+/// 4-level paging on the guest tables at 0x1000.
+fn long_mode_guest() -> PagingState {
+    PagingState {
         cr0: Cr0::PE | Cr0::PG | Cr0::WP,
         cr3: 0x1000,
         cr4: Cr4::PAE,
         efer: Efer::LME | Efer::LMA | Efer::NXE,
         ..Default::default()
-    };
+    }
+}
+
+/// A VM whose vCPU 0 is set up on the 4-level guest tables at 0x1000.
+fn prepared_vm() -> (ShadowVm, PagingState, kvm_sregs) {
+    let vm = shadow_vm();
+    let guest = long_mode_guest();
     let mut sregs = kvm_sregs::default();
     vm.prepare_vcpu(0, &guest, &mut sregs).expect("prepare");
     (vm, guest, sregs)
@@ -452,13 +457,7 @@ fn the_root_cache_is_enabled_with_one_vcpu_only() {
     let (one, _, _) = prepared_vm();
     assert_eq!(one.sys_load(vcpu_block(0) + FAST_PATH), 1);
     let two = shadow_vm_with(2);
-    let guest = PagingState {
-        cr0: Cr0::PE | Cr0::PG | Cr0::WP,
-        cr3: 0x1000,
-        cr4: Cr4::PAE,
-        efer: Efer::LME | Efer::LMA | Efer::NXE,
-        ..Default::default()
-    };
+    let guest = long_mode_guest();
     for index in 0..2 {
         // A forged word is put back at the vCPU's next set-up or exit.
         two.sys_store(vcpu_block(index) + FAST_PATH, 1);
@@ -479,13 +478,7 @@ fn the_root_cache_is_enabled_with_one_vcpu_only() {
 #[test]
 fn freed_pages_wait_for_their_unlinking_and_every_flush_after_it() {
     let vm = shadow_vm_with(2);
-    let guest = PagingState {
-        cr0: Cr0::PE | Cr0::PG | Cr0::WP,
-        cr3: 0x1000,
-        cr4: Cr4::PAE,
-        efer: Efer::LME | Efer::LMA | Efer::NXE,
-        ..Default::default()
-    };
+    let guest = long_mode_guest();
     for index in 0..2 {
         let mut sregs = kvm_sregs::default();
         vm.prepare_vcpu(index, &guest, &mut sregs).expect("prepare");
