@@ -291,9 +291,16 @@ impl Rng {
 /// Workload seeds the soak picks from (0 to 7).
 pub const SEEDS: u64 = 8;
 
-/// Shadow-page caps the soak picks from: from the least the MMU takes to
-/// the default.
-pub const CAPS: [u32; 8] = [8, 12, 32, 64, 256, 1024, 4096, vm::DEFAULT_MAX_PAGES];
+/// Shadow-page caps the soak picks from: from the least that holds what
+/// one instruction of these workloads needs at once (the paging
+/// structures of its code, stack and data pages) to the default. Below
+/// that the MMU's reclaim takes the structures of one access to map the
+/// next and the guest thrashes: `touch` seed 6 made no progress in 60 s
+/// at a cap of 8, took 42 s at 12 and 2 s at 16; `smp` on 4 vCPUs, whose
+/// reclaims each wait for the other vCPUs' flushes, finished 2 of 6 runs
+/// within 20 s at 8 and took 7-8 s at 16 (KVM's own floor is 64 pages,
+/// `KVM_MIN_ALLOC_MMU_PAGES`).
+pub const CAPS: [u32; 8] = [16, 24, 32, 64, 256, 1024, 4096, vm::DEFAULT_MAX_PAGES];
 
 /// The least shadow-page cap the soak gives `timer`. Its four address
 /// spaces switched at every 1 ms tick need more shadow pages than a cap of
@@ -303,13 +310,6 @@ pub const CAPS: [u32; 8] = [8, 12, 32, 64, 256, 1024, 4096, vm::DEFAULT_MAX_PAGE
 /// done in 1.7 s with 20 ms ticks and in 0.4 s at cap 32). That is a guest
 /// thrashing, as one with too little memory does, not a VMM failure.
 pub const TIMER_MIN_CAP: u32 = 64;
-
-/// The least shadow-page cap per vCPU the soak gives any run. Each vCPU
-/// needs a path of several pages to run at all; four vCPUs at a cap of 8
-/// reclaim one another's pages at nearly every fault, each reclaim waiting
-/// for the others' flushes (measured for `smp` on 4 vCPUs, seed 3: 2 of 6
-/// runs done within 20 s, 17-19 s each; at a cap of 16, 7-8 s).
-pub const MIN_CAP_PER_VCPU: u32 = 4;
 
 /// What the soak runs.
 #[derive(Clone, Debug)]
@@ -365,8 +365,7 @@ pub fn run_soak(cfg: &SoakConfig, mut progress: impl FnMut(&SoakRun)) -> SoakRep
             max_pages.max(TIMER_MIN_CAP)
         } else {
             max_pages
-        }
-        .max(MIN_CAP_PER_VCPU * vcpus);
+        };
         let config = |paging| {
             let mut c = VmConfig::new(w, paging);
             c.seed = wseed;
