@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::{check_same, run, Mode, DEFAULT_MAX_PAGES};
+use common::{check_same, run, run_on, Mode, DEFAULT_MAX_PAGES};
 use shadow_mmu_integration::vm::{PtWrites, RunReport, Workload};
 
 const SEED: u64 = 11;
@@ -105,4 +105,23 @@ fn cow_under_caps_12_and_8_keeps_guest_cr2() {
 #[test]
 fn smp_under_tiny_cap() {
     same_records_capped(Workload::Smp, &[], 10);
+}
+
+/// `spaces` on a VM of two vCPUs, only one of them started, under the
+/// least cap the MMU takes: loading a root must be able to reuse the pages
+/// the same exit freed (no other vCPU runs to reach them), as on a VM of
+/// one vCPU. Regression test: with such pages held back for other vCPUs,
+/// the load failed with "no free shadow page for a root".
+#[test]
+fn spaces_on_two_vcpus_under_the_least_cap() {
+    let native = run_on(Workload::Spaces, Mode::Native, 7, &[], DEFAULT_MAX_PAGES, 2);
+    let shadow = run_on(
+        Workload::Spaces,
+        Mode::Shadow(PtWrites::Hypercall),
+        7,
+        &[],
+        8,
+        2,
+    );
+    check_same(Workload::Spaces, &native, &shadow);
 }

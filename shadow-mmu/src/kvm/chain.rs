@@ -68,9 +68,10 @@ impl<M: GuestRam> ShadowVm<M> {
             cmds.cr3.get_or_insert(g.root);
         }
         if changes.flush_all {
-            if self.vcpus.len() == 1 {
+            if !self.others_running(index) {
                 // This vCPU reloads CR3 before it runs guest code again,
                 // and no other vCPU can reach the old entries meanwhile.
+                self.drop_hold(index);
                 self.start_flush(index);
             } else {
                 // Other vCPUs must flush once the trampoline has carried

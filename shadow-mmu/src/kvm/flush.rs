@@ -277,6 +277,28 @@ impl<M: GuestRam> ShadowVm<M> {
         }
     }
 
+    /// The highest free mark of pages vCPU `index`, in an exit, may reuse
+    /// without waiting for a flush: every page when no other vCPU runs
+    /// (its own chain runs before its guest code does), else those whose
+    /// unlinking has taken effect ([`ShadowVm::published_mark`]). No CPU
+    /// walks the old links into those any more, though one may still hold
+    /// a stale TLB entry, which a hypervisor that flushes remote TLBs on
+    /// the trampoline's stores has dropped.
+    pub(super) fn reusable_mark(&self, index: usize) -> u64 {
+        if self.others_running(index) {
+            self.published_mark()
+        } else {
+            self.mmu.free_mark()
+        }
+    }
+
+    /// Whether a vCPU other than `index` runs guest code. None can start
+    /// during an exit of `index` when none runs: only a running vCPU's
+    /// hypercall starts another.
+    pub(super) fn others_running(&self, index: usize) -> bool {
+        (0..self.vcpus.len()).any(|i| i != index && self.flush.running[i].load(Ordering::Acquire))
+    }
+
     /// The highest free mark no vCPU holds: pages up to it are unlinked
     /// in what every CPU sees, flushed or not.
     pub(super) fn published_mark(&self) -> u64 {

@@ -226,10 +226,8 @@ impl<M: GuestRam> ShadowVm<M> {
     }
 
     /// The root for `guest` on vCPU `index`. When every page is in use or
-    /// waiting for a flush, the waiting ones whose unlinking has taken
-    /// effect are released (no CPU can reach them any more, though one may
-    /// still hold a stale TLB entry, which a hypervisor that flushes
-    /// remote TLBs on the trampoline's stores has dropped) and the load is
+    /// waiting for a flush, the waiting ones no other running vCPU can
+    /// reach are released ([`ShadowVm::reusable_mark`]) and the load is
     /// tried once more; if the roots of the vCPUs alone fill the cap, that
     /// is [`MmuError::OutOfPages`] (a cap too small for this many vCPUs),
     /// never a retry loop.
@@ -240,7 +238,7 @@ impl<M: GuestRam> ShadowVm<M> {
     ) -> Result<(u64, Changes), KvmGlueError> {
         match self.mmu.load_paging_state(index, guest) {
             Err(MmuError::OutOfPages) => {
-                self.mmu.flush_completed_upto(self.published_mark());
+                self.mmu.flush_completed_upto(self.reusable_mark(index));
                 Ok(self.mmu.load_paging_state(index, guest)?)
             }
             other => Ok(other?),
