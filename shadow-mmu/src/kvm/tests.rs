@@ -558,3 +558,23 @@ fn freed_pages_wait_for_their_unlinking_and_every_flush_after_it() {
     assert!(!vm.flush_wait(0));
     assert_eq!(pending(), 0, "released");
 }
+
+/// A vCPU that never acknowledges cannot make the glue's list of flush
+/// generations grow: past 64 the newest absorbs the next, and the pages
+/// all of them cover are released once it does acknowledge.
+#[test]
+fn unacknowledged_flushes_are_bounded() {
+    let vm = shadow_vm_with(2);
+    vm.set_running(0, true);
+    vm.set_running(1, true);
+    for _ in 0..1000 {
+        vm.published(0);
+    }
+    assert_eq!(vm.flush.releases.lock().len(), 64);
+    assert_eq!(vm.vcpus_owing_flush(), vec![1]);
+    let generation = vm.flush.generation.load(Ordering::Acquire);
+    vm.flush.nmi[1].lock().replace((0, generation));
+    vm.poke_system(layout::nmi_block(1), 1);
+    vm.check_nmi_ack(1);
+    assert!(vm.flush.releases.lock().is_empty());
+}
