@@ -115,7 +115,7 @@ impl<M: GuestRam> ShadowVm<M> {
             self.drop_hold(index);
         }
         let ops: Vec<[u64; 2]> = if cmds.publish {
-            stores.clone()
+            stores
         } else {
             [stores.as_slice(), cr2.as_slice()].concat()
         };
