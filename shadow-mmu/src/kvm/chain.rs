@@ -119,7 +119,8 @@ impl<M: GuestRam> ShadowVm<M> {
         } else {
             [stores.as_slice(), cr2.as_slice()].concat()
         };
-        if ops.is_empty() && !cmds.publish {
+        // (A chain that publishes has at least its CR3 load.)
+        if ops.is_empty() {
             self.sys_store(top - stack::CR2, trampoline_va(gadget::RESUME));
             return;
         }

@@ -222,9 +222,7 @@ impl<M: GuestRam> ShadowVm<M> {
     /// The trampoline has carried out the stores of vCPU `index`'s last
     /// change (it exited after them): the other vCPUs flush from here on.
     pub(super) fn published(&self, index: usize) {
-        if let Some(h) = self.flush.holds.get(index) {
-            h.store(NO_HOLD, Ordering::SeqCst);
-        }
+        self.drop_hold(index);
         self.start_flush(index);
     }
 
