@@ -116,7 +116,8 @@ typedef long i64;
 #define SYS_SWITCH 3      /* space */
 #define SYS_CLONE 4       /* src space, va, npages -> new space (COW) */
 #define SYS_CLEAR_AD 5    /* va, npages: clear A/D in leaf PTEs, flush */
-#define SYS_READ_PTES 6   /* va, npages, results word: leaf flag bytes */
+#define SYS_READ_PTES 6   /* va, npages, results word, level: leaf flag bytes
+                             * (level 1, 2), or leaf entry addresses (3) */
 #define SYS_ACCESS 7      /* n, nk, paging bits: one batch (n == 0: end) */
 #define SYS_SPLIT 8       /* va of a 2 MiB page: split into 4 KiB PTEs */
 #define SYS_COLLAPSE 9    /* va: rebuild the 2 MiB page */

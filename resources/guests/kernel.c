@@ -920,6 +920,15 @@ static i64 sys_clear_ad(struct percpu *pc, u64 va, u64 npages)
  * into the results at word index out. */
 static i64 sys_read_ptes(struct percpu *pc, u64 va, u64 npages, u64 out, u64 level)
 {
+    if (level == 3) {
+        /* The guest-physical address of each 4 KiB leaf entry, a word each
+         * (0 where there is none): what a VMM log of entries names. */
+        if (npages > res_words || out > res_words - npages)
+            return -1;
+        for (u64 i = 0; i < npages; i++, va += PAGE_SIZE)
+            res[out + i] = (u64)pte_ptr(pc->root, va, 1, 0);
+        return 0;
+    }
     if (level < 1 || level > 2 || out + (npages + 7) / 8 > res_words)
         return -1;
     u64 step = level == 1 ? PAGE_SIZE : LARGE_SIZE;

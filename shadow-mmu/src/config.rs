@@ -134,6 +134,11 @@ pub struct MmuConfig {
     pub prefetch_window: usize,
     /// Which of them: accessed entries only, or also never-accessed ones.
     pub prefetch: Prefetch,
+    /// How many accessed bits set by [`Prefetch::Speculative`] the MMU
+    /// remembers, in order, for [`Mmu::take_speculative_marks`](crate::Mmu::take_speculative_marks)
+    /// (0, the default: none). For differential tests and audits, which
+    /// must tell an accessed bit a speculating CPU may set from a wrong one.
+    pub speculative_log: usize,
     /// Previous roots each vCPU keeps for cheap CR3 switches.
     pub cached_roots: usize,
     /// Let 4 KiB guest page tables go unsync instead of write-protecting
@@ -168,6 +173,7 @@ impl Default for MmuConfig {
             vcpus: 1,
             prefetch_window: 512,
             prefetch: Prefetch::Exact,
+            speculative_log: 0,
             cached_roots: 64,
             unsync: true,
             max_mapping_level: 2,

@@ -576,6 +576,10 @@ impl MmuState {
                     continue;
                 }
                 Counters::bump(&stats.prefetched_speculative);
+                let capacity = self.cfg.speculative_log;
+                if capacity > 0 {
+                    self.marks.record(gpa, capacity);
+                }
             }
             if self.is_write_protected(gfn) {
                 rights.remove(PteAccess::WRITE);

@@ -112,5 +112,5 @@ pub use error::MmuError;
 pub use mmu::{Mmu, ShadowMmu};
 pub use outcome::{FaultOutcome, GuestException};
 pub use pte::PteMemory;
-pub use stats::Stats;
+pub use stats::{SpeculativeMarks, Stats};
 pub use walker::{gva_to_gpa, load_pdptrs, peek, translate, walk, GuestWalk, WalkError};

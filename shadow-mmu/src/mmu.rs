@@ -25,7 +25,7 @@ use crate::error::MmuError;
 use crate::outcome::FaultOutcome;
 use crate::spt::{Arena, Pages};
 use crate::state::{MmuState, Shared};
-use crate::stats::{Counters, Stats};
+use crate::stats::{Counters, SpeculativeMarks, Stats};
 use crate::walker;
 
 /// A shadow MMU for one VM: builds and maintains shadow page tables from the
@@ -227,6 +227,13 @@ impl<M: GuestRam> Mmu<M> {
             .filter(|r| r.key.role == current.key.role && r.key.mode == current.key.mode)
             .map(|r| (r.state.cr3, st.pages.arena.page_address(r.page)))
             .collect()
+    }
+
+    /// The accessed bits set speculatively since the last call, and how
+    /// many did not fit ([`MmuConfig::speculative_log`](crate::MmuConfig::speculative_log));
+    /// the log starts empty again.
+    pub fn take_speculative_marks(&self) -> SpeculativeMarks {
+        std::mem::take(&mut self.shared.state.lock().marks)
     }
 
     pub(crate) fn vcpu_state(&self, vcpu: usize) -> Result<PagingState, MmuError> {

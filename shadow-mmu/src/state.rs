@@ -22,7 +22,7 @@ use crate::pte::{HostWindow, PteMemory, PTE_D, PTE_U, PTE_W};
 use crate::spt::rmap::Rmap;
 use crate::spt::{Origin, OutOfPages, PageId, Pages, Role, ShadowPage, SptePtr, Translation};
 use crate::spte;
-use crate::stats::{Counters, Gauges};
+use crate::stats::{Counters, Gauges, SpeculativeMarks};
 
 /// The key of a root: the guest's top table and everything that changes how
 /// it is shadowed.
@@ -75,6 +75,9 @@ pub(crate) struct MmuState {
     pub op_stamp: u64,
     /// What the guest's CPUID says about paging.
     pub cpuid: GuestCpuid,
+    /// Accessed bits set speculatively, if [`MmuConfig::speculative_log`]
+    /// asks for them.
+    pub marks: SpeculativeMarks,
 }
 
 /// The paging features the guest's CPUID reports, which decide what its
@@ -144,6 +147,7 @@ impl MmuState {
                 gbpages: true,
                 pse36: true,
             },
+            marks: SpeculativeMarks::default(),
         }
     }
 

@@ -5,6 +5,34 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::addr::GuestAddress;
+
+/// The guest entries whose accessed bit the MMU set speculatively
+/// ([`Prefetch::Speculative`](crate::Prefetch::Speculative)), in the order
+/// it set them, since the last
+/// [`Mmu::take_speculative_marks`](crate::Mmu::take_speculative_marks).
+/// Kept only up to [`MmuConfig::speculative_log`](crate::MmuConfig::speculative_log)
+/// entries.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SpeculativeMarks {
+    /// Guest-physical address of each entry, once per setting of its A bit.
+    pub entries: Vec<GuestAddress>,
+    /// Settings beyond the log's capacity, not in `entries`.
+    pub dropped: u64,
+}
+
+impl SpeculativeMarks {
+    /// Records one setting, or counts it as dropped when `capacity` entries
+    /// are kept already.
+    pub(crate) fn record(&mut self, gpa: GuestAddress, capacity: usize) {
+        if self.entries.len() < capacity {
+            self.entries.push(gpa);
+        } else {
+            self.dropped += 1;
+        }
+    }
+}
+
 /// Sizes of the shadow state when a snapshot is taken (read under the lock).
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Gauges {

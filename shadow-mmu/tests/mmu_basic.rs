@@ -76,6 +76,7 @@ fn speculative_prefetch_maps_never_accessed_neighbours() {
 
     let m = mmu_with(MmuConfig {
         prefetch: Prefetch::Speculative,
+        speculative_log: 3,
         ..MmuConfig::default()
     });
     let s = four_level(&m);
@@ -111,6 +112,15 @@ fn speculative_prefetch_maps_never_accessed_neighbours() {
     let st = m.stats();
     assert_eq!((st.prefetched, st.prefetched_speculative), (4, 4));
     assert_eq!(st.fault_no_spte, 1);
+    // The entries whose A the MMU set, in table order, three of them kept
+    // (entry 0's A is the walk's own, not speculative).
+    let marks = m.take_speculative_marks();
+    assert_eq!(
+        marks.entries,
+        [0x4008, 0x4010, 0x4028].map(shadow_mmu::GuestAddress)
+    );
+    assert_eq!(marks.dropped, 1, "entry 7 beyond the log's capacity");
+    assert_eq!(m.take_speculative_marks(), Default::default());
     m.audit().unwrap();
     // A write to a speculatively mapped clean page is one dirty fault.
     assert_eq!(

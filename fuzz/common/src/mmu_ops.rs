@@ -202,6 +202,7 @@ pub(crate) fn mmu_config(inp: &mut Input<'_>) -> MmuConfig {
         } else {
             Prefetch::Exact
         },
+        speculative_log: inp.pick(&[0usize, 1, 64]),
     }
 }
 

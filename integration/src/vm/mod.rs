@@ -330,6 +330,9 @@ pub struct VmConfig {
     pub rss_interval: Option<Duration>,
     /// Shadow paging only: the MMU's prefetch policy.
     pub prefetch: Prefetch,
+    /// Shadow paging only: how many speculatively set accessed bits the
+    /// MMU logs for [`ShadowReport::speculative_marks`] (0: none).
+    pub speculative_log: usize,
 }
 
 impl VmConfig {
@@ -349,6 +352,7 @@ impl VmConfig {
             max_pages: DEFAULT_MAX_PAGES,
             rss_interval: None,
             prefetch: Prefetch::Exact,
+            speculative_log: 0,
         }
     }
 }
@@ -401,6 +405,9 @@ pub struct ShadowReport {
     pub nmi_flushes: u64,
     /// The page cap in effect: the size of the MMU's arena in pages.
     pub max_pages: u64,
+    /// The guest entries whose accessed bit the MMU set speculatively, in
+    /// order (with [`VmConfig::speculative_log`]).
+    pub speculative_marks: shadow_mmu::SpeculativeMarks,
     /// Guest instructions the glue emulated (stores into shadowed tables).
     pub emulated: u64,
     /// How the guest kernel wrote its page tables.
@@ -754,7 +761,13 @@ fn run_into(config: &VmConfig, kernel: &[u8], out: &mut RunOutcome) -> Result<Ru
         memory,
         ram_size,
         vcpus: config.vcpus,
-        paging: Paging::shadowing(config.paging, config.max_pages, config.prefetch),
+        paging: {
+            let mut paging = Paging::shadowing(config.paging, config.max_pages, config.prefetch);
+            if let Paging::Shadow(s) = &mut paging {
+                s.speculative_log = config.speculative_log;
+            }
+            paging
+        },
         stop: AtomicBool::new(false),
         outcome: Mutex::new(None),
         outcome_cv: Condvar::new(),
@@ -988,6 +1001,7 @@ fn run_into(config: &VmConfig, kernel: &[u8], out: &mut RunOutcome) -> Result<Ru
                     audit: vm.mmu().audit().map_err(|e| e.to_string()),
                     nmi_flushes: vm.nmi_flushes(),
                     max_pages: vm.mmu().arena_region().2 / 4096,
+                    speculative_marks: vm.mmu().take_speculative_marks(),
                     emulated: vm.emulated(),
                     interrupts: vm.interrupts(),
                     pt_writes: config.pt_writes,

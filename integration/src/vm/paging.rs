@@ -237,6 +237,8 @@ pub struct ShadowPaging {
     max_pages: u32,
     /// Which guest entries a fault maps besides its own.
     prefetch: Prefetch,
+    /// `MmuConfig::speculative_log`.
+    pub(super) speculative_log: usize,
     /// Whether KVM reports registers in `kvm_run` at every exit
     /// (`KVM_CAP_SYNC_REGS`): emulation then needs no register ioctls.
     sync_regs: OnceLock<bool>,
@@ -280,6 +282,7 @@ impl ShadowPaging {
             sync_regs: OnceLock::new(),
             max_pages,
             prefetch: Prefetch::Exact,
+            speculative_log: 0,
         }
     }
 
@@ -301,6 +304,7 @@ impl ShadowPaging {
                 vcpus: ctx.vcpus as usize,
                 max_pages: self.max_pages,
                 prefetch: self.prefetch,
+                speculative_log: self.speculative_log,
                 // Guest entries naming the hidden region reach a page with
                 // nothing behind it, as they would natively.
                 hidden_sink: Some(HIDDEN_BASE - 0x1000),
