@@ -553,8 +553,11 @@ static void access_entries(const volatile struct acc_stage *st, u32 d, u64 *pte,
  * one per combination of CR0.WP, CR4.SMEP, CR4.SMAP, EFER.NXE). */
 static u64 w_access(void)
 {
-    u64 n = param(1, 20000);
-    u64 max = ui->results_words - RH_WORDS;
+    /* Parameter 2: one more record after the cases, the guest-physical
+     * address of the PT every slot's PTE is in (for a check of speculative
+     * accessed bits against the VMM's log of the entries it set). */
+    u64 n = param(1, 20000), with_pt = param(2, 0) != 0;
+    u64 max = ui->results_words - RH_WORDS - with_pt;
     if (n > max)
         n = max;
     if (sys(SYS_ACCESS_INIT, 0, 0, 0, 0, 0) < 0)
@@ -611,6 +614,8 @@ static u64 w_access(void)
     tsc_slot(1, tkern);
     tsc_slot(2, tuser);
     nrec = n;
+    if (with_pt)
+        rec(st->pt);
     return STATUS_OK;
 }
 
