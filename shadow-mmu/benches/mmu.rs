@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, Criterion};
 use shadow_mmu::pte::{PTE_A, PTE_D, PTE_P, PTE_PS, PTE_U, PTE_W};
-use shadow_mmu::spt::{ShadowPage, Translations, ENTRIES};
+use shadow_mmu::spt::ShadowPage;
 use shadow_mmu::{
     Changes, Cr0, Cr4, Efer, FaultOutcome, GuestAddress, Gva, Mmu, MmuConfig, PagingState,
     PfErrorCode, ShadowMmu,
@@ -422,7 +422,9 @@ fn bench_sync(c: &mut Criterion) {
 criterion_group!(benches, bench_fault, bench_invlpg, bench_sync);
 
 /// Shadow memory per GiB of guest memory mapped through faults: arena pages
-/// in use, their `translations` arrays, and everything the MMU's heap grew
+/// in use, their bookkeeping (`ShadowPage`, which keeps no per-entry
+/// translation: the guest frame is read back from the shadow entry), and
+/// everything the MMU's heap grew
 /// by (the allocator counts requested bytes, not malloc's overhead).
 fn report_memory() {
     let data = if measuring() { GIB } else { 8 * MIB };
@@ -453,20 +455,19 @@ fn report_memory() {
         let heap = HEAP_BYTES.load(Ordering::Relaxed) - heap0;
         let per_gib = |bytes: f64| bytes * (GIB as f64) / (data as f64) / (MIB as f64);
         let arena = s.pages_in_use * PAGE;
-        let translations = s.pages_in_use
-            * (ENTRIES * Translations::BYTES_PER_ENTRY + std::mem::size_of::<ShadowPage>()) as u64;
+        let bookkeeping = s.pages_in_use * std::mem::size_of::<ShadowPage>() as u64;
         println!(
             "{name}: {faults} faults, {} shadow pages ({} at CR3 load), {} rmap entries",
             s.pages_in_use, s0.pages_in_use, s.rmap_entries
         );
         println!(
-            "  arena {:.3} MiB/GiB + ShadowPage with translations {:.3} MiB/GiB = {:.3} MiB/GiB",
+            "  arena {:.3} MiB/GiB + ShadowPage {:.3} MiB/GiB = {:.3} MiB/GiB",
             per_gib(arena as f64),
-            per_gib(translations as f64),
-            per_gib((arena + translations) as f64)
+            per_gib(bookkeeping as f64),
+            per_gib((arena + bookkeeping) as f64)
         );
         println!(
-            "  arena + all MMU heap growth while mapping (rmap, translations, lookup maps, LRU): \
+            "  arena + all MMU heap growth while mapping (rmap, lookup maps, LRU): \
              {:.3} MiB/GiB (heap alone {:.3} MiB/GiB)",
             per_gib(arena as f64 + heap as f64),
             per_gib(heap as f64)

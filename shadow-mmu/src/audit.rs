@@ -148,8 +148,7 @@ impl MmuState {
         let recorded = self
             .pages
             .get(ptr.page)
-            .and_then(|p| p.translations.get(usize::from(ptr.index)))
-            .map(|t| t.gfn())
+            .map(|p| p.frames.gfn(usize::from(ptr.index), v))
             .unwrap_or_default();
         if self.frame_of(mem, recorded) != Some(target) {
             return Err(fail(format!(
@@ -246,7 +245,7 @@ impl MmuState {
                 let ptr = SptePtr::new(id, i);
                 if spte::is_leaf(v, level) {
                     leaves += 1;
-                    let gfn = sp.translations.get(i).map(|t| t.gfn()).unwrap_or_default();
+                    let gfn = sp.frames.gfn(i, v);
                     if !self.rmap.contains(gfn, ptr) {
                         return bad(format!(
                             "leaf {ptr:?} for {gfn} missing from the reverse map"
@@ -291,14 +290,14 @@ impl MmuState {
                 let live = self.pages.get(ptr.page);
                 let v = self.pages.arena.load(ptr.page, usize::from(ptr.index));
                 let leaf = live.is_some_and(|p| spte::is_leaf(v, p.role.level()));
-                let recorded = live.and_then(|p| p.translations.get(usize::from(ptr.index)));
-                if !spte::is_present(v) || !leaf || recorded.map(|t| t.gfn()) != Some(gfn) {
+                let recorded = live.map(|p| p.frames.gfn(usize::from(ptr.index), v));
+                if !spte::is_present(v) || !leaf || recorded != Some(gfn) {
                     return bad(format!(
                         "{leaves} present leaves but {} reverse-map entries; {gfn} -> {ptr:?} \
                          is stale (page live: {}, entry {v:#x}, recorded {:?})",
                         self.rmap.len(),
                         live.is_some(),
-                        recorded.map(|t| t.gfn()),
+                        recorded,
                     ));
                 }
             }

@@ -20,7 +20,7 @@ use crate::config::{AtomicGuestMemory, GuestRam, MmuConfig};
 use crate::error::MmuError;
 use crate::pte::{HostWindow, PteMemory, PTE_D, PTE_U, PTE_W};
 use crate::spt::rmap::Rmap;
-use crate::spt::{Origin, OutOfPages, PageId, Pages, Role, ShadowPage, SptePtr, Translation};
+use crate::spt::{Origin, OutOfPages, PageId, Pages, Role, ShadowPage, SptePtr};
 use crate::spte;
 use crate::stats::{Counters, Gauges, SpeculativeMarks};
 
@@ -224,7 +224,7 @@ impl MmuState {
             return;
         }
         if spte::is_leaf(old, level) {
-            let gfn = page.translations.get(index).map_or(Gfn(0), |t| t.gfn());
+            let gfn = page.frames.gfn(index, old);
             self.rmap.remove(gfn, ptr);
         } else if let Some(child) = self.pages.arena.page_at(spte::target(old)) {
             if let Some(c) = self.pages.get_mut(child) {
@@ -431,11 +431,7 @@ impl MmuState {
             if v & PTE_W == 0 {
                 continue;
             }
-            let guest = self
-                .pages
-                .get(ptr.page)
-                .and_then(|p| p.translations.get(index))
-                .map_or(PteAccess::empty(), |t| t.access());
+            let guest = spte::guest_access(v);
             if guest.contains(PteAccess::USER) && v & PTE_U == 0 {
                 // A CR0.WP=0 entry (a user page made a writable supervisor
                 // page): without W it would be a supervisor page the guest
@@ -604,7 +600,7 @@ impl MmuState {
         let old = self.pages.arena.load(ptr.page, index);
         if spte::is_present(old) {
             if spte::is_leaf(old, level) {
-                let old_gfn = page.translations.get(index).map_or(Gfn(0), |t| t.gfn());
+                let old_gfn = page.frames.gfn(index, old);
                 if old_gfn != gfn {
                     self.rmap.remove(old_gfn, ptr);
                 }
@@ -612,10 +608,10 @@ impl MmuState {
                 self.drop_spte(ptr);
             }
         }
-        self.set_spte(ptr, spte::leaf(frame, rights, pkey, level));
+        self.set_spte(ptr, spte::leaf(frame, rights, guest, pkey, level));
         self.rmap.add(gfn, ptr);
         if let Some(p) = self.pages.get_mut(ptr.page) {
-            p.translations.set(index, Translation::new(gfn, guest));
+            p.frames.set(index, gfn, frame);
         }
     }
 

@@ -79,14 +79,15 @@ impl MmuState {
         let Some(sp) = self.pages.get(page) else {
             return;
         };
-        let recorded = sp.translations.get(index).map(|t| t.gfn());
-        let present = spte::is_present(self.pages.arena.load(page, index));
+        let old = self.pages.arena.load(page, index);
+        let present = spte::is_present(old);
+        let recorded = sp.frames.gfn(index, old);
         let leaf = gpte.and_then(|g| self.decode_leaf_gpte(page, g));
         let Some(mut leaf) = leaf else {
             self.drop_spte(ptr);
             return;
         };
-        if same_gfn_only && (!present || recorded != Some(leaf.gfn)) {
+        if same_gfn_only && (!present || recorded != leaf.gfn) {
             self.drop_spte(ptr);
             return;
         }

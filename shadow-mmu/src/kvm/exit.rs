@@ -85,7 +85,7 @@ impl<M: GuestRam> ShadowVm<M> {
         }
     }
 
-    /// The vCPU exited through the trampoline (an `out` to [`EXIT_PORT`]).
+    /// The vCPU exited through the trampoline (an `out` to [`EXIT_PORT`](crate::kvm::EXIT_PORT)).
     pub fn handle_exit(&self, index: usize) -> Result<Exit, KvmGlueError> {
         let glue = self.glue(index)?;
         let mut g = glue.lock();

@@ -7,7 +7,7 @@
 //! tables, GDT, IDT, TSSs, the trampoline and the per-vCPU IST stacks with
 //! their chain areas, plus the shadow-page arena), registers it as KVM memslots above
 //! guest RAM, sets vCPUs up to run on shadow roots, and turns trampoline
-//! exits into [`ShadowMmu`] calls and the return chains through which the
+//! exits into [`ShadowMmu`](crate::ShadowMmu) calls and the return chains through which the
 //! trampoline carries out what the MMU decided (see `trampoline.S`).
 //!
 //! On the hosts this was built on, KVM itself shadows our shadow tables: a

@@ -6,17 +6,17 @@
 //! shadow entries that map them.
 
 pub mod arena;
+pub mod guest_frame;
 pub mod rmap;
 pub mod role;
-pub mod translation;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub use arena::{Arena, ArenaError, PageId, ENTRIES};
+pub use guest_frame::GuestFrames;
 pub use role::Role;
-pub use translation::{Translation, Translations};
 
 use crate::addr::Gfn;
 use crate::hash::FrameHashBuilder;
@@ -49,8 +49,9 @@ pub struct ShadowPage {
     pub role: Role,
     /// Entries of other shadow pages that link to this one.
     pub parents: Vec<SptePtr>,
-    /// Per-entry translation of leaf entries.
-    pub translations: Translations,
+    /// The guest frames of leaf entries that their shadow frames do not
+    /// name.
+    pub frames: GuestFrames,
     /// A 4 KiB guest page table whose writes are not tracked until the next
     /// sync point (INVLPG, TLB flush, CR3 load).
     pub unsync: bool,
@@ -267,16 +268,11 @@ impl Pages {
         } else {
             return Err(OutOfPages);
         };
-        let translations = if role.synthetic() {
-            Translations::default()
-        } else {
-            Translations::new(ENTRIES)
-        };
         self.slots[id.0 as usize] = Some(ShadowPage {
             gfn,
             role,
             parents: Vec::new(),
-            translations,
+            frames: GuestFrames::default(),
             unsync: false,
             root_count: 0,
             write_flooding: 0,
