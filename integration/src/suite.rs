@@ -363,7 +363,7 @@ const CASES: [Case; 8] = [
         slots: &[0, 1, 3],
     },
     Case {
-        id: "P6",
+        id: "P8",
         what: "a timer tick at CPL3 (delivery, handler, EOI), per tick",
         goal: 2.0,
         workload: Workload::Timer,

@@ -526,7 +526,7 @@ fn report_threads() {
     let rounds = if measuring() { 5 } else { 1 };
     println!("\n## Fault throughput, vCPU threads on one Mmu ({} faults per thread per round, median of {rounds} rounds)", per_thread / PAGE);
     let mut results = Vec::new();
-    for threads in [1usize, 8] {
+    for threads in [1usize, 2, 8] {
         let g = Arc::new(Guest::new(
             per_thread * threads as u64,
             Some(LEAF),
@@ -586,10 +586,28 @@ fn report_threads() {
         );
         results.push(rate);
     }
+    let cpus = thread::available_parallelism().map_or(0, |n| n.get());
+    let two = results[1] / results[0];
     println!(
-        "8 threads / 1 thread throughput: {:.2}x ({} CPUs available)",
-        results[1] / results[0],
-        thread::available_parallelism().map_or(0, |n| n.get())
+        "throughput over 1 thread: 2 threads {two:.2}x, 8 threads {:.2}x ({cpus} CPUs available)",
+        results[2] / results[0],
+    );
+    // Amdahl's law from the 2-thread figure: the share of a fault that
+    // runs serialised (under the MMU lock, or waiting for it) is
+    // f = 2 / S2 - 1, and n CPUs give at most 1 / (f + (1 - f) / n).
+    let f = (2.0 / two - 1.0).clamp(0.0, 1.0);
+    let at = |n: f64| 1.0 / (f + (1.0 - f) / n);
+    println!(
+        "serialised share from it: {:.0} %; on idle CPUs that predicts 4: {:.2}x, 8: {:.2}x, 16: {:.2}x, any number: {}",
+        f * 100.0,
+        at(4.0),
+        at(8.0),
+        at(16.0),
+        if f > 0.0 {
+            format!("{:.2}x", 1.0 / f)
+        } else {
+            "unbounded".into()
+        }
     );
 }
 
