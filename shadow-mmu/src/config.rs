@@ -125,7 +125,12 @@ pub struct MmuConfig {
     /// Shadow-physical address of the first shadow page.
     pub arena_base: u64,
     /// Most shadow pages in use at once (8 to 4,194,304); the oldest are
-    /// reclaimed beyond it.
+    /// reclaimed beyond it. Small caps are for testing reclaim: a guest
+    /// makes progress only while the shadow paging structures of what one
+    /// instruction and an interrupt's delivery touch fit at once, and
+    /// below about 16 pages they may not (a guest taking a timer tick
+    /// every millisecond at 12 pages spends every tick re-faulting what
+    /// the last one evicted). KVM never goes below 64.
     pub max_pages: u32,
     /// Number of vCPUs.
     pub vcpus: usize,

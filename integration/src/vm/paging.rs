@@ -248,7 +248,9 @@ pub struct ShadowPaging {
 /// workloads' address spaces without reclaim at the default sizes.
 pub const DEFAULT_MAX_PAGES: u32 = 16384;
 
-/// The smallest shadow page cap the MMU accepts.
+/// The smallest shadow page cap the MMU accepts (for testing reclaim:
+/// below about 16 pages a workload may stop making progress, see
+/// `MmuConfig::max_pages`).
 pub const MIN_MAX_PAGES: u32 = 8;
 
 /// Guest-physical base of the hidden region: far above any guest RAM this
