@@ -734,20 +734,20 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 }
 
 fn bench(runs: usize, json: Option<&Path>) -> ExitCode {
-    let rows = match suite::run_bench(runs) {
-        Ok(r) => r,
+    let bench = match suite::run_bench(runs) {
+        Ok(b) => b,
         Err(e) => return vm_error(&e),
     };
-    let md = suite::bench_markdown(&rows, runs);
+    let md = suite::bench_markdown(&bench, runs);
     println!("{md}");
     if let Some(path) = json {
         let out = [
             (
                 path.to_path_buf(),
-                suite::bench_json(&rows, runs).to_string() + "\n",
+                suite::bench_json(&bench, runs).to_string() + "\n",
             ),
             (with_suffix(path, ".md"), md),
-            (with_suffix(path, ".svg"), suite::bench_svg(&rows)),
+            (with_suffix(path, ".svg"), suite::bench_svg(&bench.rows)),
         ];
         for (p, text) in out {
             if let Err(e) = std::fs::write(&p, text) {

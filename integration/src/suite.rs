@@ -404,9 +404,56 @@ const BENCH_MODES: [BenchMode; 4] = [
 /// of each of [`BENCH_MODES`]).
 type Measured = (Workload, [u64; 5], [Vec<RunReport>; 4]);
 
+/// What bounds the cost of a first write under shadow paging, from the
+/// bench's touch runs (medians, TSC ticks per round trip or page).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Floor {
+    /// Shadow paging: a round trip through the VMM's trampoline without an
+    /// exit (delivery of the #UD, the trampoline's instructions, `iretq`;
+    /// a register-form hypercall of no known number), the least a shadow
+    /// fault can cost.
+    pub trampoline: u64,
+    /// Shadow paging: the same with an exit to the VMM (block form).
+    pub exit: u64,
+    /// Native paging: a hypercall's exit to the VMM (`out`).
+    pub native_exit: u64,
+    /// Shadow paging (`exact`): P3's first write, per page.
+    pub first_write: u64,
+    /// Native paging: P3's first write, per page.
+    pub native_first_write: u64,
+    /// TSC frequency, if known, for microseconds.
+    pub tsc_khz: Option<u32>,
+}
+
+impl Floor {
+    fn us(&self, ticks: u64) -> String {
+        match self.tsc_khz {
+            Some(k) if k > 0 => format!("{:.1} µs", ticks as f64 * 1000.0 / f64::from(k)),
+            _ => format!("{ticks} tsc"),
+        }
+    }
+
+    /// A shadow first write over the trampoline round trip.
+    pub fn first_write_over_floor(&self) -> f64 {
+        self.first_write as f64 / (self.trampoline as f64).max(1.0)
+    }
+}
+
+/// Round trips per calibration in the touch workload (`SYS_FLOOR`).
+const FLOOR_ROUND_TRIPS: u64 = 1000;
+
+/// The bench's results: one row per case, and the floor.
+#[derive(Clone, Debug, Default)]
+pub struct Bench {
+    /// Shadow against native, per case.
+    pub rows: Vec<BenchRow>,
+    /// What bounds a shadow first write.
+    pub floor: Floor,
+}
+
 /// Runs every bench case `runs` times per paging mode, alternating (progress
 /// on standard error when it is a terminal).
-pub fn run_bench(runs: usize) -> Result<Vec<BenchRow>, VmError> {
+pub fn run_bench(runs: usize) -> Result<Bench, VmError> {
     // Touch runs serve P3, P3b and P3c together.
     let mut rows = Vec::new();
     let mut done: Vec<Measured> = Vec::new();
@@ -471,11 +518,34 @@ pub fn run_bench(runs: usize) -> Result<Vec<BenchRow>, VmError> {
         });
     }
     progress(format_args!("\rdone.                                   \n"));
-    Ok(rows)
+    let floor = done
+        .iter()
+        .find(|(w, p, _)| *w == Workload::Touch && *p == TOUCH_PARAMS)
+        .map(|(_, _, [native, shadow, _, _])| {
+            let slot = |rs: &[RunReport], s: usize, per: u64| {
+                median(
+                    rs.iter()
+                        .map(|r| r.results.tsc.get(s).copied().unwrap_or(0) / per)
+                        .collect(),
+                )
+            };
+            let pages = TOUCH_PARAMS[0] * 256;
+            Floor {
+                trampoline: slot(shadow, 9, FLOOR_ROUND_TRIPS),
+                exit: slot(shadow, 10, FLOOR_ROUND_TRIPS),
+                native_exit: slot(native, 10, FLOOR_ROUND_TRIPS),
+                first_write: slot(shadow, 0, pages),
+                native_first_write: slot(native, 0, pages),
+                tsc_khz: native.first().and_then(|r| r.tsc_khz),
+            }
+        })
+        .unwrap_or_default();
+    Ok(Bench { rows, floor })
 }
 
-/// The bench as a Markdown table.
-pub fn bench_markdown(rows: &[BenchRow], runs: usize) -> String {
+/// The bench as a Markdown table, and the floor of a shadow first write.
+pub fn bench_markdown(bench: &Bench, runs: usize) -> String {
+    let rows = &bench.rows;
     let mut s = format!(
         "Medians of {runs} runs per mode, alternating native, shadow, shadow with direct \
          page-table writes and shadow with speculative prefetch, guest TSC-timed phases. \
@@ -505,14 +575,38 @@ pub fn bench_markdown(rows: &[BenchRow], runs: usize) -> String {
             },
         );
     }
+    let f = &bench.floor;
+    let _ = write!(
+        s,
+        "\nThe floor of a shadow fault (the touch runs' calibration, medians): a round trip \
+         through the trampoline without an exit {}, with an exit to the VMM {} (natively a \
+         hypercall's exit {}). P3's first write costs {} a page under shadow paging \
+         ({:.2} times that floor) and {} natively.\n",
+        f.us(f.trampoline),
+        f.us(f.exit),
+        f.us(f.native_exit),
+        f.us(f.first_write),
+        f.first_write_over_floor(),
+        f.us(f.native_first_write),
+    );
     s
 }
 
 /// The bench as JSON.
-pub fn bench_json(rows: &[BenchRow], runs: usize) -> Value {
+pub fn bench_json(bench: &Bench, runs: usize) -> Value {
+    let f = &bench.floor;
     json!({
         "runs_per_mode": runs,
-        "rows": rows.iter().map(|r| json!({
+        "floor": {
+            "trampoline_round_trip_tsc": f.trampoline,
+            "exit_round_trip_tsc": f.exit,
+            "native_exit_round_trip_tsc": f.native_exit,
+            "first_write_per_page_tsc": f.first_write,
+            "native_first_write_per_page_tsc": f.native_first_write,
+            "first_write_over_floor": f.first_write_over_floor(),
+            "tsc_khz": f.tsc_khz,
+        },
+        "rows": bench.rows.iter().map(|r| json!({
             "id": r.id,
             "what": r.what,
             "native_tsc": r.native,

@@ -151,6 +151,11 @@ typedef long i64;
                            * frame, INVLPG here, then IPI every other online
                            * CPU, whose handler INVLPGs it, and wait for
                            * them all -> 0 / <0 */
+#define SYS_FLOOR 28      /* n, kind: n hypercalls of no known number, for
+                           * the cost of a round trip: kind 0 register form
+                           * (shadow paging: the VMM's trampoline answers
+                           * it without an exit on one vCPU; natively -3),
+                           * kind 1 block form (an exit each) -> 0 / <0 */
 
 /* Target classes of the attack workload (SYS_ATTACK). The hidden region's
  * layout is the KVM glue's (shadow-mmu/src/kvm/layout.rs, mailbox.rs). */

@@ -195,6 +195,17 @@ static u64 w_touch(void)
     for (int i = 0; i < 100; i++)
         uprobe_read(HOSTILE_VA);
     tsc_slot(6, rdtsc() - t);
+    /* calibration: p5 (1000) hypercalls the VMM's trampoline answers
+     * itself (shadow paging; natively nothing), and as many that exit */
+    u64 trips = param(5, 1000);
+    t = rdtsc();
+    if (sys(SYS_FLOOR, trips, 0, 0, 0, 0) == 0)
+        tsc_slot(9, rdtsc() - t);
+    t = rdtsc();
+    if (sys(SYS_FLOOR, trips, 1, 0, 0, 0) == 0)
+        tsc_slot(10, rdtsc() - t);
+    else
+        errors++;
     /* first touch by reads (fresh pages read as zero): sequential, then
      * random order over the first rn entries of the same permutation */
     if (rn) {

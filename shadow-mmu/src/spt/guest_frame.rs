@@ -50,11 +50,6 @@ impl GuestFrames {
             (None, true) => {}
         }
     }
-
-    /// How many entries are listed.
-    pub fn moved(&self) -> usize {
-        self.moved.len()
-    }
 }
 
 #[cfg(test)]
@@ -67,19 +62,19 @@ mod tests {
         let mut f = GuestFrames::default();
         let leaf = |frame: u64| spte::leaf(frame, PteAccess::all(), PteAccess::all(), 0, 1);
         f.set(3, Gfn(0x1234), 0x123_4000);
-        assert_eq!(f.moved(), 0);
+        assert_eq!(f.moved.len(), 0);
         assert_eq!(f.gfn(3, leaf(0x123_4000)), Gfn(0x1234));
         // A sink page: the guest frame is elsewhere.
         f.set(4, Gfn(0xfff_ff00), 0x5000);
         f.set(511, Gfn(1 << 39), 0x6000);
-        assert_eq!(f.moved(), 2);
+        assert_eq!(f.moved.len(), 2);
         assert_eq!(f.gfn(4, leaf(0x5000)), Gfn(0xfff_ff00));
         assert_eq!(f.gfn(511, leaf(0x6000)), Gfn(1 << 39));
         // Moved to moved replaces; moved back to its own frame drops it.
         f.set(4, Gfn(7), 0x5000);
         assert_eq!(f.gfn(4, leaf(0x5000)), Gfn(7));
         f.set(4, Gfn(0x5), 0x5000);
-        assert_eq!(f.moved(), 1);
+        assert_eq!(f.moved.len(), 1);
         assert_eq!(f.gfn(4, leaf(0x5000)), Gfn(5));
         assert_eq!(f.gfn(511, leaf(0x6000)), Gfn(1 << 39));
     }
