@@ -6,9 +6,10 @@
 
 use shadow_mmu_integration::vm::{self, PagingMode, RunReport, VmConfig, VmError, Workload};
 
-fn spaces(rounds: u64) -> RunReport {
-    let mut cfg = VmConfig::new(Workload::Spaces, PagingMode::Shadow);
-    cfg.params[..3].copy_from_slice(&[4, 8, rounds]);
+/// Runs `workload` shadowed with leading `params`; the guest must succeed.
+fn shadow_run(workload: Workload, params: &[u64]) -> RunReport {
+    let mut cfg = VmConfig::new(workload, PagingMode::Shadow);
+    cfg.params[..params.len()].copy_from_slice(params);
     match vm::run(&cfg) {
         Ok(r) => {
             assert_eq!((r.exit_status, r.results.errors), (0, 0), "{}", r.console);
@@ -18,8 +19,12 @@ fn spaces(rounds: u64) -> RunReport {
         Err(e @ VmError::NoKvm(_)) => {
             panic!("this test needs /dev/kvm and cannot run without it: {e}")
         }
-        Err(e) => panic!("spaces: {e}"),
+        Err(e) => panic!("{workload}: {e}"),
     }
+}
+
+fn spaces(rounds: u64) -> RunReport {
+    shadow_run(Workload::Spaces, &[4, 8, rounds])
 }
 
 /// The spaces workload switches address spaces `rounds` times per space in
@@ -48,20 +53,8 @@ fn switching_to_a_cached_address_space_costs_no_exit() {
 }
 
 fn touch(round_trips: u64) -> RunReport {
-    let mut cfg = VmConfig::new(Workload::Touch, PagingMode::Shadow);
     // 1 MiB written, 1 pass, 1 MiB demand-paged, nothing read first.
-    cfg.params = [1, 1, 1, 0, round_trips];
-    match vm::run(&cfg) {
-        Ok(r) => {
-            assert_eq!((r.exit_status, r.results.errors), (0, 0), "{}", r.console);
-            eprintln!("{}", r.summary());
-            r
-        }
-        Err(e @ VmError::NoKvm(_)) => {
-            panic!("this test needs /dev/kvm and cannot run without it: {e}")
-        }
-        Err(e) => panic!("touch: {e}"),
-    }
+    shadow_run(Workload::Touch, &[1, 1, 1, 0, round_trips])
 }
 
 /// The touch workload's calibration makes its last parameter's count of
