@@ -14,7 +14,10 @@
 
 mod common;
 
+use std::collections::BTreeSet;
+
 use common::{check_pair, check_same, run, run_on, Mode, DEFAULT_MAX_PAGES, SHADOW_MODES};
+use shadow_mmu::SpeculativeMarks;
 use shadow_mmu_integration::vm::{RunReport, Workload};
 
 const SEED: u64 = 11;
@@ -196,14 +199,26 @@ fn hostile_differences(n: &[u64], s: &[u64]) {
     }
 }
 
-/// A log of guest entries consumed in order: each part's entries must be
+/// The native run of `workload` with `params`, and its run under
+/// speculative prefetch.
+fn native_and_speculative(workload: Workload, params: &[u64]) -> (RunReport, RunReport) {
+    let native = run(workload, Mode::Native, SEED, params, DEFAULT_MAX_PAGES);
+    let shadow = run(workload, Mode::Speculative, SEED, params, DEFAULT_MAX_PAGES);
+    (native, shadow)
+}
+
+/// Checks the accessed bits a speculative run shows beyond native's against
+/// the MMU's log, which is consumed in order: each part's entries must be
 /// found in it after the previous part's (an A bit set without a log entry,
-/// or logged only before an earlier part, fails). Returns how many entries
-/// the parts named.
-fn consume_in_order(
-    log: &mut impl Iterator<Item = u64>,
-    parts: impl IntoIterator<Item = (String, std::collections::BTreeSet<u64>)>,
-) -> usize {
+/// or logged only before an earlier part, fails). At least one such bit
+/// must have been seen, or nothing was checked.
+fn extra_accessed_bits_logged(
+    workload: Workload,
+    marks: &SpeculativeMarks,
+    parts: Vec<(String, BTreeSet<u64>)>,
+) {
+    assert_eq!(marks.dropped, 0, "the log overflowed");
+    let mut log = marks.entries.iter().map(|g| g.0);
     let mut total = 0;
     for (part, mut extra) in parts {
         total += extra.len();
@@ -214,7 +229,14 @@ fn consume_in_order(
             extra.remove(&e);
         }
     }
-    total
+    eprintln!(
+        "{workload}, speculative: {total} accessed bits beyond native's, {} logged",
+        marks.entries.len()
+    );
+    assert!(
+        total > 0,
+        "no speculative accessed bit: nothing was checked"
+    );
 }
 
 /// `Prefetch::Speculative`: a fault also maps never-accessed neighbours,
@@ -284,25 +306,9 @@ fn speculative_prefetch() {
 #[test]
 fn adbits_speculative() {
     // 256 pages, 8 rounds, speculative accessed bits allowed (parameter 3).
-    let params = [256, 8, 1];
-    let native = run(
-        Workload::Adbits,
-        Mode::Native,
-        SEED,
-        &params,
-        DEFAULT_MAX_PAGES,
-    );
-    let shadow = run(
-        Workload::Adbits,
-        Mode::Speculative,
-        SEED,
-        &params,
-        DEFAULT_MAX_PAGES,
-    );
+    let (native, shadow) = native_and_speculative(Workload::Adbits, &[256, 8, 1]);
     let report = check_pair(Workload::Adbits, &native, &shadow);
     assert_eq!(native.results.faults, shadow.results.faults);
-    let marks = &report.speculative_marks;
-    assert_eq!(marks.dropped, 0);
     let (n, s) = (&native.results.records, &shadow.results.records);
     assert_eq!(n.len(), s.len());
     let pages = n[0] as usize;
@@ -322,7 +328,7 @@ fn adbits_speculative() {
         );
         let exp = at + 1 + pages / 8..at + 1 + pages / 4;
         assert_eq!(n[exp.clone()], s[exp], "round {round}: expected bits");
-        let mut extra = std::collections::BTreeSet::new();
+        let mut extra = BTreeSet::new();
         for (i, &entry) in entries.iter().enumerate() {
             let (bn, bs) = (byte(got.0, i), byte(got.1, i));
             if bn == bs {
@@ -338,15 +344,7 @@ fn adbits_speculative() {
         at += 1 + pages / 4;
     }
     assert_eq!(at, n.len());
-    let extra_total = consume_in_order(&mut marks.entries.iter().map(|g| g.0), parts);
-    eprintln!(
-        "adbits, speculative: {extra_total} accessed bits beyond native's, {} logged",
-        marks.entries.len()
-    );
-    assert!(
-        extra_total > 0,
-        "no speculative accessed bit: nothing was checked"
-    );
+    extra_accessed_bits_logged(Workload::Adbits, &report.speculative_marks, parts);
 }
 
 /// The access matrix with speculative prefetch: fault or not, error codes
@@ -360,24 +358,8 @@ fn access_speculative() {
     /// Cases per batch (`ACC_SLOTS` in the guest's `guest.h`).
     const SLOTS: usize = 64;
     const CASES: usize = 20_000;
-    let params = [CASES as u64, 1];
-    let native = run(
-        Workload::Access,
-        Mode::Native,
-        SEED,
-        &params,
-        DEFAULT_MAX_PAGES,
-    );
-    let shadow = run(
-        Workload::Access,
-        Mode::Speculative,
-        SEED,
-        &params,
-        DEFAULT_MAX_PAGES,
-    );
+    let (native, shadow) = native_and_speculative(Workload::Access, &[CASES as u64, 1]);
     let report = check_pair(Workload::Access, &native, &shadow);
-    let marks = &report.speculative_marks;
-    assert_eq!(marks.dropped, 0);
     let (n, s) = (&native.results.records, &shadow.results.records);
     assert_eq!((n.len(), s.len()), (CASES + 1, CASES + 1));
     let pt = n[CASES];
@@ -387,7 +369,7 @@ fn access_speculative() {
     for combo in 0..16 {
         let end = CASES * (combo + 1) / 16;
         for first in (CASES * combo / 16..end).step_by(SLOTS) {
-            let mut extra = std::collections::BTreeSet::new();
+            let mut extra = BTreeSet::new();
             for (slot, i) in (first..end.min(first + SLOTS)).enumerate() {
                 if n[i] == s[i] {
                     continue;
@@ -403,13 +385,5 @@ fn access_speculative() {
             parts.push((format!("the batch from case {first}"), extra));
         }
     }
-    let extra_total = consume_in_order(&mut marks.entries.iter().map(|g| g.0), parts);
-    eprintln!(
-        "access, speculative: {extra_total} PTE accessed bits beyond native's, {} logged",
-        marks.entries.len()
-    );
-    assert!(
-        extra_total > 0,
-        "no speculative accessed bit: nothing was checked"
-    );
+    extra_accessed_bits_logged(Workload::Access, &report.speculative_marks, parts);
 }
