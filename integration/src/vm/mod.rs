@@ -761,13 +761,12 @@ fn run_into(config: &VmConfig, kernel: &[u8], out: &mut RunOutcome) -> Result<Ru
         memory,
         ram_size,
         vcpus: config.vcpus,
-        paging: {
-            let mut paging = Paging::shadowing(config.paging, config.max_pages, config.prefetch);
-            if let Paging::Shadow(s) = &mut paging {
-                s.speculative_log = config.speculative_log;
-            }
-            paging
-        },
+        paging: Paging::shadowing(
+            config.paging,
+            config.max_pages,
+            config.prefetch,
+            config.speculative_log,
+        ),
         stop: AtomicBool::new(false),
         outcome: Mutex::new(None),
         outcome_cv: Condvar::new(),

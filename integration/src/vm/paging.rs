@@ -149,16 +149,24 @@ impl Paging {
     /// `max_pages` shadow pages in use and reclaims the oldest beyond that
     /// (see [`ShadowPaging::with_max_pages`]). Native paging ignores it.
     pub fn with_max_pages(mode: PagingMode, max_pages: u32) -> Paging {
-        Paging::shadowing(mode, max_pages, Prefetch::Exact)
+        Paging::shadowing(mode, max_pages, Prefetch::Exact, 0)
     }
 
-    /// [`Paging::with_max_pages`], with the MMU's prefetch policy.
-    pub fn shadowing(mode: PagingMode, max_pages: u32, prefetch: Prefetch) -> Paging {
+    /// [`Paging::with_max_pages`], with the MMU's prefetch policy and the
+    /// length of its log of speculatively set accessed bits
+    /// (`MmuConfig::speculative_log`).
+    pub fn shadowing(
+        mode: PagingMode,
+        max_pages: u32,
+        prefetch: Prefetch,
+        speculative_log: usize,
+    ) -> Paging {
         match mode {
             PagingMode::Native => Paging::Native,
             PagingMode::Shadow => {
                 let mut shadow = ShadowPaging::with_max_pages(max_pages);
                 shadow.prefetch = prefetch;
+                shadow.speculative_log = speculative_log;
                 Paging::Shadow(Box::new(shadow))
             }
         }
@@ -238,7 +246,7 @@ pub struct ShadowPaging {
     /// Which guest entries a fault maps besides its own.
     prefetch: Prefetch,
     /// `MmuConfig::speculative_log`.
-    pub(super) speculative_log: usize,
+    speculative_log: usize,
     /// Whether KVM reports registers in `kvm_run` at every exit
     /// (`KVM_CAP_SYNC_REGS`): emulation then needs no register ioctls.
     sync_regs: OnceLock<bool>,
