@@ -261,6 +261,11 @@ struct RunArgs {
     #[arg(long, value_name = "POLICY", value_parser = prefetch_parser())]
     prefetch: Option<Prefetch>,
 
+    /// Shadow paging only: a write to a clean page exits to the VMM, as
+    /// under KVM, rather than being resolved by the trampoline (one vCPU).
+    #[arg(long)]
+    no_dirty_fast_path: bool,
+
     /// Number of vCPUs, 1 to 8 [default: 1, smp: 2].
     #[arg(long, value_name = "N", value_parser = vcpus)]
     vcpus: Option<u32>,
@@ -534,6 +539,12 @@ impl RunArgs {
                 return Err("--prefetch needs --paging shadow".into());
             }
             cfg.prefetch = p;
+        }
+        if self.no_dirty_fast_path {
+            if self.paging != PagingMode::Shadow {
+                return Err("--no-dirty-fast-path needs --paging shadow".into());
+            }
+            cfg.dirty_fast_path = false;
         }
         Ok(cfg)
     }

@@ -186,6 +186,7 @@ fn run_json(r: &SuiteRow, writes: PtWrites, run: &RunReport) -> Value {
         },
         "emulated": sh.map_or(0, |s| s.emulated),
         "tracked_writes": st.tracked_writes,
+        "dirty_taken": st.dirty_taken,
         "exits": {
             "trampoline": run.exits.trampoline,
             "hypercalls": run.exits.hypercalls,

@@ -73,6 +73,7 @@ pub mod arch;
 pub mod audit;
 pub mod changes;
 pub mod config;
+pub mod dirty;
 pub mod emulate;
 pub mod error;
 mod fault;
@@ -108,6 +109,7 @@ pub use config::{
     AtomicGuestMemory, FrameMap, GuestRam, Hole, IdentityFrames, MmuConfig, Prefetch, RamMap,
     TableWrites,
 };
+pub use dirty::{DirtyEntry, DirtyTable};
 pub use error::MmuError;
 pub use mmu::{Mmu, ShadowMmu};
 pub use outcome::{FaultOutcome, GuestException};

@@ -21,6 +21,7 @@ use crate::arch::{Access, PagingState, PfErrorCode};
 use crate::audit::AuditError;
 use crate::changes::Changes;
 use crate::config::{AtomicGuestMemory, GuestRam, MmuConfig};
+use crate::dirty::DirtyTable;
 use crate::error::MmuError;
 use crate::outcome::FaultOutcome;
 use crate::spt::{Arena, Pages};
@@ -227,6 +228,33 @@ impl<M: GuestRam> Mmu<M> {
             .filter(|r| r.key.role == current.key.role && r.key.mode == current.key.mode)
             .map(|r| (r.state.cr3, st.pages.arena.page_address(r.page)))
             .collect()
+    }
+
+    /// The clean guest entries of the leaf table through which vCPU
+    /// `vcpu` maps `gva` now, which a write may make dirty without a fault
+    /// reaching the MMU ([`crate::dirty`]). They stay valid until the next
+    /// call for `vcpu` or any call that changes shadow entries: a VMM that
+    /// resolves such writes itself must stop doing so before either, and
+    /// call [`Mmu::dirty_taken`] first ([`crate::DirtyEntry`]).
+    pub fn dirty_table(&self, vcpu: usize, gva: Gva) -> Option<DirtyTable> {
+        let mem = self.shared.mem.memory();
+        self.shared.state.lock().dirty_table(&*mem, vcpu, gva)
+    }
+
+    /// Takes over the leaves of `table` that were made writable outside the
+    /// MMU ([`DirtyEntry::dirty_spte`]); any other value stays what it was
+    /// and is the arena's corruption check's to find. Returns how many
+    /// were taken over, and the changes for a leaf whose frame became a
+    /// shadowed page table meanwhile, which is made read-only again.
+    pub fn dirty_taken(&self, table: &DirtyTable) -> (usize, Changes) {
+        let mut st = self.shared.state.lock();
+        st.begin_op();
+        let taken = st.dirty_taken(table);
+        self.shared
+            .stats
+            .dirty_taken
+            .fetch_add(taken as u64, Ordering::Relaxed);
+        (taken, st.take_changes())
     }
 
     /// The accessed bits set speculatively since the last call, and how

@@ -101,6 +101,10 @@ counters! {
     /// Of those, entries whose guest A bit the MMU set
     /// ([`Prefetch::Speculative`](crate::Prefetch::Speculative)).
     prefetched_speculative,
+    /// Clean leaves made writable outside the MMU (a write that set the
+    /// guest's D bit without a fault reaching it) and taken over
+    /// ([`Mmu::dirty_taken`](crate::Mmu::dirty_taken)).
+    dirty_taken,
     /// Unsync pages brought up to date.
     syncs,
     /// Pages that went unsync.

@@ -18,6 +18,7 @@ const GUEST: &[u8] = include_bytes!("guest/basic.bin");
 const USER_GUEST: &[u8] = include_bytes!("guest/user.bin");
 const HOSTILE_GUEST: &[u8] = include_bytes!("guest/hostile.bin");
 const INTERRUPTS_GUEST: &[u8] = include_bytes!("guest/interrupts.bin");
+const DIRTY_GUEST: &[u8] = include_bytes!("guest/dirty.bin");
 /// The port the interrupt guest ends its run with (it cannot use `hlt`:
 /// with the in-kernel interrupt controller KVM halts the vCPU itself).
 const DONE_PORT: u16 = 0x5a2;
@@ -66,6 +67,18 @@ fn try_run_guest_on(
     irqchip: bool,
     prepare: impl FnOnce(&dyn Fn(u64, u64)),
 ) -> Ran {
+    try_run_guest_with(code, rip, irqchip, true, prepare)
+}
+
+/// [`try_run_guest_on`], with the trampoline resolving writes to clean
+/// pages by itself or not (`ShadowVm::set_dirty_fast_path`).
+fn try_run_guest_with(
+    code: &[u8],
+    rip: u64,
+    irqchip: bool,
+    dirty_fast_path: bool,
+    prepare: impl FnOnce(&dyn Fn(u64, u64)),
+) -> Ran {
     let kvm = kvm();
     let vm = kvm.create_vm().expect("create VM");
     if irqchip {
@@ -99,6 +112,7 @@ fn try_run_guest_on(
         },
     )
     .expect("shadow VM");
+    shadow.set_dirty_fast_path(dirty_fast_path);
     let mut vcpu = vm.create_vcpu(0).unwrap();
     let cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).unwrap();
     vcpu.set_cpuid2(&cpuid).unwrap();
@@ -444,4 +458,78 @@ fn a_trampoline_the_guest_overwrote_is_a_clear_error() {
         }
         other => panic!("after {exits} exits: {other:x?}"),
     }
+}
+
+/// Guest tables for `guest/dirty.S`: code, stack and hypercall blocks
+/// identity-mapped in the first 2 MiB, and 64 clean pages (present,
+/// writable, accessed, not dirty) at gva 0x400000, frames from 0x600000,
+/// in the guest table at 0x5000.
+fn clean_pages(w: &dyn Fn(u64, u64)) {
+    let t = PTE_P | PTE_W;
+    w(0x1000, 0x2000 | t);
+    w(0x2000, 0x3000 | t);
+    w(0x3000, 0x4000 | t);
+    for i in 0..512u64 {
+        w(0x4000 + 8 * i, (i << 12) | t);
+    }
+    w(0x3010, 0x5000 | t);
+    for i in 0..64u64 {
+        w(0x5000 + 8 * i, (0x60_0000 + (i << 12)) | t | PTE_A);
+    }
+}
+
+/// The first write to each of 64 clean pages of one table, after a read
+/// that mapped the table: with the dirty fast path, the trampoline sets D
+/// in each guest entry and makes its shadow entry writable with no exit,
+/// and the MMU takes the entries over at the next one (the audit); without
+/// it, every write exits, as under KVM. The guest's memory, its D bits and
+/// its CR2 (which no fault of the guest's set: the trampoline puts back
+/// the one the guest saw) are the same either way, and what the SDM says
+/// they must be.
+#[test]
+fn writes_to_clean_pages_set_d_without_an_exit() {
+    let run = |fast: bool| {
+        let (r, shadow, atomic, exits) =
+            try_run_guest_with(DIRTY_GUEST, 0x10_0000, false, fast, clean_pages);
+        let r = r.expect("the guest runs to its hlt");
+        shadow.catch_up(0).expect("vCPU 0");
+        assert_eq!(r.rbx, 0, "CR2: the guest never took a fault");
+        let mem = atomic.memory();
+        for i in 0..64u64 {
+            let data: u64 = mem.read_obj(GuestAddress(0x60_0000 + (i << 12))).unwrap();
+            assert_eq!(data, i, "page {i}");
+            let pte: u64 = mem.read_obj(GuestAddress(0x5000 + 8 * i)).unwrap();
+            assert_eq!(pte & (PTE_A | PTE_D), PTE_A | PTE_D, "entry {i}: {pte:#x}");
+        }
+        shadow.mmu().audit().expect("audit");
+        let st = shadow.mmu().stats();
+        eprintln!("fast path {fast}: {exits} exits, {st:?}");
+        (exits, st)
+    };
+    let (fast_exits, fast) = run(true);
+    let (slow_exits, slow) = run(false);
+    assert_eq!(slow.dirty_taken, 0);
+    assert!(slow.fault_dirty_tracking >= 64, "{slow:?}");
+    assert_eq!(fast.dirty_taken, 64, "{fast:?}");
+    assert_eq!(fast.fault_dirty_tracking, 0, "{fast:?}");
+    assert_eq!(slow_exits - fast_exits, 64, "one exit per clean page saved");
+}
+
+/// A guest kernel that forges the armed table's shadow-page address in
+/// the hole (a non-canonical one) makes the trampoline's fast path take a
+/// #GP: the VM stops with a trampoline fault, and the VMM, which never
+/// reads the hole's copy of the table, takes nothing over from it.
+#[test]
+fn a_forged_dirty_table_is_a_trampoline_fault() {
+    let (r, shadow, _, exits) = try_run_guest(DIRTY_GUEST, 0x10_0800, clean_pages);
+    match r {
+        Err(KvmGlueError::TrampolineFault {
+            vector: 13, rip, ..
+        }) => {
+            assert_eq!((rip >> 39) & 511, 510, "in the hole: {rip:#x}")
+        }
+        other => panic!("after {exits} exits: {other:x?}"),
+    }
+    assert_eq!(shadow.mmu().stats().dirty_taken, 0);
+    shadow.mmu().audit().expect("audit");
 }

@@ -333,6 +333,9 @@ pub struct VmConfig {
     /// Shadow paging only: how many speculatively set accessed bits the
     /// MMU logs for [`ShadowReport::speculative_marks`] (0: none).
     pub speculative_log: usize,
+    /// Shadow paging only: whether the trampoline resolves writes to clean
+    /// pages itself (`ShadowVm::set_dirty_fast_path`; one vCPU).
+    pub dirty_fast_path: bool,
 }
 
 impl VmConfig {
@@ -353,6 +356,7 @@ impl VmConfig {
             rss_interval: None,
             prefetch: Prefetch::Exact,
             speculative_log: 0,
+            dirty_fast_path: true,
         }
     }
 }
@@ -459,8 +463,8 @@ impl RunReport {
             let st = &sh.stats;
             s.push_str(&format!(
                 ", {} page-table writes, shadow pages: cap {}, {} reclaimed, exits: {} trampoline, \
-                 {} doorbell; faults: {} no-spte, {} guest, {} write-protected, {} spurious; \
-                 {} emulated, {} unsyncs, {} syncs, {} roots built, {} root cache hits, \
+                 {} doorbell; faults: {} no-spte, {} dirty, {} guest, {} write-protected, \
+                 {} spurious; {} dirty without an exit, {} emulated, {} unsyncs, {} syncs, {} roots built, {} root cache hits, \
                  {} interrupts delivered",
                 sh.pt_writes,
                 sh.max_pages,
@@ -468,9 +472,11 @@ impl RunReport {
                 self.exits.trampoline,
                 self.exits.doorbell,
                 st.fault_no_spte,
+                st.fault_dirty_tracking,
                 st.fault_guest,
                 st.fault_write_protected,
                 st.fault_spurious,
+                st.dirty_taken,
                 sh.emulated,
                 st.unsyncs,
                 st.syncs,
@@ -766,6 +772,7 @@ fn run_into(config: &VmConfig, kernel: &[u8], out: &mut RunOutcome) -> Result<Ru
             config.max_pages,
             config.prefetch,
             config.speculative_log,
+            config.dirty_fast_path,
         ),
         stop: AtomicBool::new(false),
         outcome: Mutex::new(None),

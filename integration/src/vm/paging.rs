@@ -149,17 +149,19 @@ impl Paging {
     /// `max_pages` shadow pages in use and reclaims the oldest beyond that
     /// (see [`ShadowPaging::with_max_pages`]). Native paging ignores it.
     pub fn with_max_pages(mode: PagingMode, max_pages: u32) -> Paging {
-        Paging::shadowing(mode, max_pages, Prefetch::Exact, 0)
+        Paging::shadowing(mode, max_pages, Prefetch::Exact, 0, true)
     }
 
-    /// [`Paging::with_max_pages`], with the MMU's prefetch policy and the
+    /// [`Paging::with_max_pages`], with the MMU's prefetch policy, the
     /// length of its log of speculatively set accessed bits
-    /// (`MmuConfig::speculative_log`).
+    /// (`MmuConfig::speculative_log`) and whether the trampoline resolves
+    /// writes to clean pages (`ShadowVm::set_dirty_fast_path`).
     pub fn shadowing(
         mode: PagingMode,
         max_pages: u32,
         prefetch: Prefetch,
         speculative_log: usize,
+        dirty_fast_path: bool,
     ) -> Paging {
         match mode {
             PagingMode::Native => Paging::Native,
@@ -167,6 +169,7 @@ impl Paging {
                 let mut shadow = ShadowPaging::with_max_pages(max_pages);
                 shadow.prefetch = prefetch;
                 shadow.speculative_log = speculative_log;
+                shadow.dirty_fast_path = dirty_fast_path;
                 Paging::Shadow(Box::new(shadow))
             }
         }
@@ -247,6 +250,8 @@ pub struct ShadowPaging {
     prefetch: Prefetch,
     /// `MmuConfig::speculative_log`.
     speculative_log: usize,
+    /// `ShadowVm::set_dirty_fast_path`.
+    dirty_fast_path: bool,
     /// Whether KVM reports registers in `kvm_run` at every exit
     /// (`KVM_CAP_SYNC_REGS`): emulation then needs no register ioctls.
     sync_regs: OnceLock<bool>,
@@ -293,6 +298,7 @@ impl ShadowPaging {
             max_pages,
             prefetch: Prefetch::Exact,
             speculative_log: 0,
+            dirty_fast_path: true,
         }
     }
 
@@ -327,6 +333,7 @@ impl ShadowPaging {
         // (the doorbell, and nothing elsewhere): mapped, so that accesses
         // exit to the VMM as MMIO exactly as under native paging.
         vm.mmu().register_mmio(ctx.ram_size..HIDDEN_BASE);
+        vm.set_dirty_fast_path(self.dirty_fast_path);
         self.vm
             .set(vm)
             .map_err(|_| VmError::Shadow("shadow VM set up twice".into()))

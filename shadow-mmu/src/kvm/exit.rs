@@ -114,6 +114,11 @@ impl<M: GuestRam> ShadowVm<M> {
         // a hypercall, or after an error, gets no stray return.
         self.sys_store(top - stack::CR2, trampoline_va(gadget::RESUME));
         let mut cmds = Commands::default();
+        // Before the MMU sees anything: entries the trampoline made
+        // writable differ from its copy until it takes them over.
+        let mut taken = std::mem::take(&mut g.owed);
+        taken.merge(self.catch_up_dirty(&mut g, index));
+        self.add_changes(&g, index, &mut cmds, taken);
         self.catch_up_with_switch(&mut g, index, &mut cmds)?;
         // A flush this vCPU owes is done by the reload on the way back.
         let generation = self.flush.generation.load(Ordering::Acquire);
@@ -133,6 +138,8 @@ impl<M: GuestRam> ShadowVm<M> {
                 rip: frame.rip,
             });
         }
+        // A fault the MMU fixed: its table's clean entries may be armed.
+        let mut arm = None;
         let exit = match vector {
             vector::PF => {
                 // Whatever becomes of it, this fault is not the guest's
@@ -149,6 +156,9 @@ impl<M: GuestRam> ShadowVm<M> {
                 self.add_changes(&g, index, &mut cmds, changes);
                 if outcome == FaultOutcome::Retry {
                     self.flush_for_pages(index, g.root, &mut cmds);
+                }
+                if outcome == FaultOutcome::Fixed {
+                    arm = Some(cr2);
                 }
                 if matches!(outcome, FaultOutcome::Fixed | FaultOutcome::Retry) {
                     let fixed = outcome == FaultOutcome::Fixed;
@@ -220,6 +230,9 @@ impl<M: GuestRam> ShadowVm<M> {
             // emulated (`ShadowVm::emulate`).
             g.deferred = Some(cmds);
         } else {
+            if let Some(gva) = arm {
+                self.arm_dirty(&mut g, index, gva, error_code, &mut cmds);
+            }
             self.post(&mut g, index, cmds);
         }
         Ok(exit)

@@ -51,13 +51,26 @@ pub const NMI_BLOCKS: u64 = VCPU_BLOCKS + MAX_VCPUS as u64 * VCPU_BLOCK_SIZE;
 pub const IDTS: u64 = NMI_BLOCKS + MAX_VCPUS as u64 * VCPU_BLOCK_SIZE;
 /// Size of one IDT: vectors 0-255.
 pub const IDT_STRIDE: u64 = 256 * 16;
+/// The per-vCPU arm blocks, after the IDTs, `VCPU_BLOCK_SIZE` apart (so
+/// that the trampoline finds a vCPU's arm block at a fixed distance from
+/// its IST stack): the page through which the hole maps the armed guest
+/// table ([`ARM_WINDOW`]), then the entries the dirty fast path expects
+/// there ([`ARM_GPTES`]) and in the shadow page ([`ARM_SPTES`]).
+pub const ARMS: u64 = IDTS + MAX_VCPUS as u64 * IDT_STRIDE;
+/// Offset of the guest table's mapping in an arm block.
+pub const ARM_WINDOW: u64 = 0;
+/// Offset of the expected guest entries (0: not armed) in an arm block.
+pub const ARM_GPTES: u64 = 0x1000;
+/// Offset of the expected shadow entries in an arm block.
+pub const ARM_SPTES: u64 = 0x2000;
 /// End of the used part of the system area.
-pub const SYSTEM_END: u64 = IDTS + MAX_VCPUS as u64 * IDT_STRIDE;
+pub const SYSTEM_END: u64 = ARMS + MAX_VCPUS as u64 * VCPU_BLOCK_SIZE;
 
 // Everything fits in the system area; the trampoline's two pages end
-// before the vCPU blocks.
+// before the vCPU blocks; arm blocks are aligned as vCPU blocks are.
 const _: () = assert!(
     SYSTEM_END <= SYSTEM_SIZE
+        && ARMS.is_multiple_of(VCPU_BLOCK_SIZE)
         && TRAMPOLINE_END <= VCPU_BLOCKS
         && crate::kvm::TRAMPOLINE_CODE.len() as u64 <= TRAMPOLINE_END - TRAMPOLINE
 );
@@ -86,6 +99,11 @@ pub const fn tss(index: usize) -> u64 {
 /// Offset of vCPU `index`'s block in the system area.
 pub const fn vcpu_block(index: usize) -> u64 {
     VCPU_BLOCKS + index as u64 * VCPU_BLOCK_SIZE
+}
+
+/// Offset of vCPU `index`'s arm block in the system area.
+pub const fn arm_block(index: usize) -> u64 {
+    ARMS + index as u64 * VCPU_BLOCK_SIZE
 }
 
 /// Offset of vCPU `index`'s NMI block in the system area.

@@ -83,6 +83,25 @@ pub const SWITCHED: u64 = 0x3800;
 /// mapping of the code page away between the `ud2`'s fetch and the
 /// marker's read, and that #PF would land on the same IST stack.
 pub const FAST_PATH: u64 = 0x3808;
+/// Offset of the word giving the first guest-virtual address of the armed
+/// dirty table (2 MiB aligned; [`DISARMED`]: none). See the #PF entry in
+/// `trampoline.S`.
+pub const ARM_BASE: u64 = 0x3810;
+/// [`ARM_BASE`] when no table is armed: no 2 MiB-aligned address.
+pub const DISARMED: u64 = 1;
+/// An unarmed slot of the expected guest entries: its low four bits would
+/// be the error code of a reserved-bit fault on a non-present entry, which
+/// no CPU reports, so no fault matches it.
+pub const UNARMED: u64 = 8;
+/// Offset of the word giving the hole address of the armed table's shadow
+/// page.
+pub const ARM_SPT: u64 = 0x3818;
+/// Offset of the word giving the CR2 the guest last saw, which the #PF
+/// fast path puts back.
+pub const ARM_CR2: u64 = 0x3820;
+/// Offset of the #PF entry (the dirty-bit fast path), where the #PF gate
+/// leads.
+pub const PF_ENTRY: u64 = 0x1420;
 /// Offset of the #UD entry (the register-form `LOAD_CR3` fast path).
 pub const UD_ENTRY: u64 = 0x500;
 /// Offset of the external-interrupt stubs (vectors 32-255).
@@ -94,7 +113,13 @@ pub const IRQ_COMMON: u64 = 0x1400;
 // The root cache follows the chain area; the IST stack above the switch
 // word needs room for the entry's frame.
 const _: () = assert!(CHAIN_END <= ROOTS && ROOTS + 16 * ROOT_SLOTS <= SWITCHED);
-const _: () = assert!(SWITCHED + 0x100 <= super::layout::VCPU_BLOCK_SIZE);
+const _: () = assert!(
+    SWITCHED < FAST_PATH
+        && FAST_PATH < ARM_BASE
+        && ARM_BASE < ARM_SPT
+        && ARM_SPT < ARM_CR2
+        && SWITCHED + 0x100 <= super::layout::VCPU_BLOCK_SIZE
+);
 
 /// Most 8-byte slots of one batch in the chain area.
 pub const CHAIN_SLOTS: usize = ((CHAIN_END - CHAIN) / 8) as usize;
@@ -132,6 +157,8 @@ mod tests {
         }
     }
 
+    use super::super::layout;
+
     #[test]
     fn offsets_match_the_assembly() {
         let pairs = [
@@ -158,6 +185,19 @@ mod tests {
             ("IRQ_STRIDE", IRQ_STRIDE),
             ("IRQ_COMMON", IRQ_COMMON),
             ("BLOCK_SIZE", super::super::layout::VCPU_BLOCK_SIZE),
+            ("ARM_BASE", ARM_BASE),
+            ("ARM_SPT", ARM_SPT),
+            ("ARM_CR2", ARM_CR2),
+            ("DISARMED", DISARMED),
+            ("UNARMED", UNARMED),
+            ("PF_ENTRY", PF_ENTRY),
+            ("ARM_GPTES", layout::ARM_GPTES),
+            ("ARM_SPTES", layout::ARM_SPTES),
+            (
+                "ARM_DIST",
+                layout::ARMS + layout::ARM_WINDOW - layout::VCPU_BLOCKS,
+            ),
+            ("NMI_DIST", layout::NMI_BLOCKS - layout::VCPU_BLOCKS),
         ];
         for (name, value) in pairs {
             assert_eq!(assembly_constant(name), value, "{name}");
@@ -196,5 +236,7 @@ mod tests {
             );
         }
         assert_eq!(byte(IRQ_COMMON), Some(0x50)); // push rax
+        assert_eq!([byte(PF_ENTRY), byte(PF_ENTRY + 1)], [Some(0x6a), Some(14)]);
+        // push 14
     }
 }

@@ -21,6 +21,7 @@
 
 mod chain;
 mod deliver;
+mod dirty;
 mod emulate;
 mod exit;
 mod flush;
@@ -36,7 +37,7 @@ pub mod testing;
 mod tests;
 mod vcpu;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::VmFd;
@@ -168,6 +169,9 @@ pub struct ShadowVm<M: GuestRam = GuestMemoryMmap> {
     /// write-protected page is emulated, so they stay atomic with respect to
     /// each other.
     wide_stores: Mutex<()>,
+    /// Whether the trampoline resolves writes to clean pages itself
+    /// ([`ShadowVm::set_dirty_fast_path`]).
+    dirty_fast_path: AtomicBool,
     /// Guest instructions emulated.
     emulated: AtomicU64,
     /// External interrupts delivered to the guest's handlers.
@@ -263,6 +267,7 @@ impl<M: GuestRam> ShadowVm<M> {
                 .collect(),
             flush: RemoteFlush::new(vcpus),
             wide_stores: Mutex::new(()),
+            dirty_fast_path: AtomicBool::new(true),
             emulated: AtomicU64::new(0),
             interrupts: AtomicU64::new(0),
         })

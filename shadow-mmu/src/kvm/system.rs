@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use vm_memory::{MmapRegion, VolatileMemory};
 
 use super::layout::*;
-use super::mailbox::{stub_offset, NMI_ENTRY};
+use super::mailbox::{stub_offset, ARM_BASE, DISARMED, NMI_ENTRY, PF_ENTRY, UNARMED};
 use super::TRAMPOLINE_CODE;
 use crate::arch::vector;
 use crate::pte::{PTE_A, PTE_D, PTE_P, PTE_PS, PTE_W, PTE_XD};
@@ -47,6 +47,9 @@ pub(super) fn trampoline_gate(vector: u8) -> Option<(u64, u64)> {
     if vector == vector::NMI {
         return Some(gate(hole_va(TRAMPOLINE + NMI_ENTRY), 2, 0));
     }
+    if vector == vector::PF {
+        return Some(gate(hole_va(TRAMPOLINE + PF_ENTRY), 1, 0));
+    }
     stub_offset(vector).map(|stub| gate(hole_va(TRAMPOLINE + stub), 1, gate_dpl(vector)))
 }
 
@@ -81,15 +84,21 @@ pub(super) fn build(
         let leaf = (arena_base + k * SYSTEM_SIZE) | table | PTE_D | PTE_PS | PTE_XD;
         store(region, HOLE_PD + 8 * (1 + k), leaf);
     }
-    // The system area itself, except the hole's own tables.
+    // The system area itself, except the hole's top tables; its page table
+    // is mapped so that the trampoline can rewrite the entry of an arm
+    // block's window (`ShadowVm::arm_dirty`), which maps nothing until a
+    // table is armed.
     let code_pages = (TRAMPOLINE_CODE.len() as u64).div_ceil(4096);
-    for page in (GDT / 4096)..(SYSTEM_END / 4096) {
+    for page in (HOLE_PT / 4096)..(SYSTEM_END / 4096) {
         let off = page * 4096;
         let is_code = (TRAMPOLINE..TRAMPOLINE + code_pages * 4096).contains(&off);
+        let in_arm_block = (ARMS..arm_block(vcpus)).contains(&off);
+        let arm_page = (off - ARMS.min(off)) % VCPU_BLOCK_SIZE;
         let used = off < TRAMPOLINE + code_pages * 4096
             || (IDTS..idt(vcpus)).contains(&off)
             || (VCPU_BLOCKS..vcpu_block(vcpus)).contains(&off)
-            || (NMI_BLOCKS..nmi_block(vcpus)).contains(&off);
+            || (NMI_BLOCKS..nmi_block(vcpus)).contains(&off)
+            || (in_arm_block && (arm_page == ARM_GPTES || arm_page == ARM_SPTES));
         if !used {
             continue;
         }
@@ -121,6 +130,14 @@ pub(super) fn build(
         let nmi_top = hole_va(nmi_block(i as usize) + VCPU_BLOCK_SIZE);
         write_unaligned(region, tss + 44, nmi_top);
         write_unaligned16(region, tss + 102, 104);
+        store(region, vcpu_block(i as usize) + ARM_BASE, DISARMED);
+        for slot in 0..512 {
+            store(
+                region,
+                arm_block(i as usize) + ARM_GPTES + 8 * slot,
+                UNARMED,
+            );
+        }
     }
     // IDTs: exceptions 0-31 enter the trampoline until the guest registers
     // handlers; the NMI (a flush request) has its own entry and stack;

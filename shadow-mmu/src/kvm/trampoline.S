@@ -78,6 +78,7 @@
         .set IRQ_STUBS,    0x600   /* vectors 32-255, IRQ_STRIDE apart */
         .set IRQ_STRIDE,   16
         .set IRQ_COMMON,   0x1400
+        .set PF_ENTRY,     0x1420
 
         /* The root cache: 64 entries of (guest CR3 | bit 63, shadow root),
          * indexed by CR3 bits 12-17; then the last CR3 switched to here. */
@@ -88,6 +89,22 @@
         .set FAST_PATH,    0x3808
         /* At the #UD entry's exit, rsp is the IST top minus 80 bytes. */
         .set FROM_TOP,     80 - BLOCK_SIZE
+        /* The dirty table (see pf_entry): the 2 MiB-aligned address the
+         * table maps (1: none), the hole address of its shadow page, and
+         * the CR2 the guest last saw. */
+        .set ARM_BASE,     0x3810
+        .set ARM_SPT,      0x3818
+        .set ARM_CR2,      0x3820
+        /* From a vCPU block to its arm block: the guest table's page, then
+         * the expected guest entries, then the expected shadow entries. */
+        .set ARM_DIST,     0x120000
+        .set ARM_GPTES,    0x1000
+        .set ARM_SPTES,    0x2000
+        /* From an NMI block to its vCPU block. */
+        .set NMI_DIST,     0x80000
+        .set DISARMED,     1
+        /* An unarmed slot of the expected guest entries. */
+        .set UNARMED,      8
 
 /*
  * Entry stubs: one per vector, STUB_STRIDE bytes apart. The stack they
@@ -163,6 +180,7 @@ nmi:
         mov cr3, rax
         mov rax, rsp
         and rax, -BLOCK_SIZE
+        mov qword ptr [rax + ARM_BASE - NMI_DIST], DISARMED
         inc qword ptr [rax]
         pop rax
         iretq
@@ -267,6 +285,7 @@ ud_entry:
         cmp rax, [rsp + rdx + ROOTS + FROM_TOP]
         jne slow
         mov [rsp + SWITCHED + FROM_TOP], rax
+        mov qword ptr [rsp + ARM_BASE + FROM_TOP], DISARMED
         mov rax, [rsp + rdx + ROOTS + FROM_TOP + 8]
         mov cr3, rax
         mov qword ptr [rsp + 16], 0
@@ -306,6 +325,69 @@ irq_common:
         push rax
         push rdx
         push rax
+        mov edx, EXIT_PORT
+        out dx, al
+        ret
+
+/*
+ * #PF (the gate leads here, not to the stub): a write to a clean page,
+ * answered without an exit. The VMM arms one guest leaf table at a time
+ * (the crate's `dirty` module): ARM_BASE says which 2 MiB the table maps,
+ * the arm block's first page maps the guest table, and two tables give,
+ * by entry, the guest entry the write must find (UNARMED: none) and the
+ * read-only shadow entry the VMM left. The VMM arms only entries with P
+ * and W set and PWT clear, so an error code equal to the entry's low four
+ * bits is a write to a present page and nothing else: no reserved bit, no
+ * protection key, a user page written by the user or a supervisor page by
+ * the supervisor (an unarmed slot would need a reserved-bit fault on a
+ * non-present entry, which no CPU reports). Then D is set in the guest
+ * entry with `lock cmpxchg`, as a CPU's walk does, the shadow entry is
+ * made writable and dirty with another (an entry the VMM changed meanwhile
+ * is left alone; the bits are clear in what the VMM armed, so adding them
+ * sets them), the guest's CR2 is put back, and the guest resumes: 35
+ * instructions with the `iretq`, where an exit runs 11 and a round trip
+ * through the VMM. Anything else exits as any vector does; the VMM takes
+ * the new entries over at the next exit, before anything else. Any exit,
+ * a CR3 switch by the root cache and a flush NMI disarm the table.
+ */
+        .org PF_ENTRY
+pf_entry:
+        push 14
+        push rax
+        push rdx
+        mov rax, cr2
+        push rax
+        and rax, -0x200000
+        cmp rax, [rsp + ARM_BASE + FROM_TOP]
+        jne pf_exit
+        push rcx
+        mov ecx, [rsp + 8]
+        shr ecx, 9
+        and ecx, 0xff8
+        mov rax, [rsp + rcx + ARM_DIST + ARM_GPTES + FROM_TOP + 8]
+        mov edx, eax
+        and edx, 15
+        cmp edx, [rsp + 40]
+        jne pf_miss
+        lea rdx, [rax + 0x40]
+        lock cmpxchg [rsp + rcx + ARM_DIST + FROM_TOP + 8], rdx
+        jne pf_miss
+        mov rax, [rsp + rcx + ARM_DIST + ARM_SPTES + FROM_TOP + 8]
+        lea rdx, [rax + 0x42]
+        add rcx, [rsp + ARM_SPT + FROM_TOP + 8]
+        lock cmpxchg [rcx], rdx
+        pop rcx
+        jne pf_exit
+        mov rax, [rsp + ARM_CR2 + FROM_TOP]
+        mov cr2, rax
+        add rsp, 8
+        pop rdx
+        pop rax
+        add rsp, 16
+        iretq
+pf_miss:
+        pop rcx
+pf_exit:
         mov edx, EXIT_PORT
         out dx, al
         ret

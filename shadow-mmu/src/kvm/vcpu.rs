@@ -15,7 +15,7 @@ use super::chain::Commands;
 use super::layout::*;
 use super::mailbox::SWITCHED;
 use super::{KvmGlueError, ShadowVm};
-use crate::GuestRam;
+use crate::{Changes, DirtyTable, GuestRam};
 use crate::{Cr0, Cr4, Efer, MmuError, PagingMode, PagingState};
 
 /// Per-vCPU shadow state of the glue.
@@ -41,6 +41,16 @@ pub(super) struct VcpuGlue {
     pub(super) guest_cr2: u64,
     /// The page faults the VMM served in a row at one place.
     pub(super) repeats: FaultRepeats,
+    /// The clean entries the trampoline may make dirty by itself until the
+    /// next exit (`kvm::dirty`).
+    pub(super) armed: Option<DirtyTable>,
+    /// The shadow-physical frame the arm block's window maps.
+    pub(super) window: Option<u64>,
+    /// Whether the trampoline used the last table armed.
+    pub(super) armed_paid: bool,
+    /// Changes of a catch-up outside an exit ([`ShadowVm::catch_up`]),
+    /// for the next exit's chain.
+    pub(super) owed: Changes,
 }
 
 /// A handler address per vector (0: none).
@@ -159,6 +169,9 @@ impl<M: GuestRam> ShadowVm<M> {
             // switch to catch up with and only its new root cached.
             self.set_trap_table(&mut g, index, 0, 0, 0);
             self.sys_store(vcpu_block(index) + SWITCHED, 0);
+            // What the trampoline did since the last exit is the MMU's
+            // again; the new root's load flushes what a revert would.
+            drop(self.catch_up_dirty(&mut g, index));
         }
         self.publish_roots(index);
         let code = kvm_segment {
