@@ -14,13 +14,15 @@ use std::sync::atomic::Ordering;
 
 use vm_memory::{GuestAddressSpace, GuestMemoryBackend};
 
-use crate::addr::{Gfn, Gva, PAGE_SHIFT};
+use crate::addr::{Gfn, GuestAddress, Gva, PAGE_SHIFT};
 use crate::arch::{Access, AccessKind, Cr0, Cr4, PagingMode, PagingState, PfErrorCode, PteAccess};
 use crate::changes::Changes;
 use crate::config::{GuestRam, Prefetch, TableWrites};
 use crate::error::MmuError;
 use crate::outcome::{FaultOutcome, GuestException};
-use crate::pte::{Pte32, Pte64, PteFormat, PteMemory, PTE_A, PTE_D, PTE_P, PTE_PKEY_SHIFT};
+use crate::pte::{
+    HostWindow, Pte32, Pte64, PteFormat, PteMemory, PTE_A, PTE_D, PTE_P, PTE_PKEY_SHIFT,
+};
 use crate::spt::{PageId, Role, SptePtr, ENTRIES};
 use crate::spte;
 use crate::state::{frames_at, shadow_index, MmuState, Shared};
@@ -30,6 +32,25 @@ use crate::walker::{self, GuestWalk, WalkError};
 /// Entries around a fault that later faults in an already prefetched page
 /// look at (KVM's `PTE_PREFETCH_NUM` is 8).
 const REFAULT_WINDOW: usize = 16;
+
+/// A leaf a prefetch would install ([`MmuState::prefetch_candidate`]).
+struct Candidate {
+    gfn: Gfn,
+    frame: u64,
+    rights: PteAccess,
+    pkey: u8,
+    guest: PteAccess,
+    /// The guest entry, when its A bit must be set first.
+    speculated: Option<u64>,
+}
+
+/// What the candidates of one page are checked with.
+struct PrefetchLook<'m> {
+    /// The guest table, for an indirect page.
+    table: Option<HostWindow<'m>>,
+    rsvd: u64,
+    speculative: bool,
+}
 
 /// What the fault wants of the leaf.
 #[derive(Clone, Copy, Debug)]
@@ -99,16 +120,17 @@ fn resolve<M: GuestRam>(
     gva: Gva,
     req: Request,
 ) -> Result<(FaultOutcome, Changes), MmuError> {
+    // Shared: most faults only add leaves (`fetch_shared`).
+    let shared = mmu.state.read(vcpu);
     let (state, root_page, hole) = {
-        let st = mmu.state.lock();
-        let root = st.current_root(vcpu)?;
+        let root = shared.current_root(vcpu)?;
         (
-            root.state_with(st.vcpu(vcpu)?.state),
+            root.state_with(shared.vcpu(vcpu)?.state),
             root.page,
-            st.cfg.hole,
+            shared.cfg.hole,
         )
     };
-    let stats = &mmu.stats;
+    let stats = mmu.stats.shard(vcpu);
 
     // The hole belongs to the VMM whatever the guest's tables say (a
     // non-canonical address is #GP before any table is looked at: the
@@ -153,8 +175,14 @@ fn resolve<M: GuestRam>(
         // Prefetch never maps what the guest has not accessed.
         return Ok((FaultOutcome::Retry, Changes::default()));
     }
+    if mmu.seq.load(Ordering::Acquire) == seq {
+        if let Some(outcome) = shared.fetch_shared(&*mem, &state, root_page, &walk, req, stats) {
+            return Ok((outcome, Changes::default()));
+        }
+    }
+    drop(shared);
 
-    let mut st = mmu.state.lock();
+    let mut st = mmu.state.write();
     if mmu.seq.load(Ordering::Acquire) != seq
         || st.current_root(vcpu).map(|r| r.page).ok() != Some(root_page)
     {
@@ -475,6 +503,107 @@ impl MmuState {
         Ok(FaultOutcome::Fixed)
     }
 
+    /// The entries around `idx` in `page` that a prefetch looks at: the
+    /// page's whole window the first time (`first`), then only the
+    /// neighbours. What the first scan could not map stays unmappable
+    /// until the guest writes the table (then a sync rescans it), and a
+    /// hostile table of present entries it can never map costs every
+    /// fault a full scan.
+    fn prefetch_range(&self, role: Role, idx: usize, first: bool) -> std::ops::Range<usize> {
+        let full = if role.direct() {
+            ENTRIES
+        } else {
+            self.cfg.prefetch_window
+        };
+        let window = if first {
+            full
+        } else {
+            full.min(REFAULT_WINDOW)
+        };
+        if window <= 1 {
+            return 0..0;
+        }
+        let start = idx & !(window - 1);
+        start..start + window
+    }
+
+    /// What a prefetch would install at entry `i` of `page`, if anything:
+    /// the guest entry present, valid, RAM, and accessed unless the policy
+    /// is speculative (then `speculated` is the entry whose A bit must be
+    /// set first). The rights are narrowed as a fault's would be.
+    fn prefetch_candidate(
+        &self,
+        mem: &impl GuestMemoryBackend,
+        look: &PrefetchLook<'_>,
+        page: PageId,
+        i: usize,
+    ) -> Option<Candidate> {
+        let sp = self.pages.get(page)?;
+        let role = sp.role;
+        let (gfn, mut rights, pkey, guest, speculated) = if role.direct() {
+            let r = role.access();
+            (Gfn(sp.gfn.0 + i as u64), r, role.pkey(), r, None)
+        } else {
+            let gpte = Self::read_gpte_in(look.table.as_ref(), mem, sp, i)?;
+            let needs_a = gpte & PTE_A == 0;
+            if gpte & PTE_P == 0 || gpte & look.rsvd != 0 || (needs_a && !look.speculative) {
+                return None;
+            }
+            let gfn = if role.has_4_byte_gpte() {
+                Gfn(Pte32::frame(gpte) >> PAGE_SHIFT)
+            } else {
+                Gfn(Pte64::frame(gpte) >> PAGE_SHIFT)
+            };
+            let guest = role.access() & Pte64::rights(gpte, role.efer_nx());
+            let mut r = guest;
+            if gpte & PTE_D == 0 {
+                r.remove(PteAccess::WRITE);
+            }
+            let pkey = if role.has_4_byte_gpte() || role.pae_guest() {
+                0
+            } else {
+                ((gpte >> PTE_PKEY_SHIFT) & 0xf) as u8
+            };
+            (gfn, r, pkey, guest, needs_a.then_some(gpte))
+        };
+        // Only RAM is prefetched: MMIO keeps faulting so the VMM sees it.
+        let Some((frame, true)) = self.frame_and_kind(mem, gfn) else {
+            return None;
+        };
+        if self.is_write_protected(gfn) {
+            rights.remove(PteAccess::WRITE);
+        }
+        Some(Candidate {
+            gfn,
+            frame,
+            rights,
+            pkey,
+            guest,
+            speculated,
+        })
+    }
+
+    /// Sets the A bit of guest entry `i` of `page`, which held `gpte`, as a
+    /// CPU does before it caches a translation: with a locked
+    /// compare-exchange, so that an entry the guest changed meanwhile is
+    /// left alone. Returns where the entry is if it was set.
+    fn set_speculative_a(
+        &self,
+        mem: &impl GuestMemoryBackend,
+        page: PageId,
+        i: usize,
+        gpte: u64,
+    ) -> Option<GuestAddress> {
+        let sp = self.pages.get(page)?;
+        let (gpa, four) = Self::gpte_location(sp, i);
+        let set = if four {
+            mem.cmpxchg_u32(gpa, gpte as u32, (gpte | PTE_A) as u32)
+        } else {
+            mem.cmpxchg_u64(gpa, gpte, gpte | PTE_A)
+        };
+        (set == Some(true)).then_some(gpa)
+    }
+
     /// Installs leaves for the guest entries around `idx` in `page`: the
     /// prefetch window of an indirect page, the whole of a direct one.
     fn prefetch_around(
@@ -488,104 +617,153 @@ impl MmuState {
         let Some(sp) = self.pages.get_mut(page) else {
             return;
         };
-        let (role, sp_gfn, prefetched) = (sp.role, sp.gfn, sp.prefetched);
+        let (role, first) = (sp.role, !sp.prefetched);
         sp.prefetched = true;
-        let full = if role.direct() {
-            ENTRIES
-        } else {
-            self.cfg.prefetch_window
-        };
-        // The whole window once; after that only the neighbours: what the
-        // first scan could not map stays unmappable until the guest writes
-        // the table (then a sync rescans it), and a hostile table of
-        // present entries it can never map costs every fault a full scan.
-        let window = if prefetched {
-            full.min(REFAULT_WINDOW)
-        } else {
-            full
-        };
-        if window <= 1 {
+        let range = self.prefetch_range(role, idx, first);
+        if range.is_empty() {
             return;
         }
-        let start = idx & !(window - 1);
-        let rsvd = if role.has_4_byte_gpte() {
-            Pte32::reserved_bits(state).table[1]
-        } else {
-            Pte64::reserved_bits(state).table[1]
-        };
-        let nx = role.efer_nx();
-        let speculative = self.cfg.prefetch == Prefetch::Speculative;
-        let table = if role.direct() {
-            None
-        } else {
-            mem.host_window(sp_gfn.gpa())
-        };
-        for i in start..start + window {
+        let look = self.prefetch_look(mem, state, page);
+        for i in range {
             if i == idx || spte::is_present(self.pages.arena.load(page, i)) {
                 continue;
             }
-            let (gfn, mut rights, pkey, guest, speculated) = if role.direct() {
-                let r = role.access();
-                (Gfn(sp_gfn.0 + i as u64), r, role.pkey(), r, None)
-            } else {
-                let Some(sp) = self.pages.get(page) else {
-                    return;
-                };
-                let Some(gpte) = Self::read_gpte_in(table.as_ref(), mem, sp, i) else {
-                    continue;
-                };
-                let needs_a = gpte & PTE_A == 0;
-                if gpte & PTE_P == 0 || gpte & rsvd != 0 || (needs_a && !speculative) {
-                    continue;
-                }
-                let gfn = if role.has_4_byte_gpte() {
-                    Gfn(Pte32::frame(gpte) >> PAGE_SHIFT)
-                } else {
-                    Gfn(Pte64::frame(gpte) >> PAGE_SHIFT)
-                };
-                let guest = role.access() & Pte64::rights(gpte, nx);
-                let mut r = guest;
-                if gpte & PTE_D == 0 {
-                    r.remove(PteAccess::WRITE);
-                }
-                let pkey = if role.has_4_byte_gpte() || role.pae_guest() {
-                    0
-                } else {
-                    ((gpte >> PTE_PKEY_SHIFT) & 0xf) as u8
-                };
-                (gfn, r, pkey, guest, needs_a.then_some(gpte))
-            };
-            // Only RAM is prefetched: MMIO keeps faulting so the VMM sees it.
-            let Some((frame, true)) = self.frame_and_kind(mem, gfn) else {
+            let Some(c) = self.prefetch_candidate(mem, &look, page, i) else {
                 continue;
             };
-            if let Some(gpte) = speculated {
-                // A CPU sets A before it caches the translation, with a
-                // locked compare-exchange: an entry the guest changed
-                // meanwhile is left alone.
-                let Some(sp) = self.pages.get(page) else {
-                    return;
-                };
-                let (gpa, four) = Self::gpte_location(sp, i);
-                let set = if four {
-                    mem.cmpxchg_u32(gpa, gpte as u32, (gpte | PTE_A) as u32)
-                } else {
-                    mem.cmpxchg_u64(gpa, gpte, gpte | PTE_A)
-                };
-                if set != Some(true) {
+            if let Some(gpte) = c.speculated {
+                let Some(gpa) = self.set_speculative_a(mem, page, i, gpte) else {
                     continue;
-                }
+                };
                 Counters::bump(&stats.prefetched_speculative);
                 let capacity = self.cfg.speculative_log;
                 if capacity > 0 {
                     self.marks.record(gpa, capacity);
                 }
             }
-            if self.is_write_protected(gfn) {
-                rights.remove(PteAccess::WRITE);
-            }
-            self.install_leaf(SptePtr::new(page, i), gfn, frame, rights, pkey, guest);
+            let ptr = SptePtr::new(page, i);
+            self.install_leaf(ptr, c.gfn, c.frame, c.rights, c.pkey, c.guest);
             Counters::bump(&stats.prefetched);
         }
+    }
+
+    /// What every prefetch candidate of `page` is checked with.
+    fn prefetch_look<'m>(
+        &self,
+        mem: &'m impl GuestMemoryBackend,
+        state: &PagingState,
+        page: PageId,
+    ) -> PrefetchLook<'m> {
+        let sp = self.pages.get(page);
+        let role = sp.map(|p| p.role);
+        let rsvd = if role.is_some_and(|r| r.has_4_byte_gpte()) {
+            Pte32::reserved_bits(state).table[1]
+        } else {
+            Pte64::reserved_bits(state).table[1]
+        };
+        let table = sp
+            .filter(|p| !p.role.direct())
+            .and_then(|p| mem.host_window(p.gfn.gpa()));
+        PrefetchLook {
+            table,
+            rsvd,
+            speculative: self.cfg.prefetch == Prefetch::Speculative,
+        }
+    }
+
+    /// The fault path's common case under the shared lock (`lock.rs`): a
+    /// 4 KiB guest page of 4- or 5-level paging, RAM at its own address,
+    /// whose whole shadow path exists and whose leaf is not present yet, in
+    /// a page already prefetched once. Only new leaves are installed, each
+    /// with a compare-exchange from zero and its reverse-map record; the
+    /// page bookkeeping (last use, write flooding) is left to the
+    /// exclusive path. Anything else, and an entry another vCPU installed
+    /// meanwhile, is `None`: the exclusive path decides.
+    fn fetch_shared(
+        &self,
+        mem: &impl GuestMemoryBackend,
+        state: &PagingState,
+        root: PageId,
+        walk: &GuestWalk,
+        req: Request,
+        stats: &Counters,
+    ) -> Option<FaultOutcome> {
+        if !walk.mode.is_long() || walk.level != 1 {
+            return None;
+        }
+        // The speculative log is the exclusive path's to append to.
+        if self.cfg.prefetch == Prefetch::Speculative && self.cfg.speculative_log > 0 {
+            return None;
+        }
+        let gfn = walk.gfn();
+        let (frame, true) = self.frame_and_kind(mem, gfn)? else {
+            return None;
+        };
+        let gva = walk.gva.0;
+        let arena = &self.pages.arena;
+        let mut page = root;
+        let mut level = self.pages.get(page)?.role.level();
+        while level > 1 {
+            let v = arena.verify(page, shadow_index(gva, level)).ok()?;
+            if !spte::is_present(v) || spte::is_leaf(v, level) {
+                return None;
+            }
+            page = arena.page_at(spte::target(v))?;
+            level -= 1;
+        }
+        let sp = self.pages.get(page)?;
+        if sp.role.direct() || sp.gfn != walk.table_gfns[0] || !sp.prefetched {
+            return None;
+        }
+        let idx = shadow_index(gva, 1);
+        if spte::is_present(arena.verify(page, idx).ok()?) || !walk_is_current(mem, walk) {
+            return None;
+        }
+        let mut rights = walk.access;
+        if walk.leaf_pte() & PTE_D == 0 {
+            rights.remove(PteAccess::WRITE);
+        }
+        let write = req.access.kind == AccessKind::Write && req.faulting;
+        if write && !walk.access.contains(PteAccess::WRITE) {
+            // CR0.WP=0 and a table written through: the exclusive path's.
+            return None;
+        }
+        if rights.contains(PteAccess::WRITE) && self.is_write_protected(gfn) {
+            return None;
+        }
+        let pkey = ((walk.leaf_pte() >> PTE_PKEY_SHIFT) & 0xf) as u8;
+        let leaf = spte::leaf(frame, rights, walk.access, pkey, 1);
+        if !self.install_new_leaf(page, idx, gfn, leaf) {
+            return None;
+        }
+        Counters::bump(&stats.fault_shared);
+        if req.faulting {
+            Counters::bump(&stats.fault_no_spte);
+        }
+        let range = self.prefetch_range(sp.role, idx, false);
+        if !range.is_empty() {
+            let look = self.prefetch_look(mem, state, page);
+            for i in range {
+                if i == idx || arena.verify(page, i) != Ok(0) {
+                    continue;
+                }
+                let Some(c) = self.prefetch_candidate(mem, &look, page, i) else {
+                    continue;
+                };
+                if c.speculated
+                    .is_some_and(|gpte| self.set_speculative_a(mem, page, i, gpte).is_none())
+                {
+                    continue;
+                }
+                let leaf = spte::leaf(c.frame, c.rights, c.guest, c.pkey, 1);
+                if self.install_new_leaf(page, i, c.gfn, leaf) {
+                    if c.speculated.is_some() {
+                        Counters::bump(&stats.prefetched_speculative);
+                    }
+                    Counters::bump(&stats.prefetched);
+                }
+            }
+        }
+        Some(FaultOutcome::Fixed)
     }
 }

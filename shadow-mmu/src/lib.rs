@@ -81,6 +81,7 @@ mod hash;
 pub mod hypercall;
 #[cfg(feature = "kvm")]
 pub mod kvm;
+mod lock;
 pub mod mmu;
 pub mod outcome;
 pub mod pte;

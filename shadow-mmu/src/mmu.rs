@@ -13,7 +13,6 @@ use std::fmt;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use parking_lot::Mutex;
 use vm_memory::{GuestAddressSpace, GuestMemoryMmap};
 
 use crate::addr::{Gfn, GuestAddress, Gva};
@@ -23,10 +22,11 @@ use crate::changes::Changes;
 use crate::config::{AtomicGuestMemory, GuestRam, MmuConfig};
 use crate::dirty::DirtyTable;
 use crate::error::MmuError;
+use crate::lock::{VcpuLock, OTHER_THREADS};
 use crate::outcome::FaultOutcome;
 use crate::spt::{Arena, Pages};
 use crate::state::{MmuState, Shared};
-use crate::stats::{Counters, SpeculativeMarks, Stats};
+use crate::stats::{CounterShards, SpeculativeMarks, Stats};
 use crate::walker;
 
 /// A shadow MMU for one VM: builds and maintains shadow page tables from the
@@ -156,8 +156,8 @@ impl<M: GuestRam> Mmu<M> {
                 mem,
                 seq: AtomicU64::new(0),
                 freed: pages.free_mark(),
-                state: Mutex::new(MmuState::new(pages, config)),
-                stats: Counters::default(),
+                stats: CounterShards::new(config.vcpus),
+                state: VcpuLock::new(config.vcpus, MmuState::new(pages, config)),
             },
         })
     }
@@ -170,7 +170,7 @@ impl<M: GuestRam> Mmu<M> {
     /// Shadow-physical base, host address and size of the arena, for
     /// registering it with the hypervisor.
     pub fn arena_region(&self) -> (u64, *mut u8, u64) {
-        let st = self.shared.state.lock();
+        let st = self.shared.state.read(OTHER_THREADS);
         let a = &st.pages.arena;
         (a.base(), a.host_address(), a.size())
     }
@@ -180,7 +180,7 @@ impl<M: GuestRam> Mmu<M> {
         use crate::pte::PteMemory;
         self.shared
             .state
-            .lock()
+            .write()
             .pages
             .arena
             .load_u64(GuestAddress(addr))
@@ -190,14 +190,17 @@ impl<M: GuestRam> Mmu<M> {
     /// returning the shadow-physical address and the rights of the
     /// translation, or `None` if the CPU would fault for lack of an entry.
     pub fn shadow_translate(&self, vcpu: usize, gva: Gva) -> Option<(u64, crate::PteAccess)> {
-        let st = self.shared.state.lock();
+        let st = self.shared.state.read(vcpu);
         st.shadow_translate(vcpu, gva)
     }
 
     /// Whether a guest write to `gfn` would fault because it is a shadowed
     /// page table (guests cannot write such pages directly).
     pub fn is_write_protected(&self, gfn: Gfn) -> bool {
-        self.shared.state.lock().is_write_protected(gfn)
+        self.shared
+            .state
+            .read(OTHER_THREADS)
+            .is_write_protected(gfn)
     }
 
     /// The cached roots vCPU `vcpu` could switch to right now with nothing
@@ -210,7 +213,7 @@ impl<M: GuestRam> Mmu<M> {
     /// to one of them by itself must tell the MMU (with
     /// `load_paging_state`) before any other call for that vCPU.
     pub fn switchable_roots(&self, vcpu: usize) -> Vec<(u64, u64)> {
-        let st = self.shared.state.lock();
+        let st = self.shared.state.read(vcpu);
         let Ok(v) = st.vcpu(vcpu) else {
             return Vec::new();
         };
@@ -238,7 +241,7 @@ impl<M: GuestRam> Mmu<M> {
     /// call [`Mmu::dirty_taken`] first ([`crate::DirtyEntry`]).
     pub fn dirty_table(&self, vcpu: usize, gva: Gva) -> Option<DirtyTable> {
         let mem = self.shared.mem.memory();
-        self.shared.state.lock().dirty_table(&*mem, vcpu, gva)
+        self.shared.state.read(vcpu).dirty_table(&*mem, vcpu, gva)
     }
 
     /// Takes over the leaves of `table` that were made writable outside the
@@ -247,11 +250,12 @@ impl<M: GuestRam> Mmu<M> {
     /// were taken over, and the changes for a leaf whose frame became a
     /// shadowed page table meanwhile, which is made read-only again.
     pub fn dirty_taken(&self, table: &DirtyTable) -> (usize, Changes) {
-        let mut st = self.shared.state.lock();
+        let mut st = self.shared.state.write();
         st.begin_op();
         let taken = st.dirty_taken(table);
         self.shared
             .stats
+            .shard(OTHER_THREADS)
             .dirty_taken
             .fetch_add(taken as u64, Ordering::Relaxed);
         (taken, st.take_changes())
@@ -261,11 +265,11 @@ impl<M: GuestRam> Mmu<M> {
     /// many did not fit ([`MmuConfig::speculative_log`](crate::MmuConfig::speculative_log));
     /// the log starts empty again.
     pub fn take_speculative_marks(&self) -> SpeculativeMarks {
-        std::mem::take(&mut self.shared.state.lock().marks)
+        std::mem::take(&mut self.shared.state.write().marks)
     }
 
     pub(crate) fn vcpu_state(&self, vcpu: usize) -> Result<PagingState, MmuError> {
-        let st = self.shared.state.lock();
+        let st = self.shared.state.read(vcpu);
         st.vcpu(vcpu)?.state.ok_or(MmuError::NoPagingState(vcpu))
     }
 }
@@ -277,13 +281,25 @@ impl<M: GuestRam> ShadowMmu for Mmu<M> {
         state: &PagingState,
     ) -> Result<(u64, Changes), MmuError> {
         let mem = self.shared.mem.memory();
-        let mut st = self.shared.state.lock();
-        let root = st.load_paging_state(&*mem, vcpu, state, &self.shared.stats)?;
+        let mut st = self.shared.state.write();
+        let root = st.load_paging_state(&*mem, vcpu, state, self.shared.stats.shard(vcpu))?;
         Ok((root, st.take_changes()))
     }
 
     fn set_eflags_ac(&self, vcpu: usize, ac: bool) -> Result<(), MmuError> {
-        let mut st = self.shared.state.lock();
+        // Called before every fault; it rarely changes anything, and only
+        // a change needs the exclusive lock.
+        if self
+            .shared
+            .state
+            .read(vcpu)
+            .vcpu(vcpu)?
+            .state
+            .is_none_or(|s| s.eflags_ac == ac)
+        {
+            return Ok(());
+        }
+        let mut st = self.shared.state.write();
         let v = st.vcpu_mut(vcpu)?;
         if let Some(s) = v.state.as_mut() {
             s.eflags_ac = ac;
@@ -301,16 +317,16 @@ impl<M: GuestRam> ShadowMmu for Mmu<M> {
     }
 
     fn invlpg(&self, vcpu: usize, gva: Gva) -> Result<Changes, MmuError> {
-        let mut st = self.shared.state.lock();
-        st.invlpg(vcpu, gva, &self.shared.stats)?;
+        let mut st = self.shared.state.write();
+        st.invlpg(vcpu, gva, self.shared.stats.shard(vcpu))?;
         Ok(st.take_changes())
     }
 
     fn flush_tlb(&self, vcpu: usize) -> Result<Changes, MmuError> {
         let mem = self.shared.mem.memory();
-        let mut st = self.shared.state.lock();
+        let mut st = self.shared.state.write();
         st.vcpu(vcpu)?;
-        st.sync_all(&*mem, &self.shared.stats);
+        st.sync_all(&*mem, self.shared.stats.shard(vcpu));
         st.changes.flush_local = true;
         Ok(st.take_changes())
     }
@@ -327,15 +343,15 @@ impl<M: GuestRam> ShadowMmu for Mmu<M> {
 
     fn track_write(&self, gpa: GuestAddress, len: usize) -> Changes {
         let mem = self.shared.mem.memory();
-        let mut st = self.shared.state.lock();
-        st.track_write(&*mem, gpa, len, &self.shared.stats);
+        let mut st = self.shared.state.write();
+        st.track_write(&*mem, gpa, len, self.shared.stats.shard(OTHER_THREADS));
         st.take_changes()
     }
 
     fn memory_changed(&self) -> Changes {
-        let mut st = self.shared.state.lock();
+        let mut st = self.shared.state.write();
         self.shared.seq.fetch_add(1, Ordering::AcqRel);
-        st.zap_all(&self.shared.stats);
+        st.zap_all(self.shared.stats.shard(OTHER_THREADS));
         st.take_changes()
     }
 
@@ -344,22 +360,22 @@ impl<M: GuestRam> ShadowMmu for Mmu<M> {
     }
 
     fn flush_completed_upto(&self, mark: u64) {
-        self.shared.state.lock().pages.flush_completed(mark);
+        self.shared.state.write().pages.flush_completed(mark);
     }
 
     fn register_mmio(&self, range: Range<u64>) {
-        let mut st = self.shared.state.lock();
+        let mut st = self.shared.state.write();
         st.mmio.push(range);
     }
 
     fn audit(&self) -> Result<(), AuditError> {
         let mem = self.shared.mem.memory();
-        let st = self.shared.state.lock();
+        let st = self.shared.state.write();
         st.audit(&*mem)
     }
 
     fn stats(&self) -> Stats {
-        let st = self.shared.state.lock();
+        let st = self.shared.state.read(OTHER_THREADS);
         self.shared.stats.snapshot(st.gauges())
     }
 }

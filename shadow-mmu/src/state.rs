@@ -9,8 +9,6 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::ops::Range;
 use std::sync::atomic::AtomicU64;
 
-use parking_lot::Mutex;
-
 use vm_memory::GuestMemoryBackend;
 
 use crate::addr::{Gfn, GuestAddress, Gva};
@@ -18,11 +16,12 @@ use crate::arch::{PagingState, PteAccess};
 use crate::changes::{Changes, SpteWrite};
 use crate::config::{AtomicGuestMemory, GuestRam, MmuConfig};
 use crate::error::MmuError;
+use crate::lock::VcpuLock;
 use crate::pte::{HostWindow, PteMemory, PTE_D, PTE_U, PTE_W};
 use crate::spt::rmap::Rmap;
 use crate::spt::{Origin, OutOfPages, PageId, Pages, Role, ShadowPage, SptePtr};
 use crate::spte;
-use crate::stats::{Counters, Gauges, SpeculativeMarks};
+use crate::stats::{CounterShards, Counters, Gauges, SpeculativeMarks};
 
 /// The key of a root: the guest's top table and everything that changes how
 /// it is shadowed.
@@ -114,8 +113,8 @@ pub(crate) struct Shared<M: GuestRam> {
     /// The pages' free mark ([`crate::ShadowMmu::free_mark`]), readable
     /// without the lock.
     pub freed: std::sync::Arc<AtomicU64>,
-    pub state: Mutex<MmuState>,
-    pub stats: Counters,
+    pub state: VcpuLock<MmuState>,
+    pub stats: CounterShards,
 }
 
 impl MmuState {
@@ -394,7 +393,7 @@ impl MmuState {
                 let base = gfn.0 & !(frames_at(level) - 1);
                 *self.lpage_disallow.entry((level, base)).or_default() += 1;
                 // A large leaf covering the table must go.
-                for ptr in self.rmap.get(Gfn(base)).collect::<Vec<_>>() {
+                for ptr in self.rmap.get(Gfn(base)) {
                     if self
                         .pages
                         .get(ptr.page)
@@ -425,7 +424,7 @@ impl MmuState {
 
     /// Removes write access from every 4 KiB leaf that maps `gfn`.
     pub fn write_protect(&mut self, gfn: Gfn) {
-        for ptr in self.rmap.get(gfn).collect::<Vec<_>>() {
+        for ptr in self.rmap.get(gfn) {
             let index = usize::from(ptr.index);
             let v = self.pages.arena.load(ptr.page, index);
             if v & PTE_W == 0 {
@@ -613,6 +612,23 @@ impl MmuState {
         if let Some(p) = self.pages.get_mut(ptr.page) {
             p.frames.set(index, gfn, frame);
         }
+    }
+
+    /// Installs `leaf`, which maps `gfn` at the guest frame's own address,
+    /// into entry `index` of `page` under the shared lock: the entry
+    /// becomes the caller's only if the MMU's copy still holds zero; the
+    /// CPU's copy and the reverse-map record follow. False if another
+    /// vCPU got there first, or if the page lists a moved frame for the
+    /// entry (the exclusive path's to change).
+    pub fn install_new_leaf(&self, page: PageId, index: usize, gfn: Gfn, leaf: u64) -> bool {
+        let Some(sp) = self.pages.get(page) else {
+            return false;
+        };
+        if sp.frames.gfn(index, leaf) != gfn || !self.pages.arena.install(page, index, leaf) {
+            return false;
+        }
+        self.rmap.add(gfn, SptePtr::new(page, index));
+        true
     }
 
     /// The vCPU's current root.

@@ -6,6 +6,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::addr::GuestAddress;
+use crate::lock::Padded;
 
 /// The guest entries whose accessed bit the MMU set speculatively
 /// ([`Prefetch::Speculative`](crate::Prefetch::Speculative)), in the order
@@ -64,6 +65,13 @@ macro_rules! counters {
             pub unsync_pages: u64,
         }
 
+        impl Stats {
+            /// Adds `other`'s counters (not its sizes) to these.
+            fn add(&mut self, other: &Stats) {
+                $(self.$name += other.$name;)*
+            }
+        }
+
         impl Counters {
             pub(crate) fn snapshot(&self, gauges: Gauges) -> Stats {
                 Stats {
@@ -81,6 +89,9 @@ macro_rules! counters {
 counters! {
     /// Faults with no shadow entry yet.
     fault_no_spte,
+    /// Of all faults and prefetches, those resolved under the shared lock
+    /// (leaves added to existing pages, `lock.rs`), beside other vCPUs'.
+    fault_shared,
     /// Write faults on an entry kept read-only until the guest D bit is set.
     fault_dirty_tracking,
     /// Write faults on a frame shadowed as a page table.
@@ -127,5 +138,42 @@ impl Counters {
     #[inline]
     pub(crate) fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// One set of [`Counters`] per vCPU (and one for other threads), each on
+/// cache lines of its own: vCPUs faulting at once must not pass a shared
+/// counter's line back and forth (`lock.rs`).
+#[derive(Debug)]
+pub(crate) struct CounterShards {
+    shards: Box<[Padded<Counters>]>,
+}
+
+impl CounterShards {
+    /// Counters for `vcpus` vCPUs and the other threads.
+    pub(crate) fn new(vcpus: usize) -> CounterShards {
+        CounterShards {
+            shards: (0..=vcpus).map(|_| Padded(Counters::default())).collect(),
+        }
+    }
+
+    /// The counters vCPU `vcpu`'s thread bumps (any other index: the other
+    /// threads').
+    #[inline]
+    pub(crate) fn shard(&self, vcpu: usize) -> &Counters {
+        &self.shards[vcpu.min(self.shards.len() - 1)]
+    }
+
+    /// The sums, with `gauges`.
+    pub(crate) fn snapshot(&self, gauges: Gauges) -> Stats {
+        let mut total = Stats::default();
+        for shard in self.shards.iter() {
+            total.add(&shard.snapshot(Gauges::default()));
+        }
+        total.pages_in_use = gauges.pages_in_use;
+        total.pages_pending = gauges.pages_pending;
+        total.rmap_entries = gauges.rmap_entries;
+        total.unsync_pages = gauges.unsync_pages;
+        total
     }
 }

@@ -190,6 +190,23 @@ impl Arena {
             .store(value, Ordering::Release)
     }
 
+    /// Writes entry `index` of `page` if the MMU's copy holds zero (a new
+    /// entry, written by one of several threads at once): the copy is
+    /// exchanged first, so that only one writer goes on to the CPU's.
+    /// False if the entry was not zero.
+    #[inline]
+    pub fn install(&self, page: PageId, index: usize, value: u64) -> bool {
+        let won = self
+            .entry(&self.mirror, page, index)
+            .compare_exchange(0, value, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if won {
+            self.entry(&self.region, page, index)
+                .store(value, Ordering::Release);
+        }
+        won
+    }
+
     /// Clears every entry of `page`.
     pub fn clear(&self, page: PageId) {
         for i in 0..ENTRIES {

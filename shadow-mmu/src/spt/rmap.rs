@@ -21,9 +21,12 @@
 
 use std::collections::HashMap;
 
+use parking_lot::Mutex;
+
 use super::{PageId, SptePtr};
 use crate::addr::Gfn;
 use crate::hash::FrameHashBuilder;
+use crate::lock::Padded;
 
 /// Most arena pages an entry can name in a head.
 pub const MAX_PAGES: u32 = 1 << 22;
@@ -71,8 +74,75 @@ impl Head {
 
 /// Guest frame → leaf shadow entries. Large leaves are entered under the
 /// first frame they map.
-#[derive(Debug, Default)]
+///
+/// The map is split by chunk into [`SHARDS`] shards, each behind a lock of
+/// its own on a cache line of its own: a fault that adds a record under the
+/// shared MMU lock (`lock.rs`) locks only its chunk's shard, which vCPUs
+/// faulting in different 2 MiB of guest memory do not share.
+#[derive(Debug)]
 pub struct Rmap {
+    shards: Box<[Padded<Mutex<Shard>>]>,
+}
+
+/// Shards of the reverse map.
+pub const SHARDS: usize = 64;
+
+impl Default for Rmap {
+    fn default() -> Self {
+        Rmap {
+            shards: (0..SHARDS).map(|_| Padded(Mutex::default())).collect(),
+        }
+    }
+}
+
+impl Rmap {
+    fn shard(&self, gfn: Gfn) -> parking_lot::MutexGuard<'_, Shard> {
+        self.shards[((gfn.0 >> CHUNK_SHIFT) % SHARDS as u64) as usize].lock()
+    }
+
+    /// Records that `spte` maps `gfn`.
+    pub fn add(&self, gfn: Gfn, spte: SptePtr) {
+        self.shard(gfn).add(gfn, spte)
+    }
+
+    /// Forgets that `spte` maps `gfn`.
+    pub fn remove(&self, gfn: Gfn, spte: SptePtr) {
+        self.shard(gfn).remove(gfn, spte)
+    }
+
+    /// The entries that map `gfn`.
+    pub fn get(&self, gfn: Gfn) -> Vec<SptePtr> {
+        self.shard(gfn).get(gfn).collect()
+    }
+
+    /// Every (frame, entry) pair, in no particular order (for audits).
+    pub fn iter(&self) -> Vec<(Gfn, SptePtr)> {
+        self.shards
+            .iter()
+            .flat_map(|s| s.lock().iter().collect::<Vec<_>>())
+            .collect()
+    }
+
+    /// Whether `spte` is recorded as mapping `gfn`.
+    pub fn contains(&self, gfn: Gfn, spte: SptePtr) -> bool {
+        self.shard(gfn).contains(gfn, spte)
+    }
+
+    /// Number of (frame, entry) pairs.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().len()).sum()
+    }
+
+    /// Whether the map is empty.
+    #[cfg(any(test, feature = "test-utils"))]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One shard of the map.
+#[derive(Debug, Default)]
+struct Shard {
     chunks: HashMap<u64, Box<Chunk>, FrameHashBuilder>,
     /// Lists of frames with two or more entries; `None` slots are free.
     lists: Vec<Option<Vec<SptePtr>>>,
@@ -80,13 +150,12 @@ pub struct Rmap {
     entries: usize,
 }
 
-impl Rmap {
+impl Shard {
     fn split(gfn: Gfn) -> (u64, usize) {
         (gfn.0 >> CHUNK_SHIFT, (gfn.0 as usize) & (CHUNK_FRAMES - 1))
     }
 
-    /// Records that `spte` maps `gfn`.
-    pub fn add(&mut self, gfn: Gfn, spte: SptePtr) {
+    fn add(&mut self, gfn: Gfn, spte: SptePtr) {
         let (key, i) = Self::split(gfn);
         let chunk = self.chunks.entry(key).or_insert_with(|| {
             Box::new(Chunk {
@@ -130,8 +199,7 @@ impl Rmap {
         self.entries += 1;
     }
 
-    /// Forgets that `spte` maps `gfn`.
-    pub fn remove(&mut self, gfn: Gfn, spte: SptePtr) {
+    fn remove(&mut self, gfn: Gfn, spte: SptePtr) {
         let (key, i) = Self::split(gfn);
         let Some(chunk) = self.chunks.get_mut(&key) else {
             return;
@@ -172,8 +240,7 @@ impl Rmap {
         }
     }
 
-    /// The entries that map `gfn`.
-    pub fn get(&self, gfn: Gfn) -> Entries<'_> {
+    fn get(&self, gfn: Gfn) -> Entries<'_> {
         let (key, i) = Self::split(gfn);
         let raw = self.chunks.get(&key).map_or(0, |c| c.heads[i]);
         match Head::decode(raw) {
@@ -186,8 +253,7 @@ impl Rmap {
         }
     }
 
-    /// Every (frame, entry) pair, in no particular order (for audits).
-    pub fn iter(&self) -> impl Iterator<Item = (Gfn, SptePtr)> + '_ {
+    fn iter(&self) -> impl Iterator<Item = (Gfn, SptePtr)> + '_ {
         self.chunks.iter().flat_map(move |(&key, chunk)| {
             chunk.heads.iter().enumerate().flat_map(move |(i, &raw)| {
                 let gfn = Gfn((key << CHUNK_SHIFT) | i as u64);
@@ -210,26 +276,18 @@ impl Rmap {
         })
     }
 
-    /// Whether `spte` is recorded as mapping `gfn`.
-    pub fn contains(&self, gfn: Gfn, spte: SptePtr) -> bool {
+    fn contains(&self, gfn: Gfn, spte: SptePtr) -> bool {
         self.get(gfn).any(|p| p == spte)
     }
 
-    /// Number of (frame, entry) pairs.
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.entries
-    }
-
-    /// Whether the map is empty.
-    #[cfg(any(test, feature = "test-utils"))]
-    pub fn is_empty(&self) -> bool {
-        self.entries == 0
     }
 }
 
-/// The entries of one frame, from [`Rmap::get`].
+/// The entries of one frame in a shard.
 #[derive(Clone, Debug)]
-pub enum Entries<'a> {
+enum Entries<'a> {
     /// None or one entry, held inline.
     One(Option<SptePtr>),
     /// Two or more.
@@ -257,8 +315,28 @@ mod tests {
     }
 
     #[test]
+    fn shards_hold_what_one_map_would() {
+        let r = Rmap::default();
+        let (a, b) = (ptr(1, 3), ptr(2, 4));
+        for gfn in [0, 511, 512, 513 << 9, u64::MAX >> 12] {
+            r.add(Gfn(gfn), a);
+            r.add(Gfn(gfn), b);
+        }
+        r.remove(Gfn(512), a);
+        assert_eq!(r.len(), 9);
+        assert_eq!(r.get(Gfn(512)), [b]);
+        assert!(r.contains(Gfn(0), a) && !r.contains(Gfn(512), a));
+        assert_eq!(r.iter().len(), 9);
+        for gfn in [0, 511, 512, 513 << 9, u64::MAX >> 12] {
+            r.remove(Gfn(gfn), a);
+            r.remove(Gfn(gfn), b);
+        }
+        assert!(r.is_empty());
+    }
+
+    #[test]
     fn add_remove() {
-        let mut r = Rmap::default();
+        let mut r = Shard::default();
         let a = ptr(1, 3);
         let b = ptr(2, 4);
         r.add(Gfn(7), a);
@@ -268,14 +346,14 @@ mod tests {
         r.remove(Gfn(7), a);
         assert_eq!(r.get(Gfn(7)).collect::<Vec<_>>(), [b]);
         r.remove(Gfn(7), b);
-        assert!(r.is_empty() && r.get(Gfn(7)).next().is_none());
+        assert!(r.len() == 0 && r.get(Gfn(7)).next().is_none());
         assert_eq!(r.chunks.len(), 0);
         assert!(r.lists.is_empty());
     }
 
     #[test]
     fn extremes_round_trip() {
-        let mut r = Rmap::default();
+        let mut r = Shard::default();
         let hi = ptr(MAX_PAGES - 1, 511);
         let lo = ptr(0, 0);
         for gfn in [0, 511, 512, u64::MAX >> 12] {
@@ -293,7 +371,7 @@ mod tests {
     /// of adds and removes that revisits frames and entries often.
     #[test]
     fn matches_a_plain_map() {
-        let mut r = Rmap::default();
+        let mut r = Shard::default();
         let mut model: StdMap<u64, BTreeSet<(u32, u16)>> = StdMap::new();
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
         let steps = if cfg!(miri) { 2_000 } else { 200_000 };
@@ -336,7 +414,7 @@ mod tests {
                 r.remove(Gfn(gfn), ptr(page, usize::from(index)));
             }
         }
-        assert!(r.is_empty());
+        assert_eq!(r.len(), 0);
         assert_eq!((r.chunks.len(), r.lists.len()), (0, 0));
     }
 }
