@@ -9,8 +9,8 @@
 
 use shadow_mmu::abi::nr;
 use shadow_mmu::kvm::layout::*;
-use shadow_mmu::kvm::mailbox::{CHAIN, ROOTS, SWITCHED};
-use shadow_mmu::kvm::testing::{enter, run_chain, Entry};
+use shadow_mmu::kvm::mailbox::{ARM_BASE, ARM_CR2, ARM_SPT, CHAIN, ROOTS, SWITCHED};
+use shadow_mmu::kvm::testing::{enter, pf_entry, run_chain, Entry};
 use shadow_mmu::kvm::{Exit, ShadowVm, ShadowVmConfig, HYPERCALL_INSN, HYPERCALL_REG_INSN};
 use shadow_mmu::pte::{PTE_A, PTE_D, PTE_P, PTE_PS, PTE_U, PTE_W};
 use shadow_mmu::{Cr0, Cr4, Efer, GuestAddress, MmuConfig, PagingState, ShadowMmu};
@@ -115,7 +115,10 @@ fn system_offset(inp: &mut Input, vcpus: usize) -> u64 {
     let index = inp.below(vcpus as u64 + 1) as usize;
     let block = vcpu_block(index);
     let top = block + VCPU_BLOCK_SIZE;
-    match inp.below(9) {
+    match inp.below(12) {
+        8 => block + [ARM_BASE, ARM_SPT, ARM_CR2][inp.below(3) as usize],
+        9 => arm_block(index) + [ARM_GPTES, ARM_SPTES][inp.below(2) as usize] + 8 * inp.below(512),
+        10 => HOLE_PT + 8 * inp.below(512),
         0 => top - 8 * (1 + inp.below(10)),
         1 => block + SWITCHED,
         2 => block + ROOTS + 8 * inp.below(64),
@@ -186,7 +189,8 @@ fn block(inp: &mut Input, mem: &GuestMemoryMmap) {
 /// hypercall blocks), writes words of the system area and of the arena as
 /// guest CPL0 code can through the hole, marks vCPUs running or not, and
 /// makes trampoline exits with forged IST stacks, answering hypercalls and
-/// emulating stores as a VMM would.
+/// emulating stores as a VMM would, and runs the trampoline's dirty fast
+/// path between them (`testing::pf_entry`).
 ///
 /// Panics (a bug) if the glue panics, or if the return chain the VMM wrote
 /// after an exit it served is not one the trampoline can run to the
@@ -241,6 +245,19 @@ pub fn glue(data: &[u8]) {
                 let index = inp.below(vcpus as u64) as usize;
                 let running = inp.bool();
                 vm.set_running(index, running);
+            }
+            6 => {
+                // A write by the guest that the trampoline may resolve by
+                // itself; whatever it did, the VMM takes it over (or not)
+                // at the next exit.
+                let index = inp.below(vcpus as u64) as usize;
+                let cr2 = if inp.bool() {
+                    vm.peek_system(vcpu_block(index) + ARM_BASE) | (inp.below(512) << 12)
+                } else {
+                    address(&mut inp)
+                };
+                let error_code = [3, 7, 2, inp.u64()][inp.below(4) as usize];
+                let _ = pf_entry(&vm, index, cr2, error_code);
             }
             _ => {
                 let index = inp.below(vcpus as u64) as usize;

@@ -90,6 +90,81 @@ impl<M: GuestRam> ShadowVm<M> {
         };
         entry.store(value, std::sync::atomic::Ordering::Release);
     }
+
+    /// Exchanges the arena word at byte offset `off` for `new` if it holds
+    /// `old`, as an instruction in the hole does; `None` outside the arena.
+    pub fn cmpxchg_arena(&self, off: u64, old: u64, new: u64) -> Option<bool> {
+        let (_, host, size) = self.mmu.arena_region();
+        if !off.is_multiple_of(8) || off.checked_add(8).is_none_or(|end| end > size) {
+            return None;
+        }
+        // SAFETY: as in `poke_arena`: an aligned word inside the live
+        // arena mapping, only ever accessed atomically.
+        let entry = unsafe {
+            &*host
+                .add(off as usize)
+                .cast::<std::sync::atomic::AtomicU64>()
+        };
+        use std::sync::atomic::Ordering::{AcqRel, Acquire};
+        Some(entry.compare_exchange(old, new, AcqRel, Acquire).is_ok())
+    }
+}
+
+/// What the trampoline's #PF entry did with a fault ([`pf_entry`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PfEntry {
+    /// It exited to the VMM, as for any vector.
+    Exited,
+    /// It set D in the guest entry and W and D in the shadow entry, and
+    /// resumed the guest.
+    Resolved,
+    /// One of its accesses would have faulted in the trampoline (a window
+    /// or shadow-page address that maps nothing this model knows: the VMM
+    /// then sees a trampoline fault).
+    Faulted,
+}
+
+/// Runs the trampoline's #PF fast path (`pf_entry` in trampoline.S) on
+/// vCPU `index` for a fault at `cr2` with `error_code`, against the hole as
+/// it is (the VMM's arming, or what guest CPL0 code forged there) and guest
+/// memory, as its instructions would. The guest table is reached through
+/// the window the hole's page table maps (guest RAM only, in this model),
+/// the shadow entry through the arena.
+pub fn pf_entry<M: GuestRam>(vm: &ShadowVm<M>, index: usize, cr2: u64, error_code: u64) -> PfEntry {
+    use crate::pte::{PteMemory, PTE64_ADDR_MASK, PTE_P};
+    use vm_memory::{GuestAddress, GuestAddressSpace};
+
+    let block = vcpu_block(index);
+    if cr2 & !0x1f_ffff != vm.sys_load(block + ARM_BASE) {
+        return PfEntry::Exited;
+    }
+    let i = (cr2 >> 12) & 511;
+    let arm = arm_block(index);
+    let gpte = vm.sys_load(arm + ARM_GPTES + 8 * i);
+    if (gpte & 15) as u32 != error_code as u32 {
+        return PfEntry::Exited;
+    }
+    let window = vm.sys_load(HOLE_PT + 8 * ((arm + ARM_WINDOW) / 4096));
+    if window & PTE_P == 0 {
+        return PfEntry::Faulted;
+    }
+    let gpa = GuestAddress((window & PTE64_ADDR_MASK) + 8 * i);
+    let mem = vm.mmu.memory().memory();
+    match mem.cmpxchg_u64(gpa, gpte, gpte.wrapping_add(0x40)) {
+        Some(true) => {}
+        Some(false) => return PfEntry::Exited,
+        None => return PfEntry::Faulted,
+    }
+    let old = vm.sys_load(arm + ARM_SPTES + 8 * i);
+    let at = vm
+        .sys_load(block + ARM_SPT)
+        .wrapping_add(8 * i)
+        .wrapping_sub(hole_arena_va(0));
+    match vm.cmpxchg_arena(at, old, old.wrapping_add(0x42)) {
+        Some(true) => PfEntry::Resolved,
+        Some(false) => PfEntry::Exited,
+        None => PfEntry::Faulted,
+    }
 }
 
 /// Leaves on vCPU `index`'s IST stack what the entry stub leaves at an

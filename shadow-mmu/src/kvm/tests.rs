@@ -578,3 +578,107 @@ fn unacknowledged_flushes_are_bounded() {
     vm.check_nmi_ack(1);
     assert!(vm.flush.releases.lock().is_empty());
 }
+
+/// Guest tables for the dirty fast path: PML4 0x1000, PDPT 0x2000, PD
+/// 0x3000, PT 0x4000 mapping gva 0x40_0000.. to frames 0x8_0000.., 16
+/// clean pages (P|W|U|A, D clear).
+fn clean_table(vm: &ShadowVm) {
+    use vm_memory::{Bytes, GuestAddressSpace};
+    let mem = vm.mmu.memory().memory();
+    for (at, value) in [(0x1000, 0x2027u64), (0x2000, 0x3027), (0x3010, 0x4027)] {
+        mem.write_obj(value, GuestAddress(at)).expect("guest table");
+    }
+    for i in 0..16u64 {
+        let pte = (0x8_0000 + (i << 12)) | 0x27;
+        mem.write_obj(pte, GuestAddress(0x4000 + 8 * i))
+            .expect("guest table");
+    }
+}
+
+/// A #PF exit of vCPU 0 at `cr2` with `error_code`, served, its chain run.
+fn pf_exit(vm: &ShadowVm, cr2: u64, error_code: u64) -> Result<Ran, KvmGlueError> {
+    let e = Entry {
+        vector: 14,
+        error_code,
+        cr2,
+        rax: 0xaaaa,
+        rdx: 0xdddd,
+        frame: FRAME,
+    };
+    testing::enter(vm, 0, &e);
+    assert_eq!(vm.handle_exit(0)?, Exit::Resume);
+    Ok(run_chain(vm))
+}
+
+fn guest_pte(vm: &ShadowVm, i: u64) -> u64 {
+    use vm_memory::{Bytes, GuestAddressSpace};
+    vm.mmu
+        .memory()
+        .memory()
+        .read_obj(GuestAddress(0x4000 + 8 * i))
+        .expect("guest table")
+}
+
+/// A user read fault maps the table's clean entries read-only and arms
+/// the trampoline with them: the hole maps the guest table in the arm
+/// block's window (its entry rewritten by the chain, the old translation
+/// dropped). A user write to one of them is then resolved by the #PF entry
+/// (its model) without an exit; a supervisor write (SMAP's business) and a
+/// write outside the table exit. At the next exit the MMU takes the
+/// writable entry over: the audit, which compares the CPU's view with the
+/// MMU's, is clean.
+#[test]
+fn armed_clean_entries_are_taken_over_at_the_next_exit() {
+    let (vm, _, _) = prepared_vm();
+    clean_table(&vm);
+    let ran = pf_exit(&vm, 0x40_0000, 4).expect("read fault");
+    let window = hole_va(layout::arm_block(0) + layout::ARM_WINDOW);
+    assert!(ran.ops.contains(&("invlpg", window)), "{:x?}", ran.ops);
+    assert_eq!(vm.peek_system(vcpu_block(0) + ARM_BASE), 0x40_0000);
+    assert_eq!(
+        testing::pf_entry(&vm, 0, 0x40_3000, 3),
+        testing::PfEntry::Exited
+    );
+    assert_eq!(
+        testing::pf_entry(&vm, 0, 0x60_3000, 7),
+        testing::PfEntry::Exited
+    );
+    assert_eq!(
+        testing::pf_entry(&vm, 0, 0x40_3000, 7),
+        testing::PfEntry::Resolved
+    );
+    assert_eq!(guest_pte(&vm, 3) & crate::pte::PTE_D, crate::pte::PTE_D);
+    // Until the next exit, the CPU's view is ahead of the MMU's.
+    assert!(vm.mmu.audit().is_err());
+    pf_exit(&vm, 0x40_0000, 4).expect("another exit");
+    assert_eq!(vm.mmu.stats().dirty_taken, 1);
+    vm.mmu.audit().expect("taken over");
+    // Resolved once: the guest entry is dirty now, so it is not armed
+    // again.
+    assert_eq!(
+        testing::pf_entry(&vm, 0, 0x40_3000, 7),
+        testing::PfEntry::Exited
+    );
+}
+
+/// Guest CPL0 code that forges the armed table in the hole (here: the
+/// shadow page's address, pointing at the root) gets the trampoline to
+/// write where it said, as it could write there itself; the VMM, which
+/// never reads the hole's copy, takes nothing over and reports the entry
+/// the CPU sees differently as corruption, with no panic.
+#[test]
+fn a_forged_arming_is_not_taken_over() {
+    let (vm, _, sregs) = prepared_vm();
+    clean_table(&vm);
+    pf_exit(&vm, 0x40_0000, 4).expect("read fault");
+    let root = sregs.cr3 - ((1 << 40) + layout::SYSTEM_SIZE);
+    vm.poke_system(vcpu_block(0) + ARM_SPT, layout::hole_arena_va(root));
+    vm.poke_system(layout::arm_block(0) + layout::ARM_SPTES + 8 * 3, 0);
+    assert_eq!(
+        testing::pf_entry(&vm, 0, 0x40_3000, 7),
+        testing::PfEntry::Resolved
+    );
+    let _ = pf_exit(&vm, 0x40_0000, 4);
+    assert_eq!(vm.mmu.stats().dirty_taken, 0);
+    assert!(vm.mmu.audit().is_err());
+}
