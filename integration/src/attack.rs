@@ -34,7 +34,7 @@ use crate::vm::{
 
 /// Target classes of the attack workload (`ATK_*` in
 /// `resources/guests/guest.h`), by number.
-pub const CLASSES: [&str; 18] = [
+pub const CLASSES: [&str; 19] = [
     "ist-frame",
     "forged-exit",
     "fake-exception",
@@ -53,6 +53,7 @@ pub const CLASSES: [&str; 18] = [
     "relink",
     "read",
     "guest-relink",
+    "arm",
 ];
 
 /// Results header words the attack workload keeps up to date

@@ -144,8 +144,8 @@ enum Command {
 const ATTACK_AFTER_HELP: &str = "\
 Target classes: ist-frame, forged-exit, fake-exception, chain-area,
 switch-word, root-cache, nmi-word, gdt, idt, tss, trampoline, link, leaf,
-arena, raw-cr3, relink, read, and guest-relink, an ordinary guest's unmap
-and remap (resources/guests/README.md).
+arena, raw-cr3, relink, read, guest-relink (an ordinary guest's unmap and
+remap) and arm (resources/guests/README.md).
 Exit status: 0 when the VMM never failed (no panic, no stuck vCPU thread,
 no exit answered until the deadline, resident memory within bounds, the VM
 beside always identical to native), 1 otherwise, 2 on a usage error.";

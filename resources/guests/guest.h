@@ -178,7 +178,9 @@ typedef long i64;
 #define ATK_READ 16       /* reads anywhere in the hole */
 #define ATK_GUEST_RELINK 17 /* not an attack: clear and set P in the guest's
                              * own PDE of a page and touch it, r1 times */
-#define ATK_CLASSES 18
+#define ATK_ARM 18        /* the dirty fast path's arming: base, shadow-page
+                           * address, CR2, expected entries, the window */
+#define ATK_CLASSES 19
 
 /* SYS_PTE operations. */
 #define PTE_OP_FRAME 0    /* point at the frame arg (a frame the user mapped) */

@@ -1191,7 +1191,7 @@ static i64 sys_hostile(struct percpu *pc, u64 step, u64 out)
 #define L_TSS 0x5000UL
 #define L_TSS_STRIDE 128UL
 #define L_TRAMPOLINE 0x6000UL
-#define L_TRAMPOLINE_LEN 5130UL /* trampoline.bin */
+#define L_TRAMPOLINE_LEN 5284UL /* trampoline.bin */
 #define L_BLOCKS 0x10000UL
 #define L_BLOCK 0x4000UL
 #define L_NMI_BLOCKS (L_BLOCKS + 32 * L_BLOCK)
@@ -1203,6 +1203,13 @@ static i64 sys_hostile(struct percpu *pc, u64 step, u64 out)
 #define L_ROOT_SLOTS 64UL
 #define L_SWITCHED 0x3800UL
 #define L_STUB 32UL
+#define L_HOLE_PT 0x2000UL
+#define L_ARMS (L_IDTS + 32 * L_IDT_STRIDE)
+#define L_ARM_GPTES 0x1000UL
+#define L_ARM_SPTES 0x2000UL
+#define L_ARM_BASE 0x3810UL
+#define L_ARM_SPT 0x3818UL
+#define L_ARM_CR2 0x3820UL
 #define L_FRAME 80UL /* bytes the entry leaves below the IST top */
 #define ENTRY_FLAGS (PTE_P | PTE_W | PTE_U | PTE_A) /* 0x27 */
 #define BIT63 (1UL << 63)
@@ -1656,6 +1663,40 @@ static i64 sys_attack(struct percpu *pc, u64 class, u64 r1, u64 r2, u64 r3)
         u64 va = HOLE_VA + ((r1 % (SYS_SIZE + atk_arena)) & ~7UL);
         res[RH_ATK_WHERE] = va;
         r = kprobe_load64(va, &res[RH_ATK_VALUE]) ? 1 : 0;
+        break;
+    }
+    case ATK_ARM: {
+        u64 arm = HOLE_VA + L_ARMS + cpu * L_BLOCK, va, v;
+        switch (r1 % 6) {
+        case 0: /* the armed 2 MiB: the data pages', or anything */
+            va = atk_block(cpu) + L_ARM_BASE;
+            v = (r2 & 1) ? DATA_VA & ~0x1fffffUL : atk_value(r2, atk_load(va));
+            break;
+        case 1: /* the shadow page: another arena page, the system area */
+            va = atk_block(cpu) + L_ARM_SPT;
+            v = (r2 & 1) ? HOLE_VA + SYS_SIZE + ((mix(r2) % (atk_arena ? atk_arena : 1)) & PTE_ADDR)
+                         : atk_value(r2, atk_load(va));
+            break;
+        case 2:
+            va = atk_block(cpu) + L_ARM_CR2;
+            v = atk_value(r2, 0);
+            break;
+        case 3: /* an expected guest entry */
+            va = arm + L_ARM_GPTES + 8 * ((r2 >> 8) % 512);
+            v = atk_value(r2, atk_load(va));
+            break;
+        case 4: /* an expected shadow entry */
+            va = arm + L_ARM_SPTES + 8 * ((r2 >> 8) % 512);
+            v = atk_value(r2, atk_load(va));
+            break;
+        default: /* the window's entry in the hole's page table */
+            va = HOLE_VA + L_HOLE_PT + 8 * ((L_ARMS + cpu * L_BLOCK) >> 12);
+            v = (r2 & 1) ? ram_page(mix(r2)) | ENTRY_FLAGS : atk_value(r2, atk_load(va));
+            break;
+        }
+        res[RH_ATK_WHERE] = va;
+        res[RH_ATK_VALUE] = v;
+        r = atk_store(va, v);
         break;
     }
     }

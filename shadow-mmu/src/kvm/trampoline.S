@@ -114,15 +114,17 @@
  */
         .macro stub vec, has_ec
         .balign STUB_STRIDE
+        .if \vec == 14
+        /* The gate leads to pf_entry; whatever enters here goes there. */
+        jmp pf_entry
+        .exitm
+        .endif
         .if \has_ec == 0
         push 0
         .endif
         push \vec
         push rax
         push rdx
-        .if \vec == 14
-        mov rax, cr2
-        .endif
         push rax
         .if \vec == 6
         jmp ud_entry
