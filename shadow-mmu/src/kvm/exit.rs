@@ -213,7 +213,15 @@ impl<M: GuestRam> ShadowVm<M> {
                 self.sys_store(top - stack::RAX, result as u64);
                 Exit::Resume
             }
-            v if v >= FIRST_INTERRUPT => self.deliver_interrupt(&g, index, v, frame, &mut cmds)?,
+            v if v >= FIRST_INTERRUPT => {
+                // Interrupts enter through stubs of their own; a damaged
+                // exception entry that pushes such a vector would have the
+                // VMM deliver it at every fault, for ever.
+                if let Some(offset) = self.trampoline_damage() {
+                    return Err(KvmGlueError::TrampolineCorrupted { offset });
+                }
+                self.deliver_interrupt(&g, index, v, frame, &mut cmds)?
+            }
             vector::DF if self.failed_direct_delivery(&g, index, frame) => {
                 self.deliver(&g, index, DIRECT_VECTOR, None, None, frame, &mut cmds)?
             }

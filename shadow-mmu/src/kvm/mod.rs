@@ -133,6 +133,17 @@ pub enum KvmGlueError {
         /// Where, in the hole.
         rip: u64,
     },
+    /// The trampoline's code is not what the VMM put there: guest CPL0 code
+    /// overwrote it through the hole. Checked when an exit reports an
+    /// external interrupt, which a corrupted entry (a vector pushed wrong)
+    /// could otherwise make the VMM deliver for ever.
+    #[error(
+        "the trampoline's code differs from the VMM's at offset {offset:#x}: the guest kernel corrupted the hidden region"
+    )]
+    TrampolineCorrupted {
+        /// The first byte that differs, from the trampoline's start.
+        offset: usize,
+    },
     /// A guest store into a shadowed page table that the emulator does not
     /// carry out.
     #[error("cannot emulate the instruction at RIP {rip:#x} (bytes {bytes:02x?})")]
@@ -282,6 +293,18 @@ impl<M: GuestRam> ShadowVm<M> {
         self.system
             .get_atomic_ref::<AtomicU64>(off as usize)
             .map_or(0, |a| a.load(Ordering::Acquire))
+    }
+
+    /// The first byte of the trampoline's code in the system area that
+    /// differs from [`TRAMPOLINE_CODE`], if any.
+    pub(super) fn trampoline_damage(&self) -> Option<usize> {
+        use vm_memory::Bytes;
+        let mut code = [0u8; TRAMPOLINE_CODE.len()];
+        let slice = self.system.as_volatile_slice();
+        if slice.read_slice(&mut code, TRAMPOLINE as usize).is_err() {
+            return Some(0);
+        }
+        code.iter().zip(TRAMPOLINE_CODE).position(|(a, b)| a != b)
     }
 
     pub(super) fn sys_store(&self, off: u64, value: u64) {

@@ -682,3 +682,32 @@ fn a_forged_arming_is_not_taken_over() {
     assert_eq!(vm.mmu.stats().dirty_taken, 0);
     assert!(vm.mmu.audit().is_err());
 }
+
+/// A guest kernel that damaged the trampoline's #PF entry so that it pushes
+/// an interrupt's vector would have the VMM deliver that interrupt at
+/// every fault, for ever: an exit that reports an external interrupt first
+/// checks the trampoline's code, and a damaged one stops the VM with the
+/// offset of the first byte that differs. An intact one delivers.
+#[test]
+fn an_interrupt_from_a_damaged_trampoline_stops_the_vm() {
+    let vm = vm_on_one_large_page();
+    let frame = [0x5000, 0x08, 0x202, 0x9_0000, 0x10];
+    let interrupt = Entry {
+        vector: 0x20,
+        frame,
+        ..Entry::default()
+    };
+    testing::enter(&vm, 0, &interrupt);
+    assert!(matches!(vm.handle_exit(0), Ok(Exit::Unhandled { .. })));
+    // `push 14` of the #PF entry made `push -1`.
+    let at = TRAMPOLINE + PF_ENTRY;
+    let word = vm.peek_system(at);
+    vm.poke_system(at, (word & !0xff00) | 0xff00);
+    testing::enter(&vm, 0, &interrupt);
+    match vm.handle_exit(0) {
+        Err(KvmGlueError::TrampolineCorrupted { offset }) => {
+            assert_eq!(offset as u64, PF_ENTRY + 1)
+        }
+        other => panic!("{other:?}"),
+    }
+}
