@@ -358,10 +358,10 @@ fn roots_that_fill_the_cap_are_an_error_not_a_hang() {
     assert_eq!(shadow.mmu().stats().pages_in_use, 8);
 }
 
-/// Identity-mapped guest tables for the hostile guest: code and stack in
-/// the first 2 MiB, and one data page each under PML4 slots 1 and 2 (guest
-/// entries without A, so that nothing is prefetched).
-fn hostile_tables(w: &dyn Fn(u64, u64)) {
+/// Guest tables PML4 0x1000 -> PDPT 0x2000 -> PD 0x3000 -> PT 0x4000
+/// mapping the first 2 MiB to themselves (code, stacks, hypercall blocks),
+/// writable, neither accessed nor dirty.
+fn identity_first_2m(w: &dyn Fn(u64, u64)) {
     let t = PTE_P | PTE_W;
     w(0x1000, 0x2000 | t);
     w(0x2000, 0x3000 | t);
@@ -369,6 +369,14 @@ fn hostile_tables(w: &dyn Fn(u64, u64)) {
     for i in 0..512u64 {
         w(0x4000 + 8 * i, (i << 12) | t);
     }
+}
+
+/// Identity-mapped guest tables for the hostile guest: code and stack in
+/// the first 2 MiB, and one data page each under PML4 slots 1 and 2 (guest
+/// entries without A, so that nothing is prefetched).
+fn hostile_tables(w: &dyn Fn(u64, u64)) {
+    let t = PTE_P | PTE_W;
+    identity_first_2m(w);
     // Slot 1: gva 0x80_0000_0000 + 4 KiB pages at GPA 0x20_0000.
     w(0x1008, 0xa000 | t);
     w(0xa000, 0xb000 | t);
@@ -466,12 +474,7 @@ fn a_trampoline_the_guest_overwrote_is_a_clear_error() {
 /// in the guest table at 0x5000.
 fn clean_pages(w: &dyn Fn(u64, u64)) {
     let t = PTE_P | PTE_W;
-    w(0x1000, 0x2000 | t);
-    w(0x2000, 0x3000 | t);
-    w(0x3000, 0x4000 | t);
-    for i in 0..512u64 {
-        w(0x4000 + 8 * i, (i << 12) | t);
-    }
+    identity_first_2m(w);
     w(0x3010, 0x5000 | t);
     for i in 0..64u64 {
         w(0x5000 + 8 * i, (0x60_0000 + (i << 12)) | t | PTE_A);
