@@ -7,6 +7,9 @@
 //! without an exit (the #PF entry of `trampoline.S`), and taking over what
 //! the trampoline did at the next exit.
 //!
+//! The #PF gate leads to the fast path only while a table is armed: an
+//! unarmed fault exits through the plain stub, with none of its checks.
+//!
 //! Only a VM with one vCPU arms: another vCPU's exit could change the
 //! shadow page under a running vCPU's armed table without this vCPU
 //! exiting. Everything the trampoline reads lives in the hole, which guest
@@ -19,6 +22,7 @@ use std::sync::atomic::Ordering;
 use super::chain::Commands;
 use super::layout::*;
 use super::mailbox::{ARM_BASE, ARM_CR2, ARM_SPT, DISARMED, UNARMED};
+use super::system;
 use super::vcpu::VcpuGlue;
 use super::{KvmGlueError, ShadowVm};
 use crate::pte::{PTE_A, PTE_D, PTE_P, PTE_PWT, PTE_W, PTE_XD};
@@ -54,6 +58,8 @@ impl<M: GuestRam> ShadowVm<M> {
             return Changes::default();
         };
         self.sys_store(vcpu_block(index) + ARM_BASE, DISARMED);
+        let (at, gate) = system::pf_gate(index, false);
+        self.sys_store(at, gate);
         let arm = arm_block(index);
         for e in &table.entries {
             self.sys_store(arm + ARM_GPTES + 8 * u64::from(e.index), UNARMED);
@@ -112,6 +118,8 @@ impl<M: GuestRam> ShadowVm<M> {
         self.sys_store(block + ARM_SPT, hole_arena_va(table.page - arena));
         self.sys_store(block + ARM_CR2, g.guest_cr2);
         self.sys_store(block + ARM_BASE, table.base.0);
+        let (at, gate) = system::pf_gate(index, true);
+        self.sys_store(at, gate);
         g.armed = Some(table);
     }
 }

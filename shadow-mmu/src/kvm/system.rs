@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use vm_memory::{MmapRegion, VolatileMemory};
 
 use super::layout::*;
-use super::mailbox::{stub_offset, ARM_BASE, DISARMED, NMI_ENTRY, PF_ENTRY, UNARMED};
+use super::mailbox::{stub_offset, ARM_BASE, DISARMED, NMI_ENTRY, PF_ENTRY, STUB_STRIDE, UNARMED};
 use super::TRAMPOLINE_CODE;
 use crate::arch::vector;
 use crate::pte::{PTE_A, PTE_D, PTE_P, PTE_PS, PTE_W, PTE_XD};
@@ -47,10 +47,21 @@ pub(super) fn trampoline_gate(vector: u8) -> Option<(u64, u64)> {
     if vector == vector::NMI {
         return Some(gate(hole_va(TRAMPOLINE + NMI_ENTRY), 2, 0));
     }
-    if vector == vector::PF {
-        return Some(gate(hole_va(TRAMPOLINE + PF_ENTRY), 1, 0));
-    }
     stub_offset(vector).map(|stub| gate(hole_va(TRAMPOLINE + stub), 1, gate_dpl(vector)))
+}
+
+/// The low word of vCPU `index`'s #PF gate, at its IDT offset: into the
+/// dirty fast path (`armed`) or the plain stub, which an unarmed fault
+/// takes without the fast path's checks. (The high word, the entry's
+/// address bits 32-63, is the same for both.)
+pub(super) fn pf_gate(index: usize, armed: bool) -> (u64, u64) {
+    let entry = if armed {
+        PF_ENTRY
+    } else {
+        STUB_STRIDE * u64::from(vector::PF)
+    };
+    let (low, _) = gate(hole_va(TRAMPOLINE + entry), 1, gate_dpl(vector::PF));
+    (idt(index) + 16 * u64::from(vector::PF), low)
 }
 
 /// The gate that delivers `vector` straight to the guest's handler at

@@ -10,6 +10,7 @@ use vm_memory::{GuestAddress, GuestMemoryAtomic, GuestMemoryMmap};
 use super::chain::{Commands, MAX_INVLPG};
 use super::frame::IretFrame;
 use super::mailbox::*;
+use super::system;
 use super::testing::{self, Entry, Ran};
 use super::*;
 use crate::{Cr0, Cr4, Efer, PagingState, ShadowMmu};
@@ -635,6 +636,12 @@ fn armed_clean_entries_are_taken_over_at_the_next_exit() {
     let window = hole_va(layout::arm_block(0) + layout::ARM_WINDOW);
     assert!(ran.ops.contains(&("invlpg", window)), "{:x?}", ran.ops);
     assert_eq!(vm.peek_system(vcpu_block(0) + ARM_BASE), 0x40_0000);
+    // The #PF gate leads to the fast path while armed, to the stub after.
+    let gate = |armed| {
+        let (at, low) = system::pf_gate(0, armed);
+        vm.peek_system(at) == low
+    };
+    assert!(gate(true) && !gate(false));
     assert_eq!(
         testing::pf_entry(&vm, 0, 0x40_3000, 3),
         testing::PfEntry::Exited
@@ -650,9 +657,11 @@ fn armed_clean_entries_are_taken_over_at_the_next_exit() {
     assert_eq!(guest_pte(&vm, 3) & crate::pte::PTE_D, crate::pte::PTE_D);
     // Until the next exit, the CPU's view is ahead of the MMU's.
     assert!(vm.mmu.audit().is_err());
-    pf_exit(&vm, 0x40_0000, 4).expect("another exit");
+    vm.catch_up(0).expect("vCPU 0");
+    assert!(gate(false) && !gate(true));
     assert_eq!(vm.mmu.stats().dirty_taken, 1);
     vm.mmu.audit().expect("taken over");
+    pf_exit(&vm, 0x40_0000, 4).expect("another exit");
     // Resolved once: the guest entry is dirty now, so it is not armed
     // again.
     assert_eq!(

@@ -114,17 +114,15 @@
  */
         .macro stub vec, has_ec
         .balign STUB_STRIDE
-        .if \vec == 14
-        /* The gate leads to pf_entry; whatever enters here goes there. */
-        jmp pf_entry
-        .exitm
-        .endif
         .if \has_ec == 0
         push 0
         .endif
         push \vec
         push rax
         push rdx
+        .if \vec == 14
+        mov rax, cr2
+        .endif
         push rax
         .if \vec == 6
         jmp ud_entry
@@ -332,8 +330,9 @@ irq_common:
         ret
 
 /*
- * #PF (the gate leads here, not to the stub): a write to a clean page,
- * answered without an exit. The VMM arms one guest leaf table at a time
+ * #PF while a table is armed (the VMM points the gate here when it arms,
+ * and back at the stub when it disarms, so that an unarmed fault pays
+ * nothing for this): a write to a clean page, answered without an exit. The VMM arms one guest leaf table at a time
  * (the crate's `dirty` module): ARM_BASE says which 2 MiB the table maps,
  * the arm block's first page maps the guest table, and two tables give,
  * by entry, the guest entry the write must find (UNARMED: none) and the
