@@ -320,6 +320,25 @@ impl MmuState {
         if !dirty {
             leaf_access.remove(PteAccess::WRITE);
         }
+        let write = req.access.kind == AccessKind::Write && req.faulting;
+        if write
+            && !req.access.is_user()
+            && !walk.access.contains(PteAccess::WRITE)
+            && !state.cr0.contains(Cr0::WP)
+        {
+            // CR0.WP=0: a supervisor write to a read-only page is allowed.
+            // Make the entry a writable supervisor page; user accesses will
+            // fault and get the guest's rights back. Under a guest large
+            // page the direct page's role carries these rights too, so
+            // that it is never the page of another guest entry that maps
+            // the same frames with the guest's own rights (KVM adjusts the
+            // walk's access in FNAME(page_fault), before FNAME(fetch)).
+            leaf_access |= PteAccess::WRITE;
+            leaf_access.remove(PteAccess::USER);
+            if walk.access.contains(PteAccess::USER) && state.cr4.contains(Cr4::SMEP) {
+                leaf_access.remove(PteAccess::EXEC);
+            }
+        }
         let pkey = if walk.mode.is_long() {
             ((walk.leaf_pte() >> PTE_PKEY_SHIFT) & 0xf) as u8
         } else {
@@ -438,23 +457,7 @@ impl MmuState {
         let frames = frames_at(level);
         let leaf_gfn = Gfn(gfn.0 & !(frames - 1));
         let leaf_frame = frame - ((gfn.0 - leaf_gfn.0) << PAGE_SHIFT);
-        let access = req.access;
-        let write = access.kind == AccessKind::Write && req.faulting;
         let mut rights = leaf_access;
-        if write
-            && !access.is_user()
-            && !walk.access.contains(PteAccess::WRITE)
-            && !state.cr0.contains(Cr0::WP)
-        {
-            // CR0.WP=0: a supervisor write to a read-only page is allowed.
-            // Make the entry a writable supervisor page; user accesses will
-            // fault and get the guest's rights back.
-            rights |= PteAccess::WRITE;
-            rights.remove(PteAccess::USER);
-            if walk.access.contains(PteAccess::USER) && state.cr4.contains(Cr4::SMEP) {
-                rights.remove(PteAccess::EXEC);
-            }
-        }
         if rights.contains(PteAccess::WRITE) && level == 1 && self.is_write_protected(leaf_gfn) {
             if !write {
                 rights.remove(PteAccess::WRITE);

@@ -304,3 +304,49 @@ fn regression_wp0_entry_then_write_protected() {
     ];
     run(MmuConfig::default(), &ops).unwrap();
 }
+
+/// A CR0.WP=0 supervisor write through one guest 2 MiB page (read-only,
+/// made dirty by the write) put a writable supervisor leaf into the direct
+/// page of that range; a second, clean guest 2 MiB page over the same
+/// frames with the same rights found that direct page and mapped the
+/// frame writable, though its entry was clean. The direct page's role now
+/// carries the CR0.WP=0 rights.
+#[test]
+fn regression_wp0_write_in_a_shared_direct_page() {
+    let ops = vec![
+        Op::ToggleWp,
+        Op::Write {
+            table: 3,
+            index: 2,
+            bits: 2522448609,
+            flush: 0,
+        },
+        Op::Access {
+            gva: 16,
+            kind: 1,
+            user: false,
+        },
+        Op::Write {
+            table: 3,
+            index: 0,
+            bits: 1305708641,
+            flush: 0,
+        },
+        Op::Access {
+            gva: 1,
+            kind: 2,
+            user: false,
+        },
+    ];
+    run(
+        MmuConfig {
+            unsync: false,
+            prefetch_window: 4,
+            max_mapping_level: 1,
+            table_writes: shadow_mmu::TableWrites::Emulate,
+            ..MmuConfig::default()
+        },
+        &ops,
+    )
+    .unwrap();
+}
