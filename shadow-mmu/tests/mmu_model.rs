@@ -140,6 +140,18 @@ fn build(m: &Mmu) -> PagingState {
     long_mode(PML4S[0] << 12)
 }
 
+/// No unsync, a 4-entry prefetch window, 4 KiB shadow leaves only and
+/// emulated table writes: large guest pages get direct pages.
+fn no_unsync_small_window_4k_only_config() -> MmuConfig {
+    MmuConfig {
+        unsync: false,
+        prefetch_window: 4,
+        max_mapping_level: 1,
+        table_writes: shadow_mmu::TableWrites::Emulate,
+        ..MmuConfig::default()
+    }
+}
+
 fn run(config: MmuConfig, ops: &[Op]) -> Result<(), TestCaseError> {
     let m = mmu_with(config);
     let mut state = build(&m);
@@ -246,16 +258,7 @@ proptest! {
 
     #[test]
     fn no_unsync_small_window_4k_only(ops in prop::collection::vec(op(), 1..60)) {
-        run(
-            MmuConfig {
-                unsync: false,
-                prefetch_window: 4,
-                max_mapping_level: 1,
-                table_writes: shadow_mmu::TableWrites::Emulate,
-                ..MmuConfig::default()
-            },
-            &ops,
-        )?;
+        run(no_unsync_small_window_4k_only_config(), &ops)?;
     }
 
     /// Speculative prefetch: more is mapped ahead of use, and every access
@@ -338,15 +341,5 @@ fn regression_wp0_write_in_a_shared_direct_page() {
             user: false,
         },
     ];
-    run(
-        MmuConfig {
-            unsync: false,
-            prefetch_window: 4,
-            max_mapping_level: 1,
-            table_writes: shadow_mmu::TableWrites::Emulate,
-            ..MmuConfig::default()
-        },
-        &ops,
-    )
-    .unwrap();
+    run(no_unsync_small_window_4k_only_config(), &ops).unwrap();
 }
